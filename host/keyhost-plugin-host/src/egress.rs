@@ -1,0 +1,237 @@
+//! Outbound HTTP for plugins: the grant check and the pooled host-side client.
+//!
+//! A plugin reaches the network only through `wasi:http/outgoing-handler`. Every
+//! request's real target — the scheme, host and port of the URI the host connects
+//! to, never a `Host` header — is checked against the plugin's granted origins
+//! before any connection is made. A refused request gets `HTTP-request-denied` and a
+//! warning in the log. Allowed requests share one pooled client (keep-alive,
+//! `TCP_NODELAY`), instead of a connection and TLS handshake per request.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// One granted origin: `scheme://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    /// Parses a grant such as `https://secretsmanager.us-east-1.amazonaws.com` or
+    /// `http://127.0.0.1:4566`. The port defaults to the scheme's. Paths, queries
+    /// and credentials are refused: a grant names a whole origin.
+    pub fn parse(grant: &str) -> Result<Self, String> {
+        let uri: http::Uri = grant.parse().map_err(|e| {
+            format!("'{grant}' is not a URL ({e}); write it as scheme://host[:port]")
+        })?;
+        let scheme = match uri.scheme_str() {
+            Some(s @ ("http" | "https")) => s.to_owned(),
+            Some(other) => return Err(format!("'{grant}': scheme '{other}' is not http or https")),
+            None => {
+                return Err(format!(
+                    "'{grant}' has no scheme; write it as https://{grant}"
+                ));
+            }
+        };
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("'{grant}' has no host; write it as scheme://host[:port]"))?;
+        if authority.as_str().contains('@') {
+            return Err(format!(
+                "'{grant}' contains credentials; a grant names only scheme://host[:port]"
+            ));
+        }
+        if uri
+            .path_and_query()
+            .is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty())
+        {
+            return Err(format!(
+                "'{grant}' has a path or query; a grant names only scheme://host[:port]"
+            ));
+        }
+        Ok(Self::from_parts(
+            &scheme,
+            authority.host(),
+            authority.port_u16(),
+        ))
+    }
+
+    fn from_parts(scheme: &str, host: &str, port: Option<u16>) -> Self {
+        let scheme = scheme.to_ascii_lowercase();
+        let port = port.unwrap_or(if scheme == "https" { 443 } else { 80 });
+        Self {
+            host: host.trim_end_matches('.').to_ascii_lowercase(),
+            scheme,
+            port,
+        }
+    }
+
+    /// The origin a request really goes to, or `None` when its URI lacks one.
+    fn of(uri: &http::Uri) -> Option<Self> {
+        let authority = uri.authority()?;
+        if authority.as_str().contains('@') {
+            return None;
+        }
+        Some(Self::from_parts(
+            uri.scheme_str()?,
+            authority.host(),
+            authority.port_u16(),
+        ))
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+    }
+}
+
+type PooledClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, WasiBody>;
+
+/// The host-side HTTP client shared by all plugins of a runtime.
+#[derive(Clone)]
+pub(crate) struct HttpClient(PooledClient);
+
+impl fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HttpClient")
+    }
+}
+
+impl HttpClient {
+    pub(crate) fn new(
+        extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+    ) -> anyhow::Result<Self> {
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        for cert in extra_roots {
+            roots.add(cert.clone())?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(32)
+            .build(https);
+        Ok(Self(client))
+    }
+}
+
+/// The `wasi:http` hooks of one plugin instance: its grants and the shared client.
+pub(crate) struct Egress {
+    pub(crate) plugin: Arc<str>,
+    pub(crate) allowed: Arc<[Origin]>,
+    pub(crate) client: HttpClient,
+}
+
+type SendFuture = Box<
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<WasiBody>,
+                Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl WasiHttpHooks for Egress {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> SendFuture {
+        let target = Origin::of(request.uri());
+        let granted = target.as_ref().is_some_and(|t| self.allowed.contains(t));
+        let plugin = self.plugin.clone();
+        let client = self.client.0.clone();
+        Box::new(async move {
+            if !granted {
+                let shown = target.map_or_else(|| request.uri().to_string(), |t| t.to_string());
+                tracing::warn!(plugin = %plugin, target = %shown, "refused outbound HTTP: target not granted");
+                // Drain what the guest is writing, so that it sees the denial rather
+                // than a broken body stream.
+                let body = request.into_body();
+                let _ = tokio::time::timeout(Duration::from_secs(1), body.collect()).await;
+                return Err(HttpError::HttpRequestDenied);
+            }
+            let first_byte = options
+                .and_then(|o| o.first_byte_timeout)
+                .unwrap_or(Duration::from_secs(60));
+            let response = match tokio::time::timeout(first_byte, client.request(request)).await {
+                Err(_) => return Err(HttpError::ConnectionReadTimeout),
+                Ok(Err(e)) if e.is_connect() => return Err(HttpError::ConnectionRefused),
+                Ok(Err(e)) => {
+                    tracing::debug!(plugin = %plugin, error = %e, "outbound HTTP failed");
+                    return Err(HttpError::HttpProtocolError);
+                }
+                Ok(Ok(response)) => response,
+            };
+            let response = response.map(|body| body.map_err(HttpError::from).boxed_unsync());
+            let io: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
+                Box::new(async { Ok(()) });
+            Ok((response, io))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_are_origins() {
+        let o = Origin::parse("https://Secretsmanager.us-east-1.amazonaws.com").unwrap();
+        assert_eq!(
+            o.to_string(),
+            "https://secretsmanager.us-east-1.amazonaws.com:443"
+        );
+        assert_eq!(
+            Origin::parse("http://127.0.0.1:4566/").unwrap().to_string(),
+            "http://127.0.0.1:4566"
+        );
+        for bad in [
+            "127.0.0.1:80",
+            "ftp://x",
+            "https://x/path",
+            "https://u:p@x",
+            "https://x?q=1",
+            "x",
+        ] {
+            assert!(Origin::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_request_matches_only_its_exact_origin() {
+        let granted = Origin::parse("http://127.0.0.1:4566").unwrap();
+        let of = |u: &str| Origin::of(&u.parse().unwrap());
+        assert_eq!(of("http://127.0.0.1:4566/x?y"), Some(granted.clone()));
+        assert_ne!(of("http://127.0.0.1:4567/"), Some(granted.clone()));
+        assert_ne!(of("https://127.0.0.1:4566/"), Some(granted.clone()));
+        assert_ne!(of("http://localhost:4566/"), Some(granted.clone()));
+        assert_eq!(of("http://user@127.0.0.1:4566/"), None);
+    }
+}

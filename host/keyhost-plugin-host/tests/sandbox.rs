@@ -1,0 +1,463 @@
+//! The sandbox holds: hostile plugins (built from plugins/testing/hostile) are
+//! stopped, contained and refused, and the host keeps serving.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use keyhost_keystore::{Error, Keystore};
+use keyhost_plugin_host::{
+    Grants, Limits, LoadError, Origin, Plugin, PluginSource, PluginSpec, Runtime, RuntimeOptions,
+};
+
+fn hostile_wasm() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        keyhost_plugin_build::build(&["keyhost-test-hostile"]).unwrap_or_else(|e| panic!("{e}"))[0]
+            .clone()
+    })
+    .clone()
+}
+
+fn runtime() -> Runtime {
+    Runtime::new(RuntimeOptions::default()).expect("runtime")
+}
+
+async fn hostile(grants: Grants, limits: Limits) -> Plugin {
+    let mut spec = PluginSpec::new("hostile", PluginSource::File(hostile_wasm()));
+    spec.grants = grants;
+    spec.limits = limits;
+    runtime().load(spec).await.expect("load hostile plugin")
+}
+
+fn short() -> Limits {
+    Limits {
+        timeout: Duration::from_millis(300),
+        memory: 32 << 20,
+        instances: 2,
+        ..Limits::default()
+    }
+}
+
+async fn text(plugin: &Plugin, action: &str) -> Result<String, Error> {
+    plugin
+        .get(action)
+        .await
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_infinite_loop_is_stopped_at_the_deadline_and_the_next_call_succeeds() {
+    let plugin = hostile(Grants::default(), short()).await;
+    let start = Instant::now();
+    let err = plugin.get("spin").await.unwrap_err();
+    let took = start.elapsed();
+    assert!(
+        matches!(err, Error::Unavailable(ref m) if m.contains("within 300 ms")),
+        "{err:?}"
+    );
+    assert!(took < Duration::from_secs(2), "stopped after {took:?}");
+    assert_eq!(plugin.get("nothing").await, Err(Error::NotFound));
+    let stats = plugin.stats();
+    assert_eq!(stats.timeouts, 1);
+    assert!(stats.instances_discarded >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_blocked_in_host_io_is_stopped_at_the_deadline() {
+    let plugin = hostile(Grants::default(), short()).await;
+    let start = Instant::now();
+    let err = plugin.get("sleep").await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert_eq!(plugin.get("nothing").await, Err(Error::NotFound));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbounded_allocation_hits_the_memory_limit_and_the_instance_is_replaced() {
+    let plugin = hostile(Grants::default(), short()).await;
+    let err = plugin.get("alloc").await.unwrap_err();
+    assert!(
+        matches!(err, Error::Other(ref m) if m.contains("memory limit of 32 MiB")),
+        "{err:?}"
+    );
+    let before = plugin.stats();
+    assert_eq!(before.memory_exhausted, 1);
+    assert_eq!(plugin.get("nothing").await, Err(Error::NotFound));
+    assert!(
+        plugin.stats().instances_started > before.instances_started,
+        "a fresh instance served the next call"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_is_an_error_not_a_crash() {
+    let plugin = hostile(Grants::default(), short()).await;
+    let err = plugin.get("panic").await.unwrap_err();
+    assert!(
+        matches!(err, Error::Other(ref m) if m.contains("crashed during get")),
+        "{err:?}"
+    );
+    assert_eq!(plugin.stats().traps, 1);
+    assert_eq!(plugin.get("nothing").await, Err(Error::NotFound));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_calls_go_on_while_one_instance_spins() {
+    let plugin = hostile(
+        Grants::default(),
+        Limits {
+            timeout: Duration::from_millis(1500),
+            ..short()
+        },
+    )
+    .await;
+    let spinner = tokio::spawn({
+        let plugin = plugin.clone();
+        async move { plugin.get("spin").await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let start = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(plugin.get("nothing").await, Err(Error::NotFound));
+    }
+    assert!(
+        start.elapsed() < Duration::from_millis(1000),
+        "calls waited for the spinning instance"
+    );
+    assert!(spinner.await.unwrap().is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_environment_and_arguments_are_empty() {
+    // SAFETY-free: the variable is set in this process; the plugin must not see it.
+    let plugin = hostile(Grants::default(), short()).await;
+    let seen = text(&plugin, "env").await.unwrap();
+    assert_eq!(seen, "vars=[] args=[]");
+}
+
+/// A listener that records whether anything connected to it.
+struct Watch {
+    listener: TcpListener,
+}
+
+impl Watch {
+    fn new() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        Self { listener }
+    }
+    fn port(&self) -> u16 {
+        self.listener.local_addr().unwrap().port()
+    }
+    fn connections(&self) -> usize {
+        let mut n = 0;
+        while let Ok((mut s, _)) = self.listener.accept() {
+            let _ = s.set_read_timeout(Some(Duration::from_millis(10)));
+            let _ = s.read(&mut [0; 16]);
+            n += 1;
+        }
+        n
+    }
+}
+
+/// A tiny HTTP server answering every request with `200 hello`.
+fn serve_hello() -> (u16, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        use std::io::Write;
+        for stream in listener.incoming().take(1) {
+            let mut stream = stream.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+            );
+        }
+    });
+    (port, handle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_reaches_only_granted_origins() {
+    let (granted_port, server) = serve_hello();
+    let other = Watch::new();
+    let grants = Grants {
+        http: vec![
+            Origin::parse(&format!("http://127.0.0.1:{granted_port}")).unwrap(),
+            Origin::parse(&format!("http://localhost:{granted_port}")).unwrap(),
+        ],
+        dir: None,
+    };
+    let plugin = hostile(
+        grants,
+        Limits {
+            timeout: Duration::from_secs(5),
+            ..short()
+        },
+    )
+    .await;
+
+    let ok = text(&plugin, &format!("http:http://127.0.0.1:{granted_port}/v1"))
+        .await
+        .unwrap();
+    assert_eq!(ok, "200 hello");
+    server.join().unwrap();
+
+    let other_port = other.port();
+    for url in [
+        // Another port on the same address.
+        format!("http://127.0.0.1:{other_port}/"),
+        // A granted host name on another port.
+        format!("http://localhost:{other_port}/"),
+        // A different scheme to a granted host and port.
+        format!("https://127.0.0.1:{granted_port}/"),
+        // The same port through another name for the same address.
+        format!("http://[::1]:{granted_port}/"),
+    ] {
+        let err = plugin.get(&format!("http:{url}")).await.unwrap_err();
+        assert!(
+            matches!(err, Error::Unavailable(ref m) if m.contains("HttpRequestDenied")),
+            "{url}: {err:?}"
+        );
+    }
+    assert_eq!(
+        other.connections(),
+        0,
+        "a refused request reached the network"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_are_refused() {
+    let watch = Watch::new();
+    let plugin = hostile(Grants::default(), short()).await;
+    let err = plugin
+        .get(&format!("tcp:127.0.0.1:{}", watch.port()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::AccessDenied(_)), "{err:?}");
+    assert_eq!(watch.connections(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_outside_the_granted_directory_are_out_of_reach() {
+    let granted = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), b"outside").unwrap();
+    std::fs::write(granted.path().join("inside"), b"inside").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret"), granted.path().join("link")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), granted.path().join("dirlink")).unwrap();
+    let grants = Grants {
+        http: vec![],
+        dir: Some(granted.path().to_owned()),
+    };
+    let plugin = hostile(grants, short()).await;
+
+    assert_eq!(text(&plugin, "read:/data/inside").await.unwrap(), "inside");
+    let secret = outside.path().join("secret");
+    for path in [
+        "/etc/passwd".to_owned(),
+        secret.display().to_string(),
+        "/data/../etc/passwd".to_owned(),
+        format!("/data/../../../../..{}", secret.display()),
+        "/data/link".to_owned(),
+        "/data/dirlink/secret".to_owned(),
+        "inside".to_owned(),
+        "../etc/passwd".to_owned(),
+    ] {
+        let got = text(&plugin, &format!("read:{path}")).await;
+        assert!(
+            matches!(got, Err(Error::AccessDenied(_))),
+            "{path}: {got:?}"
+        );
+    }
+    for path in ["/data/../escaped", "/data/dirlink/escaped", "/tmp/escaped"] {
+        let got = text(&plugin, &format!("write:{path}")).await;
+        assert!(
+            matches!(got, Err(Error::AccessDenied(_))),
+            "{path}: {got:?}"
+        );
+    }
+    assert!(!outside.path().join("escaped").exists());
+    assert!(!granted.path().parent().unwrap().join("escaped").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_grant_no_directory_is_visible() {
+    let plugin = hostile(Grants::default(), short()).await;
+    for path in ["/data/x", "/", ".", "/etc/passwd"] {
+        let got = text(&plugin, &format!("read:{path}")).await;
+        assert!(
+            matches!(got, Err(Error::AccessDenied(_))),
+            "{path}: {got:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_records_are_refused() {
+    let plugin = hostile(
+        Grants::default(),
+        Limits {
+            memory: 64 << 20,
+            ..short()
+        },
+    )
+    .await;
+    assert_eq!(plugin.get("big:1048576").await.unwrap().len(), 1 << 20);
+    let err = plugin.get("big:1048577").await.unwrap_err();
+    assert!(
+        matches!(err, Error::Other(ref m) if m.contains("larger than")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_mismatch_refuses_to_load() {
+    let mut spec = PluginSpec::new("hostile", PluginSource::File(hostile_wasm()));
+    spec.sha256 = Some("00".repeat(32));
+    let err = runtime().load(spec.clone()).await.unwrap_err();
+    assert!(matches!(err, LoadError::PinMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("update `sha256` to"), "{err}");
+    spec.sha256 = Some("not-hex".into());
+    assert!(matches!(
+        runtime().load(spec).await.unwrap_err(),
+        LoadError::BadPin { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_that_are_not_plugins_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"not wasm at all").unwrap();
+    let err = runtime()
+        .load(PluginSpec::new("junk", PluginSource::File(junk)))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("not a valid WebAssembly component"),
+        "{err}"
+    );
+
+    let missing = dir.path().join("missing.wasm");
+    let err = runtime()
+        .load(PluginSpec::new("missing", PluginSource::File(missing)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LoadError::Read { .. }), "{err}");
+
+    // A core module (not a component).
+    let module = dir.path().join("module.wasm");
+    std::fs::write(&module, b"\0asm\x01\0\0\0").unwrap();
+    let err = runtime()
+        .load(PluginSpec::new("module", PluginSource::File(module)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LoadError::NotAPlugin { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_artifact_cache_skips_compilation_and_rejects_tampering() {
+    use keyhost_plugin_host::CompileSource;
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().join("cache");
+    let options = RuntimeOptions {
+        cache_dir: Some(dir.clone()),
+        ..RuntimeOptions::default()
+    };
+    let spec = PluginSpec::new("hostile", PluginSource::File(hostile_wasm()));
+
+    let first = Runtime::new(options.clone())
+        .unwrap()
+        .load(spec.clone())
+        .await
+        .unwrap();
+    assert_eq!(first.compile_source(), CompileSource::Compiled);
+    let second = Runtime::new(options.clone())
+        .unwrap()
+        .load(spec.clone())
+        .await
+        .unwrap();
+    assert_eq!(second.compile_source(), CompileSource::DiskCache);
+
+    // Tamper with the artifact: it must be ignored and recompiled, never loaded.
+    let artifact = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&artifact).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&artifact, &bytes).unwrap();
+    let third = Runtime::new(options.clone())
+        .unwrap()
+        .load(spec.clone())
+        .await
+        .unwrap();
+    assert_eq!(third.compile_source(), CompileSource::Compiled);
+    assert_eq!(third.get("nothing").await, Err(Error::NotFound));
+
+    // A cache directory others may write to is refused.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert!(Runtime::new(options).is_err());
+}
+
+#[test]
+fn plugin_output_becomes_log_lines_prefixed_with_its_name() {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let plugin = hostile(Grants::default(), short()).await;
+        plugin.get("print:hello from the sandbox").await.unwrap();
+        // Output is written asynchronously; give the writer task a moment.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    });
+    let log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("hello from the sandbox"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("plugin=hostile") && l.contains("stream=\"stdout\"")),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("plugin=hostile") && l.contains("stream=\"stderr\"")),
+        "{log}"
+    );
+}

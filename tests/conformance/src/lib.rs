@@ -1,0 +1,1044 @@
+//! The keystore plugin conformance kit, behind `keyhost plugin test`.
+//!
+//! [`run`] loads a plugin in the production runtime with the production limits and
+//! checks every rule of the `keyhost:keystore` contract (`wit/keystore.wit`) with a
+//! case whose id is stable, so that CI systems can track cases across versions.
+//! Everything the kit creates is named under a random prefix (`kc<random>-`) and
+//! deleted at the end; names the contract requires that cannot carry the prefix
+//! (one-character names, for instance) are only used when the backend does not
+//! already hold them, and never deleted otherwise.
+//!
+//! The kit proves that it can fail: the test suite runs it against deliberately
+//! broken plugins and checks that each fails the case that names its defect.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use keyhost_keystore::{Error, Keystore};
+use keyhost_plugin_host::{LoadError, Plugin, PluginSpec, Runtime};
+use rand::Rng;
+use serde::Serialize;
+
+/// The setting the kit adds to prove that `open` refuses unknown settings.
+pub const UNKNOWN_SETTING: &str = "keyhost-conformance-unknown";
+
+/// One case of the kit.
+#[derive(Debug, Clone, Copy)]
+pub struct CaseInfo {
+    /// Stable identifier, e.g. `create.exists`.
+    pub id: &'static str,
+    /// What the case checks, in one line.
+    pub title: &'static str,
+}
+
+/// Every case, in the order they run.
+pub const CASES: &[CaseInfo] = &[
+    CaseInfo {
+        id: "info.sane",
+        title: "info names the plugin, a semver version and unique settings, and is stable",
+    },
+    CaseInfo {
+        id: "open.missing-setting",
+        title: "open without a required setting fails with invalid-argument naming it",
+    },
+    CaseInfo {
+        id: "open.unknown-setting",
+        title: "open with an unknown setting fails with invalid-argument naming it",
+    },
+    CaseInfo {
+        id: "status.answers",
+        title: "status succeeds",
+    },
+    CaseInfo {
+        id: "create.roundtrip.empty",
+        title: "an empty record reads back exactly",
+    },
+    CaseInfo {
+        id: "create.roundtrip.one-byte",
+        title: "a 1-byte record reads back exactly",
+    },
+    CaseInfo {
+        id: "create.roundtrip.64kib",
+        title: "a 64 KiB record reads back exactly",
+    },
+    CaseInfo {
+        id: "create.roundtrip.all-bytes",
+        title: "a record of all 256 byte values reads back exactly",
+    },
+    CaseInfo {
+        id: "create.roundtrip.1mib",
+        title: "a 1 MiB record (the largest) reads back exactly",
+    },
+    CaseInfo {
+        id: "create.exists",
+        title: "create of an existing name is already-exists and leaves the record unchanged",
+    },
+    CaseInfo {
+        id: "get.missing",
+        title: "get of a missing name is not-found",
+    },
+    CaseInfo {
+        id: "delete.then-get",
+        title: "after delete, get is not-found",
+    },
+    CaseInfo {
+        id: "delete.missing",
+        title: "delete of a missing name is not-found",
+    },
+    CaseInfo {
+        id: "list.sorted",
+        title: "list returns exactly the matching names in ascending byte order",
+    },
+    CaseInfo {
+        id: "list.prefix",
+        title: "list filters by prefix",
+    },
+    CaseInfo {
+        id: "list.after",
+        title: "list continues strictly after `after`, which need not be a stored name",
+    },
+    CaseInfo {
+        id: "list.pages.0",
+        title: "paging over 0 names ends at once",
+    },
+    CaseInfo {
+        id: "list.pages.1",
+        title: "paging over 1 name returns it once",
+    },
+    CaseInfo {
+        id: "list.pages.1000",
+        title: "paging over 1,000 names returns each exactly once, in order",
+    },
+    CaseInfo {
+        id: "list.pages.2500",
+        title: "paging over 2,500 names returns each exactly once, in order",
+    },
+    CaseInfo {
+        id: "names.edges",
+        title: "names at the edges of the portable charset and length round-trip",
+    },
+    CaseInfo {
+        id: "create.concurrent-same",
+        title: "of 16 concurrent creates of one name exactly one succeeds",
+    },
+    CaseInfo {
+        id: "create.concurrent-distinct",
+        title: "32 concurrent creates of distinct names all succeed",
+    },
+    CaseInfo {
+        id: "recycle.durable",
+        title: "a record stored before all instances are recycled is read after",
+    },
+];
+
+/// How a case ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", content = "detail", rename_all = "lowercase")]
+pub enum Outcome {
+    /// The rule holds.
+    Pass,
+    /// The rule is broken; the text says how.
+    Fail(String),
+    /// The case does not apply; the text says why.
+    Skip(String),
+}
+
+/// The result of one case.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseResult {
+    /// Stable identifier.
+    pub id: &'static str,
+    /// What it checks.
+    pub title: &'static str,
+    /// How it ended.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// How long it took, in seconds.
+    pub seconds: f64,
+}
+
+/// The result of a kit run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The plugin's source (file or builtin label).
+    pub plugin: String,
+    /// The plugin's name and version, as it reports them.
+    pub plugin_info: String,
+    /// SHA-256 of the component.
+    pub sha256: String,
+    /// The prefix under which the kit created its records.
+    pub prefix: String,
+    /// Every case that ran (after filtering).
+    pub cases: Vec<CaseResult>,
+}
+
+impl Report {
+    /// Cases that passed.
+    pub fn passed(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Pass))
+    }
+    /// Cases that failed.
+    pub fn failed(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Fail(_)))
+    }
+    /// Cases that were skipped.
+    pub fn skipped(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Skip(_)))
+    }
+    fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
+        self.cases.iter().filter(|c| f(&c.outcome)).count()
+    }
+    /// The ids of the failed cases.
+    pub fn failed_ids(&self) -> Vec<&'static str> {
+        self.cases
+            .iter()
+            .filter(|c| matches!(c.outcome, Outcome::Fail(_)))
+            .map(|c| c.id)
+            .collect()
+    }
+
+    /// A human-readable summary: one line per case, then the totals.
+    pub fn to_text(&self) -> String {
+        let mut out = format!(
+            "conformance of {} ({}), sha256 {}\n",
+            self.plugin, self.plugin_info, self.sha256
+        );
+        for case in &self.cases {
+            let (mark, detail) = match &case.outcome {
+                Outcome::Pass => ("ok  ", String::new()),
+                Outcome::Fail(why) => ("FAIL", format!("\n       {why}")),
+                Outcome::Skip(why) => ("skip", format!(" ({why})")),
+            };
+            let _ = writeln!(
+                out,
+                "  {mark} {:<28} {:>7.3}s  {}{detail}",
+                case.id, case.seconds, case.title
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{} passed, {} failed, {} skipped",
+            self.passed(),
+            self.failed(),
+            self.skipped()
+        );
+        out
+    }
+
+    /// The report as JUnit XML.
+    pub fn to_junit(&self) -> String {
+        let total: f64 = self.cases.iter().map(|c| c.seconds).sum();
+        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        let _ = writeln!(
+            out,
+            "<testsuite name=\"keyhost-conformance\" tests=\"{}\" failures=\"{}\" skipped=\"{}\" time=\"{total:.3}\">",
+            self.cases.len(),
+            self.failed(),
+            self.skipped()
+        );
+        let _ = writeln!(
+            out,
+            "  <properties><property name=\"plugin\" value=\"{}\"/><property name=\"sha256\" value=\"{}\"/></properties>",
+            xml(&self.plugin),
+            self.sha256
+        );
+        for case in &self.cases {
+            let _ = write!(
+                out,
+                "  <testcase classname=\"keyhost.conformance\" name=\"{}\" time=\"{:.3}\"",
+                case.id, case.seconds
+            );
+            match &case.outcome {
+                Outcome::Pass => out.push_str("/>\n"),
+                Outcome::Fail(why) => {
+                    let _ = writeln!(
+                        out,
+                        "><failure message=\"{}\">{}</failure></testcase>",
+                        xml(case.title),
+                        xml(why)
+                    );
+                }
+                Outcome::Skip(why) => {
+                    let _ = writeln!(out, "><skipped message=\"{}\"/></testcase>", xml(why));
+                }
+            }
+        }
+        out.push_str("</testsuite>\n");
+        out
+    }
+
+    /// The report as JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+}
+
+fn xml(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '<' => "&lt;".into(),
+            '>' => "&gt;".into(),
+            '&' => "&amp;".into(),
+            '"' => "&quot;".into(),
+            c if c.is_control() && c != '\n' && c != '\t' => "\u{fffd}".into(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// Options of a kit run.
+#[derive(Debug, Clone, Default)]
+pub struct KitOptions {
+    /// Run only cases whose id matches (`*` matches any run of characters; without
+    /// `*`, any id containing the pattern matches).
+    pub filter: Option<String>,
+    /// How long one case may take before it fails.
+    pub case_timeout: Option<Duration>,
+}
+
+/// Whether `id` is selected by `pattern`.
+pub fn matches_filter(pattern: &str, id: &str) -> bool {
+    if !pattern.contains('*') {
+        return id.contains(pattern);
+    }
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let mut rest = id;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            match rest.strip_prefix(part) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            match rest.find(part) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+    }
+    rest.is_empty()
+}
+
+/// Runs the kit against the plugin that `spec` describes.
+///
+/// # Errors
+///
+/// Returns the load error when the plugin cannot be loaded with `spec` at all;
+/// every other problem is a failed case in the report.
+pub async fn run(
+    runtime: &Runtime,
+    spec: PluginSpec,
+    options: &KitOptions,
+) -> Result<Report, LoadError> {
+    let plugin = runtime.load(spec.clone()).await?;
+    let info = plugin.info();
+    let prefix = format!("kc{}-", random_token(8));
+    let kit = Kit {
+        runtime: runtime.clone(),
+        spec,
+        plugin: plugin.clone(),
+        prefix: prefix.clone(),
+        created: Arc::new(Mutex::new(BTreeSet::new())),
+    };
+    let timeout = options.case_timeout.unwrap_or(Duration::from_secs(300));
+    let mut results = Vec::new();
+    for case in CASES {
+        if let Some(filter) = &options.filter
+            && !matches_filter(filter, case.id)
+        {
+            continue;
+        }
+        let start = Instant::now();
+        let outcome = match tokio::time::timeout(timeout, kit.run_case(case.id)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Outcome::Fail(format!(
+                "the case did not finish within {} s",
+                timeout.as_secs()
+            )),
+        };
+        results.push(CaseResult {
+            id: case.id,
+            title: case.title,
+            outcome,
+            seconds: start.elapsed().as_secs_f64(),
+        });
+    }
+    kit.cleanup().await;
+    Ok(Report {
+        plugin: kit.spec.source.label(),
+        plugin_info: format!("{} {}", info.name, info.version),
+        sha256: plugin.sha256().to_owned(),
+        prefix,
+        cases: results,
+    })
+}
+
+fn random_token(len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+struct Kit {
+    runtime: Runtime,
+    spec: PluginSpec,
+    plugin: Plugin,
+    prefix: String,
+    created: Arc<Mutex<BTreeSet<String>>>,
+}
+
+type CaseResultInner = Result<Option<String>, String>;
+
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(format!($($msg)+));
+        }
+    };
+}
+
+impl Kit {
+    async fn run_case(&self, id: &str) -> Outcome {
+        let result: CaseResultInner = match id {
+            "info.sane" => self.info_sane().await,
+            "open.missing-setting" => self.open_missing_setting().await,
+            "open.unknown-setting" => self.open_unknown_setting().await,
+            "status.answers" => self
+                .plugin
+                .status()
+                .await
+                .map(|_| None)
+                .map_err(|e| format!("status failed: {e}")),
+            "create.roundtrip.empty" => self.roundtrip("rt-empty", Vec::new()).await,
+            "create.roundtrip.one-byte" => self.roundtrip("rt-one", vec![0x2a]).await,
+            "create.roundtrip.64kib" => self.roundtrip("rt-64k", pattern(64 << 10)).await,
+            "create.roundtrip.all-bytes" => self.roundtrip("rt-all", (0..=255u8).collect()).await,
+            "create.roundtrip.1mib" => self.roundtrip("rt-1m", pattern(1 << 20)).await,
+            "create.exists" => self.create_exists().await,
+            "get.missing" => self.get_missing().await,
+            "delete.then-get" => self.delete_then_get().await,
+            "delete.missing" => self.delete_missing().await,
+            "list.sorted" => self.list_sorted().await,
+            "list.prefix" => self.list_prefix().await,
+            "list.after" => self.list_after().await,
+            "list.pages.0" => self.list_pages(0).await,
+            "list.pages.1" => self.list_pages(1).await,
+            "list.pages.1000" => self.list_pages(1000).await,
+            "list.pages.2500" => self.list_pages(2500).await,
+            "names.edges" => self.names_edges().await,
+            "create.concurrent-same" => self.concurrent_same().await,
+            "create.concurrent-distinct" => self.concurrent_distinct().await,
+            "recycle.durable" => self.recycle_durable().await,
+            other => Err(format!("unknown case {other}")),
+        };
+        match result {
+            Ok(None) => Outcome::Pass,
+            Ok(Some(why)) => Outcome::Skip(why),
+            Err(why) => Outcome::Fail(why),
+        }
+    }
+
+    fn name(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.prefix)
+    }
+
+    async fn create(&self, name: &str, value: &[u8]) -> Result<(), Error> {
+        let result = self.plugin.create(name, value).await;
+        if result.is_ok() {
+            self.created
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.to_owned());
+        }
+        result
+    }
+
+    async fn create_ok(&self, name: &str, value: &[u8]) -> Result<(), String> {
+        self.create(name, value)
+            .await
+            .map_err(|e| format!("create({name:?}, {} bytes) failed: {e}", value.len()))
+    }
+
+    async fn cleanup(&self) {
+        let names: Vec<String> =
+            std::mem::take(&mut *self.created.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_iter()
+                .collect();
+        for_each_concurrent(names, 8, |name| {
+            let plugin = self.plugin.clone();
+            async move {
+                let _ = plugin.delete(&name).await;
+            }
+        })
+        .await;
+    }
+
+    async fn info_sane(&self) -> CaseResultInner {
+        let info = self.plugin.info();
+        ensure!(
+            !info.name.is_empty()
+                && info
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+            "info.name {:?} must be a short lowercase identifier ([a-z0-9-]+)",
+            info.name
+        );
+        let parts: Vec<&str> = info
+            .version
+            .split(['-', '+'])
+            .next()
+            .unwrap_or("")
+            .split('.')
+            .collect();
+        ensure!(
+            parts.len() == 3
+                && parts
+                    .iter()
+                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())),
+            "info.version {:?} is not a semver version such as 1.2.3",
+            info.version
+        );
+        let mut seen = BTreeSet::new();
+        for s in &info.settings {
+            ensure!(!s.name.is_empty(), "a setting has an empty name");
+            ensure!(
+                seen.insert(s.name.as_str()),
+                "setting {:?} is listed twice",
+                s.name
+            );
+            ensure!(
+                !s.description.trim().is_empty(),
+                "setting {:?} has no description",
+                s.name
+            );
+        }
+        // A fresh instance must describe itself the same way.
+        self.plugin.recycle();
+        self.plugin
+            .status()
+            .await
+            .map_err(|e| format!("status after recycle failed: {e}"))?;
+        ensure!(self.plugin.info() == info, "info changed between instances");
+        Ok(None)
+    }
+
+    async fn load_with(&self, config: BTreeMap<String, String>) -> Result<Plugin, LoadError> {
+        let mut spec = self.spec.clone();
+        spec.config = config;
+        self.runtime.load(spec).await
+    }
+
+    async fn open_missing_setting(&self) -> CaseResultInner {
+        let info = self.plugin.info();
+        let required: Vec<_> = info.settings.iter().filter(|s| s.required).collect();
+        if required.is_empty() {
+            return Ok(Some("the plugin has no required setting".into()));
+        }
+        for setting in required {
+            let mut config = self.spec.config.clone();
+            config.remove(&setting.name);
+            match self.load_with(config).await {
+                Err(LoadError::Open {
+                    error: Error::InvalidArgument(message),
+                    ..
+                }) if message.contains(&setting.name) => {}
+                Err(LoadError::Open { error, .. }) => {
+                    return Err(format!(
+                        "without required setting {:?}, open failed with {error:?}; expected invalid-argument naming the setting",
+                        setting.name
+                    ));
+                }
+                Err(other) => return Err(format!("without setting {:?}: {other}", setting.name)),
+                Ok(_) => {
+                    return Err(format!(
+                        "open succeeded without required setting {:?}",
+                        setting.name
+                    ));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    async fn open_unknown_setting(&self) -> CaseResultInner {
+        let mut config = self.spec.config.clone();
+        config.insert(UNKNOWN_SETTING.into(), "1".into());
+        match self.load_with(config).await {
+            Err(LoadError::Open {
+                error: Error::InvalidArgument(message),
+                ..
+            }) if message.contains(UNKNOWN_SETTING) => Ok(None),
+            Err(LoadError::Open { error, .. }) => Err(format!(
+                "with unknown setting {UNKNOWN_SETTING:?}, open failed with {error:?}; expected invalid-argument naming it"
+            )),
+            Err(other) => Err(format!("with an unknown setting: {other}")),
+            Ok(_) => Err(format!(
+                "open accepted the unknown setting {UNKNOWN_SETTING:?}"
+            )),
+        }
+    }
+
+    async fn roundtrip(&self, suffix: &str, value: Vec<u8>) -> CaseResultInner {
+        let name = self.name(suffix);
+        self.create_ok(&name, &value).await?;
+        let got = self
+            .plugin
+            .get(&name)
+            .await
+            .map_err(|e| format!("get({name:?}) failed: {e}"))?;
+        ensure!(
+            *got == value,
+            "get({name:?}) returned {} bytes that differ from the {} bytes stored{}",
+            got.len(),
+            value.len(),
+            first_difference(&got, &value)
+        );
+        Ok(None)
+    }
+
+    async fn create_exists(&self) -> CaseResultInner {
+        let name = self.name("exists");
+        self.create_ok(&name, b"first").await?;
+        match self.plugin.create(&name, b"second").await {
+            Err(Error::AlreadyExists) => {}
+            Ok(()) => return Err("the second create of the same name succeeded".into()),
+            Err(e) => {
+                return Err(format!(
+                    "the second create returned {e:?}, expected already-exists"
+                ));
+            }
+        }
+        let got = self
+            .plugin
+            .get(&name)
+            .await
+            .map_err(|e| format!("get failed: {e}"))?;
+        ensure!(
+            &got[..] == b"first",
+            "after a refused create the record reads {:?}, expected the first value",
+            String::from_utf8_lossy(&got)
+        );
+        Ok(None)
+    }
+
+    async fn get_missing(&self) -> CaseResultInner {
+        match self.plugin.get(&self.name("never-created")).await {
+            Err(Error::NotFound) => Ok(None),
+            Ok(_) => Err("get of a never-created name returned a record".into()),
+            Err(e) => Err(format!(
+                "get of a never-created name returned {e:?}, expected not-found"
+            )),
+        }
+    }
+
+    async fn delete_then_get(&self) -> CaseResultInner {
+        let name = self.name("deleted");
+        self.create_ok(&name, b"doomed").await?;
+        self.plugin
+            .delete(&name)
+            .await
+            .map_err(|e| format!("delete failed: {e}"))?;
+        match self.plugin.get(&name).await {
+            Err(Error::NotFound) => {}
+            Ok(_) => return Err("get after delete still returns the record".into()),
+            Err(e) => {
+                return Err(format!(
+                    "get after delete returned {e:?}, expected not-found"
+                ));
+            }
+        }
+        let listed = self.list_all(&name, 100).await?;
+        ensure!(
+            listed.is_empty(),
+            "list after delete still shows {listed:?}"
+        );
+        Ok(None)
+    }
+
+    async fn delete_missing(&self) -> CaseResultInner {
+        match self.plugin.delete(&self.name("never-created")).await {
+            Err(Error::NotFound) => Ok(None),
+            Ok(()) => {
+                Err("delete of a missing name succeeded; the contract requires not-found".into())
+            }
+            Err(e) => Err(format!(
+                "delete of a missing name returned {e:?}, expected not-found"
+            )),
+        }
+    }
+
+    /// Pages through everything under `prefix` with `limit`, checking the page rules.
+    async fn list_all(&self, prefix: &str, limit: u32) -> Result<Vec<String>, String> {
+        let mut all: Vec<String> = Vec::new();
+        let mut after: Option<String> = None;
+        for round in 0.. {
+            if round > 100_000 {
+                return Err("listing did not end after 100,000 pages".into());
+            }
+            let page = self
+                .plugin
+                .list(prefix, after.as_deref(), limit)
+                .await
+                .map_err(|e| {
+                    format!("list({prefix:?}, after {after:?}, limit {limit}) failed: {e}")
+                })?;
+            ensure!(
+                page.names.len() <= limit as usize,
+                "a page with limit {limit} held {} names",
+                page.names.len()
+            );
+            for name in &page.names {
+                ensure!(
+                    name.starts_with(prefix),
+                    "list({prefix:?}) returned {name:?}, which lacks the prefix"
+                );
+                if let Some(a) = &after {
+                    ensure!(
+                        name > a,
+                        "list after {a:?} returned {name:?}, which is not greater"
+                    );
+                }
+            }
+            all.extend(page.names.iter().cloned());
+            match page.next {
+                None => break,
+                Some(next) => {
+                    ensure!(
+                        !page.names.is_empty(),
+                        "an empty page set `next` to {next:?}"
+                    );
+                    ensure!(
+                        page.names.last() == Some(&next),
+                        "`next` is {next:?}, but the page's last name is {:?}",
+                        page.names.last()
+                    );
+                    after = Some(next);
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    async fn create_many(&self, names: &[String]) -> Result<(), String> {
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        for_each_concurrent(names.to_vec(), 8, |name| {
+            let failures = failures.clone();
+            async move {
+                if let Err(e) = self.create(&name, name.as_bytes()).await {
+                    failures
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(format!("{name}: {e}"));
+                }
+            }
+        })
+        .await;
+        let failures = failures.lock().unwrap_or_else(|p| p.into_inner());
+        ensure!(
+            failures.is_empty(),
+            "{} creates failed, e.g. {}",
+            failures.len(),
+            failures[0]
+        );
+        Ok(())
+    }
+
+    async fn list_sorted(&self) -> CaseResultInner {
+        let base = self.name("sorted-");
+        // Names chosen so that byte order differs from insertion order and from
+        // case-insensitive or numeric order.
+        let suffixes = [
+            "b", "B", "a", "a-", "a_", "a.", "10", "9", "Z", "z", "_", "-", "0", "aa", "a0", "ab",
+        ];
+        let mut names: Vec<String> = suffixes.iter().map(|s| format!("{base}{s}")).collect();
+        self.create_many(&names).await?;
+        let listed = self
+            .plugin
+            .list(&base, None, 1000)
+            .await
+            .map_err(|e| format!("list failed: {e}"))?;
+        names.sort();
+        ensure!(
+            listed.next.is_none(),
+            "a listing of {} names with limit 1000 set next",
+            names.len()
+        );
+        ensure!(
+            listed.names == names,
+            "list returned {:?}, expected (byte order) {:?}",
+            listed.names,
+            names
+        );
+        Ok(None)
+    }
+
+    async fn list_prefix(&self) -> CaseResultInner {
+        let a: Vec<String> = (0..5).map(|i| self.name(&format!("pfx-a{i}"))).collect();
+        let b: Vec<String> = (0..5).map(|i| self.name(&format!("pfx-b{i}"))).collect();
+        self.create_many(&a).await?;
+        self.create_many(&b).await?;
+        let listed = self.list_all(&self.name("pfx-a"), 1000).await?;
+        ensure!(
+            listed == a,
+            "list({:?}) returned {listed:?}, expected {a:?}",
+            self.name("pfx-a")
+        );
+        let none = self.list_all(&self.name("pfx-c"), 1000).await?;
+        ensure!(
+            none.is_empty(),
+            "a prefix matching nothing returned {none:?}"
+        );
+        Ok(None)
+    }
+
+    async fn list_after(&self) -> CaseResultInner {
+        let base = self.name("after-");
+        let names: Vec<String> = ["a", "c", "e"]
+            .iter()
+            .map(|s| format!("{base}{s}"))
+            .collect();
+        self.create_many(&names).await?;
+        for (after, expected) in [
+            ("b", &names[1..]),
+            ("c", &names[2..]),
+            ("e", &names[3..]),
+            ("", &names[..]),
+        ] {
+            let after_name = format!("{base}{after}");
+            let page = self
+                .plugin
+                .list(&base, Some(&after_name), 100)
+                .await
+                .map_err(|e| format!("list after {after_name:?} failed: {e}"))?;
+            ensure!(
+                page.names == expected,
+                "list after {after_name:?} returned {:?}, expected {expected:?}",
+                page.names
+            );
+            ensure!(
+                page.next.is_none(),
+                "list after {after_name:?} set next although nothing follows"
+            );
+        }
+        Ok(None)
+    }
+
+    async fn list_pages(&self, count: usize) -> CaseResultInner {
+        let base = self.name(&format!("pages{count}-"));
+        let mut names: Vec<String> = (0..count).map(|i| format!("{base}{i:05}")).collect();
+        self.create_many(&names).await?;
+        names.sort();
+        for limit in [1u32, 7, 100, 1000] {
+            if count > 100 && limit == 1 {
+                continue;
+            }
+            let listed = self.list_all(&base, limit).await?;
+            if listed != names {
+                let got: BTreeSet<&String> = listed.iter().collect();
+                let missing: Vec<&String> =
+                    names.iter().filter(|n| !got.contains(n)).take(5).collect();
+                let mut seen = BTreeSet::new();
+                let dup: Vec<&String> =
+                    listed.iter().filter(|n| !seen.insert(*n)).take(5).collect();
+                return Err(format!(
+                    "paging with limit {limit} over {count} names returned {} names; missing e.g. {missing:?}, duplicated e.g. {dup:?}{}",
+                    listed.len(),
+                    if missing.is_empty() && dup.is_empty() {
+                        ", out of order"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn names_edges(&self) -> CaseResultInner {
+        // The portable alphabet, at its edges: single characters, inner dots, and
+        // the longest portable name.
+        let long = format!("{}{}", self.prefix, "Zz9_-.".repeat(20));
+        let long = &long[..80];
+        let mut names: Vec<String> = ["a", "Z", "0", "9", "_", "-", "a.b", "A-z_0.9-"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        names.push(long.to_owned());
+        names.push(self.name("x.y.z"));
+        let mut used = 0;
+        for name in &names {
+            let value = format!("value of {name}");
+            match self.create(name, value.as_bytes()).await {
+                Ok(()) => used += 1,
+                // Somebody's real key: leave it alone.
+                Err(Error::AlreadyExists) if !name.starts_with(&self.prefix) => continue,
+                Err(e) => return Err(format!("create({name:?}) of a portable name failed: {e}")),
+            }
+            let got = self
+                .plugin
+                .get(name)
+                .await
+                .map_err(|e| format!("get({name:?}) failed: {e}"))?;
+            ensure!(
+                got[..] == *value.as_bytes(),
+                "get({name:?}) returned other bytes"
+            );
+            let listed = self.list_all(name, 1000).await?;
+            ensure!(
+                listed.first() == Some(name),
+                "list({name:?}) does not start with {name:?}: {listed:?}"
+            );
+            self.plugin
+                .delete(name)
+                .await
+                .map_err(|e| format!("delete({name:?}) failed: {e}"))?;
+            self.created
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(name);
+        }
+        ensure!(used > 0, "no edge name could be used");
+        Ok(None)
+    }
+
+    async fn concurrent_same(&self) -> CaseResultInner {
+        let name = self.name("race");
+        let attempts = futures::future::join_all((0..16u8).map(|i| {
+            let name = name.clone();
+            async move { (i, self.create(&name, &[i; 16]).await) }
+        }))
+        .await;
+        let winners: Vec<u8> = attempts
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(i, _)| *i)
+            .collect();
+        let others: Vec<String> = attempts
+            .iter()
+            .filter_map(|(_, r)| match r {
+                Ok(()) | Err(Error::AlreadyExists) => None,
+                Err(e) => Some(e.to_string()),
+            })
+            .collect();
+        ensure!(
+            others.is_empty(),
+            "concurrent creates failed with other errors than already-exists: {others:?}"
+        );
+        ensure!(
+            winners.len() == 1,
+            "{} of 16 concurrent creates of one name succeeded",
+            winners.len()
+        );
+        let got = self
+            .plugin
+            .get(&name)
+            .await
+            .map_err(|e| format!("get failed: {e}"))?;
+        ensure!(
+            got[..] == [winners[0]; 16],
+            "the stored record is not the value of the create that succeeded"
+        );
+        Ok(None)
+    }
+
+    async fn concurrent_distinct(&self) -> CaseResultInner {
+        let names: Vec<String> = (0..32)
+            .map(|i| self.name(&format!("distinct-{i:02}")))
+            .collect();
+        let results =
+            futures::future::join_all(names.iter().map(|n| self.create(n, n.as_bytes()))).await;
+        let failed: Vec<String> = names
+            .iter()
+            .zip(&results)
+            .filter_map(|(n, r)| r.as_ref().err().map(|e| format!("{n}: {e}")))
+            .collect();
+        ensure!(
+            failed.is_empty(),
+            "{} of 32 concurrent creates failed: {:?}",
+            failed.len(),
+            &failed[..failed.len().min(3)]
+        );
+        for name in &names {
+            let got = self
+                .plugin
+                .get(name)
+                .await
+                .map_err(|e| format!("get({name:?}) failed: {e}"))?;
+            ensure!(
+                got[..] == *name.as_bytes(),
+                "get({name:?}) returned another record"
+            );
+        }
+        Ok(None)
+    }
+
+    async fn recycle_durable(&self) -> CaseResultInner {
+        let name = self.name("durable");
+        self.create_ok(&name, b"survives").await?;
+        self.plugin.recycle();
+        match self.plugin.get(&name).await {
+            Ok(v) if &v[..] == b"survives" => Ok(None),
+            Ok(_) => Err("after recycling, the record reads other bytes".into()),
+            Err(e) => Err(format!(
+                "after recycling every instance, get returned {e:?}: the record was kept in instance memory, not in the backend"
+            )),
+        }
+    }
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(31) ^ (i >> 8)) as u8)
+        .collect()
+}
+
+fn first_difference(a: &[u8], b: &[u8]) -> String {
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        Some(at) => format!(" (first difference at byte {at})"),
+        None if a.len() != b.len() => " (one is a prefix of the other)".into(),
+        None => String::new(),
+    }
+}
+
+async fn for_each_concurrent<T, F, Fut>(items: Vec<T>, width: usize, f: F)
+where
+    F: Fn(T) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    use futures::StreamExt;
+    futures::stream::iter(items)
+        .for_each_concurrent(width, f)
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters() {
+        assert!(matches_filter("list", "list.pages.0"));
+        assert!(matches_filter("list.*", "list.pages.0"));
+        assert!(matches_filter("*.0", "list.pages.0"));
+        assert!(matches_filter("create.*.empty", "create.roundtrip.empty"));
+        assert!(!matches_filter("create.*", "list.sorted"));
+        assert!(!matches_filter("list.pages", "create.exists"));
+    }
+
+    #[test]
+    fn case_ids_are_unique() {
+        let mut seen = BTreeSet::new();
+        assert!(CASES.iter().all(|c| seen.insert(c.id)));
+    }
+}
