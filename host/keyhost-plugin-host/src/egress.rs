@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -94,6 +94,10 @@ impl fmt::Display for Origin {
         write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
     }
 }
+
+/// The largest request body a plugin may send (records are at most 1 MiB; the
+/// rest is protocol overhead such as base64 and JSON).
+const MAX_REQUEST_BODY: usize = 8 << 20;
 
 type PooledClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, WasiBody>;
 
@@ -180,6 +184,24 @@ impl WasiHttpHooks for Egress {
             let first_byte = options
                 .and_then(|o| o.first_byte_timeout)
                 .unwrap_or(Duration::from_secs(60));
+            // Take the whole body before sending: the request then goes out with a
+            // Content-Length (which signing backends expect), and the guest's body
+            // stream is finished before the response can arrive and drop it.
+            let (parts, body) = request.into_parts();
+            let body = match tokio::time::timeout(
+                first_byte,
+                Limited::new(body, MAX_REQUEST_BODY).collect(),
+            )
+            .await
+            {
+                Ok(Ok(collected)) => collected.to_bytes(),
+                Ok(Err(_)) => return Err(HttpError::HttpRequestBodySize(None)),
+                Err(_) => return Err(HttpError::ConnectionWriteTimeout),
+            };
+            let body = Full::new(body)
+                .map_err(|never| match never {})
+                .boxed_unsync();
+            let request = http::Request::from_parts(parts, body);
             let response = match tokio::time::timeout(first_byte, client.request(request)).await {
                 Err(_) => return Err(HttpError::ConnectionReadTimeout),
                 Ok(Err(e)) if e.is_connect() => return Err(HttpError::ConnectionRefused),

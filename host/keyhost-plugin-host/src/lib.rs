@@ -926,19 +926,25 @@ impl Shared {
     }
 
     async fn call_inner(&self, op: Op<'_>) -> Result<Out, Error> {
-        let _permit = {
-            let waiting = self.waiting.fetch_add(1, Ordering::AcqRel) + 1;
-            let _guard = DecrementOnDrop(&self.waiting);
-            if waiting > self.limits.max_waiting + self.limits.instances {
-                return Err(Error::Unavailable(format!(
-                    "keystore plugin '{}' is overloaded: {} calls are already waiting",
-                    self.name, self.limits.max_waiting
-                )));
-            }
-            match tokio::time::timeout(self.limits.timeout, self.permits.acquire()).await {
-                Ok(Ok(permit)) => permit,
-                Ok(Err(_)) => return Err(Error::Unavailable("the plugin is shutting down".into())),
-                Err(_) => return Err(self.timeout_error("waiting for a free instance")),
+        let _permit = match self.permits.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => {
+                // Every instance is busy: wait in the bounded queue, or be refused.
+                let waiting = self.waiting.fetch_add(1, Ordering::AcqRel) + 1;
+                let _guard = DecrementOnDrop(&self.waiting);
+                if waiting > self.limits.max_waiting {
+                    return Err(Error::Unavailable(format!(
+                        "keystore plugin '{}' is overloaded: {} calls are already waiting",
+                        self.name, self.limits.max_waiting
+                    )));
+                }
+                match tokio::time::timeout(self.limits.timeout, self.permits.acquire()).await {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_)) => {
+                        return Err(Error::Unavailable("the plugin is shutting down".into()));
+                    }
+                    Err(_) => return Err(self.timeout_error("waiting for a free instance")),
+                }
             }
         };
         let idle = lock(&self.idle).pop();

@@ -1,6 +1,8 @@
 //! The sandbox holds: hostile plugins (built from plugins/testing/hostile) are
 //! stopped, contained and refused, and the host keeps serving.
 
+#![allow(clippy::unwrap_used)] // Tests and benchmarks fail loudly by design.
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -460,4 +462,97 @@ fn plugin_output_becomes_log_lines_prefixed_with_its_name() {
             .any(|l| l.contains("plugin=hostile") && l.contains("stream=\"stderr\"")),
         "{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_connections_are_pooled() {
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut stream = stream.unwrap();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                loop {
+                    match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    // Answer each complete request (a GET: no body).
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let len = end + 4;
+                        buf.drain(..len);
+                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                    }
+                }
+            });
+        }
+    });
+    let grants = Grants {
+        http: vec![Origin::parse(&format!("http://127.0.0.1:{port}")).unwrap()],
+        dir: None,
+    };
+    let plugin = hostile(
+        grants,
+        Limits {
+            timeout: Duration::from_secs(5),
+            instances: 1,
+            ..short()
+        },
+    )
+    .await;
+    for _ in 0..5 {
+        assert_eq!(
+            text(&plugin, &format!("http:http://127.0.0.1:{port}/"))
+                .await
+                .unwrap(),
+            "200 ok"
+        );
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "five requests should share one connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_beyond_the_wait_queue_are_refused_at_once() {
+    let limits = Limits {
+        timeout: Duration::from_millis(800),
+        instances: 1,
+        max_waiting: 1,
+        ..short()
+    };
+    let plugin = hostile(Grants::default(), limits).await;
+    let busy = tokio::spawn({
+        let plugin = plugin.clone();
+        async move { plugin.get("spin").await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let waiting = tokio::spawn({
+        let plugin = plugin.clone();
+        async move { plugin.get("nothing").await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let start = Instant::now();
+    let refused = plugin.get("nothing").await;
+    assert!(
+        matches!(refused, Err(Error::Unavailable(ref m)) if m.contains("overloaded")),
+        "{refused:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_millis(100),
+        "refusal must not wait"
+    );
+    assert!(busy.await.unwrap().is_err());
+    // The queued call ran once the spinning instance was stopped.
+    assert_eq!(waiting.await.unwrap(), Err(Error::NotFound));
 }

@@ -1,1 +1,57 @@
-fn main() {}
+//! `keyhost`: a KES-compatible key server whose keystores are sandboxed WebAssembly
+//! components, and the tools that go with it.
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+mod units;
+
+/// A KES-compatible key server whose keystores are sandboxed WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(
+    name = "keyhost",
+    version,
+    propagate_version = true,
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Work with keystore plugins: run the conformance kit, inspect a component.
+    #[command(subcommand)]
+    Plugin(cmd::plugin::PluginCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEYHOST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,keyhost=info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Plugin(command) => command.run().await,
+        }
+    })
+}

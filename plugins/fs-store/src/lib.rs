@@ -69,14 +69,16 @@ impl DirStore {
             return;
         };
         for entry in entries.flatten() {
-            let name = entry.file_name();
+            if !entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                continue;
+            }
             let stale = entry
                 .metadata()
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| SystemTime::now().duration_since(t).ok())
                 .is_some_and(|age| age > Duration::from_secs(3600));
-            if name.to_string_lossy().starts_with(TMP_PREFIX) && stale {
+            if stale {
                 let _ = fs::remove_file(entry.path());
             }
         }

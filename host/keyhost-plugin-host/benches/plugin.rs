@@ -1,0 +1,155 @@
+//! Plugin costs, measured against baselines built in the same run:
+//!
+//! - loading the fs plugin: cold compile vs precompiled artifact from the disk cache;
+//! - one `get` through the fs plugin vs the native in-memory store vs a plain
+//!   `std::fs::read` of the same file (what the plugin does, without the sandbox);
+//! - one `get` on a fresh instance (instantiation + open + get).
+//!
+//! Run with `cargo bench -p keyhost-plugin-host --bench plugin` (release build).
+//! `KEYHOST_BENCH_ITERS` sets the number of timed calls (default 20000).
+
+#![allow(clippy::unwrap_used)] // Tests and benchmarks fail loudly by design.
+
+use std::time::{Duration, Instant};
+
+use keyhost_keystore::{Keystore, MemStore};
+use keyhost_plugin_host::{Grants, PluginSource, PluginSpec, Runtime, RuntimeOptions};
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+struct Sample {
+    name: &'static str,
+    times: Vec<Duration>,
+}
+
+impl Sample {
+    fn mean(&self) -> Duration {
+        self.times.iter().sum::<Duration>() / self.times.len() as u32
+    }
+    fn row(&self, baseline: Option<&Sample>) -> String {
+        let mut sorted = self.times.clone();
+        sorted.sort();
+        let ratio = baseline.map_or(String::new(), |b| {
+            format!(
+                "{:>8.2}x",
+                self.mean().as_secs_f64() / b.mean().as_secs_f64()
+            )
+        });
+        format!(
+            "| {:<38} | {:>10.2} | {:>10.2} | {:>10.2} | {ratio:>9} |",
+            self.name,
+            self.mean().as_secs_f64() * 1e6,
+            percentile(&sorted, 0.5).as_secs_f64() * 1e6,
+            percentile(&sorted, 0.99).as_secs_f64() * 1e6,
+        )
+    }
+}
+
+async fn time_calls<F, Fut>(name: &'static str, iters: usize, mut f: F) -> Sample
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for _ in 0..iters / 10 {
+        f().await;
+    }
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let start = Instant::now();
+        f().await;
+        times.push(start.elapsed());
+    }
+    Sample { name, times }
+}
+
+fn main() {
+    let iters: usize = std::env::var("KEYHOST_BENCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let wasm = keyhost_plugin_build::build(&["keyhost-plugin-fs"])
+        .unwrap_or_else(|e| panic!("{e}"))[0]
+        .clone();
+    let size = std::fs::metadata(&wasm).map(|m| m.len()).unwrap_or(0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cache = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let spec = {
+            let mut spec = PluginSpec::new("fs", PluginSource::File(wasm.clone()));
+            spec.grants = Grants { http: vec![], dir: Some(data.path().to_owned()) };
+            spec
+        };
+        let options = |cached: bool| RuntimeOptions {
+            cache_dir: cached.then(|| cache.path().join("artifacts")),
+            ..RuntimeOptions::default()
+        };
+
+        // Load times: median of 5 fresh runtimes each.
+        let mut cold = Vec::new();
+        let mut warm = Vec::new();
+        for _ in 0..5 {
+            let start = Instant::now();
+            Runtime::new(options(false)).unwrap().load(spec.clone()).await.unwrap();
+            cold.push(start.elapsed());
+        }
+        Runtime::new(options(true)).unwrap().load(spec.clone()).await.unwrap();
+        for _ in 0..5 {
+            let start = Instant::now();
+            Runtime::new(options(true)).unwrap().load(spec.clone()).await.unwrap();
+            warm.push(start.elapsed());
+        }
+        cold.sort();
+        warm.sort();
+        println!("fs plugin: {} ({size} bytes)", wasm.display());
+        println!("load (compile + first instance + open), median of 5:");
+        println!("  cold compile:          {:>8.2} ms", cold[2].as_secs_f64() * 1e3);
+        println!("  cached artifact:       {:>8.2} ms", warm[2].as_secs_f64() * 1e3);
+        println!("  ratio cold/cached:     {:>8.1}x", cold[2].as_secs_f64() / warm[2].as_secs_f64());
+
+        let plugin = Runtime::new(options(true)).unwrap().load(spec.clone()).await.unwrap();
+        let record = vec![7u8; 180]; // the size of a KES key record
+        plugin.create("bench-key", &record).await.unwrap();
+        let mem = MemStore::new();
+        mem.create("bench-key", &record).await.unwrap();
+        let file = data.path().join("bench-key");
+
+        let native = time_calls("native in-memory store get", iters, || async {
+            std::hint::black_box(mem.get("bench-key").await.unwrap());
+        })
+        .await;
+        let read = time_calls("std::fs::read of the same file", iters, || async {
+            std::hint::black_box(std::fs::read(&file).unwrap());
+        })
+        .await;
+        let via_plugin = time_calls("fs plugin get (warm instance)", iters, || async {
+            std::hint::black_box(plugin.get("bench-key").await.unwrap());
+        })
+        .await;
+        let fresh = time_calls("fs plugin get (fresh instance each)", (iters / 20).max(50), || async {
+            plugin.recycle();
+            std::hint::black_box(plugin.get("bench-key").await.unwrap());
+        })
+        .await;
+
+        println!();
+        println!("get of a 180-byte record, {iters} calls, one at a time (µs):");
+        println!("| {:<38} | {:>10} | {:>10} | {:>10} | {:>9} |", "operation", "mean", "p50", "p99", "vs native");
+        println!("|{:-<40}|{:-<12}|{:-<12}|{:-<12}|{:-<11}|", "", "", "", "", "");
+        for sample in [&native, &read, &via_plugin, &fresh] {
+            println!("{}", sample.row(Some(&native)));
+        }
+        println!();
+        println!(
+            "plugin overhead over the native store: {:.1} µs per get; over a plain file read: {:.1} µs",
+            (via_plugin.mean().as_secs_f64() - native.mean().as_secs_f64()) * 1e6,
+            (via_plugin.mean().as_secs_f64() - read.mean().as_secs_f64()) * 1e6
+        );
+    });
+}

@@ -1,0 +1,228 @@
+//! `keyhost plugin …`: the conformance kit and plugin tooling.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use keyhost_conformance::KitOptions;
+use keyhost_plugin_host::{
+    Grants, Limits, Origin, PluginSource, PluginSpec, Runtime, RuntimeOptions,
+};
+
+use crate::units;
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Run the conformance kit against a keystore plugin.
+    ///
+    /// Loads the plugin in the same sandbox and limits as the server, checks every
+    /// rule of the keyhost:keystore contract with a case of stable id, prints one
+    /// line per case, and exits 0 only if no case failed (1 if one did, 2 if the
+    /// plugin cannot be loaded at all). Records are created under a random prefix
+    /// and deleted afterwards.
+    ///
+    /// Example (the bundled filesystem plugin, in a scratch directory):
+    ///
+    ///   mkdir -p /tmp/kit && keyhost plugin test builtin:fs --allow-dir /tmp/kit
+    ///
+    /// Example (your own plugin, talking to a local backend):
+    ///
+    ///   keyhost plugin test ./my_store.wasm --config endpoint=http://127.0.0.1:8200 \
+    ///       --allow-http http://127.0.0.1:8200 --junit report.xml
+    #[command(verbatim_doc_comment)]
+    Test(TestArgs),
+}
+
+/// Where the plugin comes from and what it may do.
+#[derive(Debug, Args)]
+pub struct PluginArgs {
+    /// The plugin: a .wasm component file, or builtin:fs for the bundled one.
+    #[arg(value_name = "PLUGIN")]
+    plugin: String,
+    /// A setting for the plugin, served through wasi:config (repeatable).
+    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_setting)]
+    config: Vec<(String, String)>,
+    /// Allow outbound HTTP to this origin, scheme://host[:port] (repeatable).
+    #[arg(long = "allow-http", value_name = "URL", value_parser = parse_origin)]
+    allow_http: Vec<Origin>,
+    /// Grant this directory to the plugin (it sees it as /data).
+    #[arg(long = "allow-dir", value_name = "DIR")]
+    allow_dir: Option<PathBuf>,
+    /// Expected SHA-256 of the component; refuse to load it otherwise.
+    #[arg(long, value_name = "HEX")]
+    sha256: Option<String>,
+    /// Deadline of one plugin call.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = units::duration)]
+    timeout: Duration,
+    /// Memory limit of one plugin instance.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = units::size)]
+    memory: usize,
+    /// How many plugin instances serve calls concurrently.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    instances: usize,
+    /// Where compiled plugins are cached [default: $XDG_CACHE_HOME/keyhost or ~/.cache/keyhost].
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+    cache_dir: Option<PathBuf>,
+    /// Do not cache compiled plugins on disk.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    #[command(flatten)]
+    plugin: PluginArgs,
+    /// Run only the cases whose id matches (e.g. `list.*`; without `*`, a substring).
+    #[arg(long, value_name = "PATTERN")]
+    filter: Option<String>,
+    /// Skip the cases whose id matches (same syntax as --filter).
+    #[arg(long, value_name = "PATTERN")]
+    skip: Option<String>,
+    /// Also write the results as JUnit XML to this file.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// Also write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("'{s}' is not KEY=VALUE")),
+    }
+}
+
+fn parse_origin(s: &str) -> Result<Origin, String> {
+    Origin::parse(s)
+}
+
+/// The default cache directory for compiled plugins.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("keyhost").join("plugins"))
+}
+
+impl PluginArgs {
+    fn runtime(&self) -> Result<Runtime, String> {
+        let cache_dir = if self.no_cache {
+            None
+        } else {
+            self.cache_dir.clone().or_else(default_cache_dir)
+        };
+        Runtime::new(RuntimeOptions {
+            cache_dir,
+            ..RuntimeOptions::default()
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    fn spec(&self) -> Result<PluginSpec, String> {
+        let (name, source) = if let Some(builtin) = self.plugin.strip_prefix("builtin:") {
+            let bundled = keyhost_bundled::find(builtin).ok_or_else(|| {
+                let names: Vec<String> = keyhost_bundled::ALL
+                    .iter()
+                    .map(|b| format!("builtin:{}", b.name))
+                    .collect();
+                format!(
+                    "there is no bundled plugin '{}'; bundled: {}",
+                    self.plugin,
+                    names.join(", ")
+                )
+            })?;
+            (
+                bundled.name.to_owned(),
+                PluginSource::Embedded {
+                    label: self.plugin.clone(),
+                    bytes: bundled.wasm,
+                },
+            )
+        } else {
+            let path = PathBuf::from(&self.plugin);
+            let name = path
+                .file_stem()
+                .map_or_else(|| "plugin".to_owned(), |s| s.to_string_lossy().into_owned());
+            (name, PluginSource::File(path))
+        };
+        let mut spec = PluginSpec::new(name, source);
+        spec.sha256 = self.sha256.clone();
+        spec.config = self.config.iter().cloned().collect::<BTreeMap<_, _>>();
+        spec.grants = Grants {
+            http: self.allow_http.clone(),
+            dir: self.allow_dir.clone(),
+        };
+        spec.limits = Limits {
+            memory: self.memory,
+            timeout: self.timeout,
+            instances: self.instances,
+            ..Limits::default()
+        };
+        Ok(spec)
+    }
+}
+
+impl PluginCommand {
+    pub async fn run(self) -> ExitCode {
+        match self {
+            PluginCommand::Test(args) => test(args).await,
+        }
+    }
+}
+
+async fn test(args: TestArgs) -> ExitCode {
+    let prepared = args
+        .plugin
+        .runtime()
+        .and_then(|rt| Ok((rt, args.plugin.spec()?)));
+    let (runtime, spec) = match prepared {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = KitOptions {
+        filter: args.filter.clone(),
+        skip: args.skip.clone(),
+        case_timeout: None,
+    };
+    let report = match keyhost_conformance::run(&runtime, spec, &options).await {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if e.to_string().contains("grant one with `allow.dir`") {
+                eprintln!("hint: pass --allow-dir DIR to grant the plugin a directory");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    print!("{}", report.to_text());
+    for (path, content) in [
+        (&args.junit, report.to_junit()),
+        (&args.json, report.to_json()),
+    ] {
+        if let Some(path) = path
+            && let Err(e) = std::fs::write(path, content)
+        {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if report.cases.is_empty() {
+        eprintln!(
+            "error: no case matches the filter {:?}",
+            args.filter.unwrap_or_default()
+        );
+        return ExitCode::from(2);
+    }
+    if report.failed() > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

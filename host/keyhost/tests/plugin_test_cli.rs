@@ -1,0 +1,103 @@
+//! `keyhost plugin test` drives the real binary: exit codes, output, report files.
+
+#![allow(clippy::unwrap_used)] // Tests and benchmarks fail loudly by design.
+
+use std::process::Command;
+
+fn keyhost() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyhost"));
+    cmd.env("KEYHOST_LOG", "warn");
+    cmd
+}
+
+#[test]
+fn the_bundled_fs_plugin_passes_and_writes_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let junit = dir.path().join("report.xml");
+    let json = dir.path().join("report.json");
+    let out = keyhost()
+        .args(["plugin", "test", "builtin:fs", "--allow-dir"])
+        .arg(&data)
+        .args(["--skip", "list.pages.2500", "--cache-dir"])
+        .arg(dir.path().join("cache"))
+        .arg("--junit")
+        .arg(&junit)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ok   create.concurrent-same"), "{stdout}");
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    assert!(
+        std::fs::read_to_string(&junit)
+            .unwrap()
+            .contains("<testsuite name=\"keyhost-conformance\"")
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(report["cases"].as_array().unwrap().len() > 20);
+}
+
+#[test]
+fn a_broken_plugin_exits_1_naming_the_failed_case() {
+    let wasm = keyhost_plugin_build::build(&["keyhost-test-faulty"])
+        .unwrap_or_else(|e| panic!("{e}"))[0]
+        .clone();
+    let data = tempfile::tempdir().unwrap();
+    let out = keyhost()
+        .args(["plugin", "test"])
+        .arg(&wasm)
+        .args([
+            "--config",
+            "defect=unsorted-list",
+            "--no-cache",
+            "--filter",
+            "list.sorted",
+            "--allow-dir",
+        ])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAIL list.sorted"), "{stdout}");
+    assert!(stdout.contains("0 passed, 1 failed"), "{stdout}");
+}
+
+#[test]
+fn load_errors_exit_2_with_a_hint() {
+    let out = keyhost()
+        .args(["plugin", "test", "builtin:fs", "--no-cache"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("pass --allow-dir DIR"), "{stderr}");
+
+    let out = keyhost()
+        .args(["plugin", "test", "builtin:nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bundled: builtin:fs"));
+
+    let out = keyhost()
+        .args(["plugin", "test", "/nonexistent.wasm", "--no-cache"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read plugin /nonexistent.wasm"));
+
+    let out = keyhost()
+        .args(["plugin", "test", "builtin:fs", "--allow-http", "ftp://x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "clap usage errors exit 2");
+}

@@ -1,0 +1,147 @@
+//! The kit passes the fs plugin and fails every deliberately broken plugin with the
+//! case that names its defect.
+
+#![allow(clippy::unwrap_used)] // Tests and benchmarks fail loudly by design.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use keyhost_conformance::{KitOptions, Outcome, Report};
+use keyhost_plugin_host::{Grants, PluginSource, PluginSpec, Runtime, RuntimeOptions};
+
+fn wasm(package: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        keyhost_plugin_build::build(&["keyhost-plugin-fs", "keyhost-test-faulty"])
+            .unwrap_or_else(|e| panic!("{e}"));
+    });
+    keyhost_plugin_build::wasm_path(package)
+}
+
+async fn kit(
+    package: &str,
+    config: &[(&str, &str)],
+    skip: Option<&str>,
+) -> (Report, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = PluginSpec::new(package, PluginSource::File(wasm(package)));
+    spec.config = config
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect::<BTreeMap<_, _>>();
+    spec.grants = Grants {
+        http: vec![],
+        dir: Some(dir.path().to_owned()),
+    };
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let options = KitOptions {
+        skip: skip.map(str::to_owned),
+        ..KitOptions::default()
+    };
+    let report = keyhost_conformance::run(&runtime, spec, &options)
+        .await
+        .unwrap();
+    (report, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fs_plugin_passes_every_case_and_leaves_nothing_behind() {
+    let (report, dir) = kit("keyhost-plugin-fs", &[], None).await;
+    print!("{}", report.to_text());
+    assert_eq!(report.failed(), 0, "{}", report.to_text());
+    assert_eq!(report.cases.len(), keyhost_conformance::CASES.len());
+    // The fs plugin reads no settings, so only this case cannot apply.
+    let skipped: Vec<_> = report
+        .cases
+        .iter()
+        .filter(|c| matches!(c.outcome, Outcome::Skip(_)))
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(skipped, ["open.missing-setting"]);
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "the kit left {left:?} behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plugin_without_a_defect_passes() {
+    let (report, _dir) = kit(
+        "keyhost-test-faulty",
+        &[("defect", "none")],
+        Some("list.pages.2500"),
+    )
+    .await;
+    assert_eq!(report.failed(), 0, "{}", report.to_text());
+    assert!(report.passed() > 20);
+}
+
+/// Each defect and the case that must name it.
+const DEFECTS: &[(&str, &str)] = &[
+    ("non-atomic-create", "create.concurrent-same"),
+    ("overwrite-existing", "create.exists"),
+    ("unsorted-list", "list.sorted"),
+    ("pagination-drops-name", "list.pages.1000"),
+    ("get-other-bytes", "create.roundtrip.64kib"),
+    ("delete-does-nothing", "delete.then-get"),
+    ("wrong-error-case", "get.missing"),
+    ("memory-only", "recycle.durable"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_broken_plugin_fails_the_case_that_names_its_defect() {
+    for (defect, case) in DEFECTS {
+        let skip = if *defect == "pagination-drops-name" {
+            "list.pages.2500"
+        } else {
+            "list.pages.*"
+        };
+        let (report, _dir) = kit("keyhost-test-faulty", &[("defect", defect)], Some(skip)).await;
+        assert!(
+            report.failed_ids().contains(case),
+            "defect {defect}: expected case {case} to fail; failed: {:?}\n{}",
+            report.failed_ids(),
+            report.to_text()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_and_unknown_settings_are_checked() {
+    // The faulty plugin requires `defect`: the kit removes it and expects a refusal.
+    let (report, _dir) = kit("keyhost-test-faulty", &[("defect", "none")], Some("list.*")).await;
+    let outcome = |id: &str| {
+        report
+            .cases
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| c.outcome.clone())
+    };
+    assert_eq!(outcome("open.missing-setting"), Some(Outcome::Pass));
+    assert_eq!(outcome("open.unknown-setting"), Some(Outcome::Pass));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_render_as_junit_and_json() {
+    let (report, _dir) = kit(
+        "keyhost-test-faulty",
+        &[("defect", "wrong-error-case")],
+        Some("list.*"),
+    )
+    .await;
+    let junit = report.to_junit();
+    assert!(junit.contains("<testcase classname=\"keyhost.conformance\" name=\"get.missing\""));
+    assert!(junit.contains("<failure message="));
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+    let failed: Vec<&str> = json["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["outcome"] == "fail")
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert!(failed.contains(&"get.missing"), "{failed:?}");
+}
