@@ -25,9 +25,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Work with keystore plugins: run the conformance kit, inspect a component.
+    /// Run the KES-compatible key server (try `keyhost server --dev`).
+    Server(cmd::server::ServerArgs),
+    /// Work with keystore plugins: run the conformance kit.
     #[command(subcommand)]
-    Plugin(cmd::plugin::PluginCommand),
+    Plugin(Box<cmd::plugin::PluginCommand>),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         match cli.command {
             Command::Plugin(command) => command.run().await,
+            Command::Server(args) => args.run().await,
         }
     })
 }

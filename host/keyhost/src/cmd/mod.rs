@@ -1,3 +1,4 @@
 //! The subcommands.
 
 pub mod plugin;
+pub mod server;

@@ -201,7 +201,8 @@ async fn test(args: TestArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    print!("{}", report.to_text());
+    // Write without panicking: stdout may be a closed pipe (`… | head`).
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), report.to_text().as_bytes());
     for (path, content) in [
         (&args.junit, report.to_junit()),
         (&args.json, report.to_json()),

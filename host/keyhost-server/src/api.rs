@@ -1,0 +1,763 @@
+//! KES's routes: dispatch, authentication, and the handlers.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use keyhost_crypto::{Algorithm, KeyRecord};
+use keyhost_keystore::Error as StoreError;
+use keyhost_policy::{Decision, Identity};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use crate::error::{ApiError, Era, StoreOp};
+use crate::{Peer, State};
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// Anyone with a TLS connection.
+    None,
+    /// Anyone with a client certificate (no policy check).
+    Identify,
+    /// The admin, or an identity whose policy allows the path.
+    Policy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handler {
+    Version,
+    Ready,
+    Status,
+    Api,
+    KeyCreate,
+    KeyImport,
+    KeyDescribe,
+    KeyList,
+    KeyDelete,
+    KeyGenerate,
+    KeyEncrypt,
+    KeyDecrypt,
+    KeyHmac,
+    PolicyDescribe,
+    PolicyRead,
+    PolicyList,
+    IdentityDescribe,
+    IdentitySelf,
+    IdentityList,
+}
+
+/// One route of the API.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The path, or path prefix when it ends with `/` (the rest is the resource).
+    pub path: &'static str,
+    /// The declared method (`PUT` routes also accept `POST`).
+    pub method: Method,
+    /// Who may call it.
+    pub auth: Auth,
+    /// The largest request body, in bytes.
+    pub max_body: usize,
+    /// The deadline of one request.
+    pub timeout: Duration,
+    handler: Handler,
+}
+
+const MB: usize = 1_000_000;
+
+const fn route(
+    path: &'static str,
+    method: Method,
+    auth: Auth,
+    max_body: usize,
+    secs: u64,
+    handler: Handler,
+) -> Route {
+    Route {
+        path,
+        method,
+        auth,
+        max_body,
+        timeout: Duration::from_secs(secs),
+        handler,
+    }
+}
+
+/// The routes of KES's newest API that keyhost serves.
+pub const ROUTES: &[Route] = &[
+    route("/version", Method::GET, Auth::None, 0, 10, Handler::Version),
+    route(
+        "/v1/ready",
+        Method::GET,
+        Auth::Policy,
+        0,
+        15,
+        Handler::Ready,
+    ),
+    route(
+        "/v1/status",
+        Method::GET,
+        Auth::Policy,
+        0,
+        15,
+        Handler::Status,
+    ),
+    route("/v1/api", Method::GET, Auth::Policy, 0, 10, Handler::Api),
+    route(
+        "/v1/key/create/",
+        Method::PUT,
+        Auth::Policy,
+        0,
+        15,
+        Handler::KeyCreate,
+    ),
+    route(
+        "/v1/key/import/",
+        Method::PUT,
+        Auth::Policy,
+        MB,
+        15,
+        Handler::KeyImport,
+    ),
+    route(
+        "/v1/key/describe/",
+        Method::GET,
+        Auth::Policy,
+        0,
+        15,
+        Handler::KeyDescribe,
+    ),
+    route(
+        "/v1/key/list/",
+        Method::GET,
+        Auth::Policy,
+        0,
+        15,
+        Handler::KeyList,
+    ),
+    route(
+        "/v1/key/delete/",
+        Method::DELETE,
+        Auth::Policy,
+        0,
+        15,
+        Handler::KeyDelete,
+    ),
+    route(
+        "/v1/key/generate/",
+        Method::PUT,
+        Auth::Policy,
+        MB,
+        15,
+        Handler::KeyGenerate,
+    ),
+    route(
+        "/v1/key/encrypt/",
+        Method::PUT,
+        Auth::Policy,
+        MB,
+        15,
+        Handler::KeyEncrypt,
+    ),
+    route(
+        "/v1/key/decrypt/",
+        Method::PUT,
+        Auth::Policy,
+        MB,
+        15,
+        Handler::KeyDecrypt,
+    ),
+    route(
+        "/v1/key/hmac/",
+        Method::PUT,
+        Auth::Policy,
+        MB,
+        15,
+        Handler::KeyHmac,
+    ),
+    route(
+        "/v1/policy/describe/",
+        Method::GET,
+        Auth::Policy,
+        0,
+        15,
+        Handler::PolicyDescribe,
+    ),
+    route(
+        "/v1/policy/read/",
+        Method::GET,
+        Auth::Policy,
+        0,
+        15,
+        Handler::PolicyRead,
+    ),
+    route(
+        "/v1/policy/list/",
+        Method::GET,
+        Auth::Policy,
+        0,
+        15,
+        Handler::PolicyList,
+    ),
+    route(
+        "/v1/identity/describe/",
+        Method::GET,
+        Auth::Policy,
+        0,
+        15,
+        Handler::IdentityDescribe,
+    ),
+    route(
+        "/v1/identity/self/describe",
+        Method::GET,
+        Auth::Identify,
+        0,
+        15,
+        Handler::IdentitySelf,
+    ),
+    route(
+        "/v1/identity/list/",
+        Method::GET,
+        Auth::Policy,
+        0,
+        15,
+        Handler::IdentityList,
+    ),
+];
+
+/// Finds the route of `path` and the resource after its prefix. A prefix route is
+/// also found without its trailing slash (KES's Go router redirected; we answer).
+fn find(path: &str) -> Option<(&'static Route, &str)> {
+    let mut best: Option<(&'static Route, &str)> = None;
+    for route in ROUTES {
+        let found = match route.path.strip_suffix('/') {
+            Some(base) if path == base => Some(""),
+            Some(_) => path.strip_prefix(route.path),
+            None => (path == route.path).then_some(""),
+        };
+        if let Some(resource) = found
+            && best.is_none_or(|(b, _)| route.path.len() > b.path.len())
+        {
+            best = Some((route, resource));
+        }
+    }
+    best
+}
+
+type Body = Full<Bytes>;
+
+/// Answers one request.
+pub(crate) async fn handle(
+    state: &State,
+    peer: &Peer,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    match dispatch(state, peer, req).await {
+        Ok(response) => response,
+        Err(error) => {
+            if matches!(error, ApiError::Store { .. } | ApiError::MalformedKey) {
+                tracing::warn!(peer = %peer.addr, %error, "request failed");
+            }
+            error.response(state.era)
+        }
+    }
+}
+
+async fn dispatch(
+    state: &State,
+    peer: &Peer,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let raw_path = req.uri().path().to_owned();
+    let path = percent_encoding::percent_decode_str(&raw_path)
+        .decode_utf8()
+        .map_err(|_| ApiError::NoRoute)?
+        .into_owned();
+    let (route, resource) = find(&path).ok_or(ApiError::NoRoute)?;
+    let method_ok = req.method() == route.method
+        || (route.method == Method::PUT && req.method() == Method::POST);
+    if !method_ok {
+        return Err(ApiError::Method {
+            got: req.method().to_string(),
+            expected: route.method.as_str(),
+        });
+    }
+    let identity = match route.auth {
+        Auth::None => None,
+        Auth::Identify | Auth::Policy => Some(peer.identity.clone()?),
+    };
+    if route.auth == Auth::Policy
+        && let Some(identity) = &identity
+        && state.authorizer.authorize(identity, &path) == Decision::Denied
+    {
+        return Err(ApiError::NotAllowed);
+    }
+    let body = if route.max_body > 0 {
+        Limited::new(req.into_body(), route.max_body)
+            .collect()
+            .await
+            .map_err(|_| ApiError::InvalidBody)?
+            .to_bytes()
+    } else {
+        Bytes::new()
+    };
+    let resource = resource.to_owned();
+    let call = run(state, route.handler, &resource, identity.as_ref(), body);
+    match tokio::time::timeout(route.timeout, call).await {
+        Ok(result) => result,
+        Err(_) => Err(ApiError::Timeout),
+    }
+}
+
+fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn ok<T: Serialize>(value: &T) -> Result<Response<Body>, ApiError> {
+    Ok(json_response(StatusCode::OK, value))
+}
+
+fn empty() -> Result<Response<Body>, ApiError> {
+    Ok(Response::new(Full::new(Bytes::new())))
+}
+
+/// KES's `validName`: 1–80 bytes of `0-9 A-Z a-z _ -`, not starting or ending with
+/// `-`, and not `_` alone. Configurations in the v0.16 style also allow inner dots,
+/// which that release accepted (`minio.key`).
+fn valid_name(name: &str, era: Era) -> bool {
+    let allowed = |b: u8| {
+        b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (era == Era::V016 && b == b'.')
+    };
+    !name.is_empty()
+        && name.len() <= 80
+        && name != "_"
+        && !name.starts_with(['-', '.'])
+        && !name.ends_with('-')
+        && name.bytes().all(allowed)
+}
+
+/// KES's `validPattern`: the name alphabet, at most 80 bytes, possibly empty, `*`,
+/// or ending in one `*`. Returns the prefix to list.
+fn list_prefix(pattern: &str) -> Option<&str> {
+    let prefix = pattern.strip_suffix('*').unwrap_or(pattern);
+    let ok = pattern.len() <= 80
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+    ok.then_some(prefix)
+}
+
+fn key_name(name: &str, era: Era) -> Result<&str, ApiError> {
+    if valid_name(name, era) {
+        Ok(name)
+    } else {
+        Err(ApiError::InvalidName {
+            kind: "key name",
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// A base64 `[]byte` field: absent or `null` is empty.
+mod b64_field {
+    use super::*;
+    use serde::Deserializer;
+
+    pub(super) fn de<'de, D: Deserializer<'de>>(d: D) -> Result<Zeroizing<Vec<u8>>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        match text {
+            None => Ok(Zeroizing::new(Vec::new())),
+            Some(text) => B64
+                .decode(text.as_bytes())
+                .map(Zeroizing::new)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct CryptoRequest {
+    #[serde(default, deserialize_with = "b64_field::de")]
+    context: Zeroizing<Vec<u8>>,
+    #[serde(default, deserialize_with = "b64_field::de")]
+    plaintext: Zeroizing<Vec<u8>>,
+    #[serde(default, deserialize_with = "b64_field::de")]
+    ciphertext: Zeroizing<Vec<u8>>,
+    #[serde(default, deserialize_with = "b64_field::de")]
+    message: Zeroizing<Vec<u8>>,
+}
+
+fn crypto_request(body: &[u8], required: bool) -> Result<CryptoRequest, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) && !required {
+        return Ok(CryptoRequest {
+            context: Zeroizing::new(Vec::new()),
+            plaintext: Zeroizing::new(Vec::new()),
+            ciphertext: Zeroizing::new(Vec::new()),
+            message: Zeroizing::new(Vec::new()),
+        });
+    }
+    serde_json::from_slice(body).map_err(|_| ApiError::InvalidBody)
+}
+
+#[derive(Deserialize)]
+struct ImportRequest {
+    #[serde(default, deserialize_with = "b64_field::de")]
+    key: Zeroizing<Vec<u8>>,
+    #[serde(default, deserialize_with = "b64_field::de")]
+    bytes: Zeroizing<Vec<u8>>,
+    #[serde(default)]
+    cipher: Option<String>,
+}
+
+/// A time as Go's JSON encoding writes it; the zero time for "unknown", as KES.
+fn rfc3339(t: Option<time::OffsetDateTime>) -> String {
+    t.and_then(|t| {
+        t.to_offset(time::UtcOffset::UTC)
+            .format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    })
+    .unwrap_or_else(|| "0001-01-01T00:00:00Z".to_owned())
+}
+
+async fn create_record(state: &State, name: &str, record: &KeyRecord) -> Result<(), ApiError> {
+    let encoded = record
+        .encode(state.record_format)
+        .map_err(|_| ApiError::MalformedKey)?;
+    state
+        .keystore
+        .create(name, &encoded)
+        .await
+        .map_err(|error| match error {
+            StoreError::AlreadyExists => ApiError::KeyExists,
+            error => ApiError::Store {
+                op: StoreOp::Create,
+                error,
+            },
+        })
+}
+
+async fn run(
+    state: &State,
+    handler: Handler,
+    resource: &str,
+    identity: Option<&Identity>,
+    body: Bytes,
+) -> Result<Response<Body>, ApiError> {
+    let caller = identity.map(Identity::as_str).unwrap_or_default();
+    match handler {
+        Handler::Version => ok(&json!({ "version": env!("CARGO_PKG_VERSION"), "commit": "" })),
+        Handler::Ready => match state.keystore.status().await {
+            Ok(_) => empty(),
+            Err(e) if e.is_unreachable() => Err(ApiError::StoreUnreachable),
+            Err(_) => Err(ApiError::StoreUnavailable),
+        },
+        Handler::Status => {
+            let health = state.keystore.status().await;
+            let mut status = json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "os": std::env::consts::OS,
+                "arch": std::env::consts::ARCH,
+                "uptime": state.started.elapsed().as_secs(),
+                "num_cpu": std::thread::available_parallelism().map_or(1, |n| n.get()),
+                "num_cpu_used": std::thread::available_parallelism().map_or(1, |n| n.get()),
+                "mem_heap_used": 0,
+                "mem_stack_used": 0,
+            });
+            match health {
+                Ok(h) => status["keystore_latency"] = json!(h.latency.as_millis().max(1) as u64),
+                Err(_) => {
+                    // kms-go refuses `keystore_unreachable` without `keystore_unavailable`.
+                    status["keystore_unreachable"] = json!(true);
+                    status["keystore_unavailable"] = json!(true);
+                }
+            }
+            ok(&status)
+        }
+        Handler::Api => {
+            let routes: Vec<Value> = ROUTES
+                .iter()
+                .map(|r| json!({ "method": r.method.as_str(), "path": r.path, "max_body": r.max_body, "timeout": r.timeout.as_secs() }))
+                .collect();
+            ok(&routes)
+        }
+        Handler::KeyCreate => {
+            let name = key_name(resource, state.era)?;
+            let record = KeyRecord::generate(
+                Algorithm::preferred(),
+                caller,
+                time::OffsetDateTime::now_utc(),
+            );
+            create_record(state, name, &record).await?;
+            empty()
+        }
+        Handler::KeyImport => {
+            let name = key_name(resource, state.era)?;
+            let req: ImportRequest =
+                serde_json::from_slice(&body).map_err(|_| ApiError::InvalidImportBody)?;
+            let cipher = req.cipher.clone().unwrap_or_default();
+            let algorithm = if cipher.is_empty() {
+                Algorithm::Aes256
+            } else {
+                Algorithm::from_name(&cipher)
+                    .ok_or_else(|| ApiError::UnsupportedCipher(cipher.clone()))?
+            };
+            let bytes = if req.key.is_empty() {
+                &req.bytes
+            } else {
+                &req.key
+            };
+            let key: [u8; 32] = bytes[..]
+                .try_into()
+                .map_err(|_| ApiError::InvalidKeySize(algorithm.name().to_owned()))?;
+            let mut record =
+                KeyRecord::generate(algorithm, caller, time::OffsetDateTime::now_utc());
+            record.key = keyhost_crypto::SecretKey::new(algorithm, key);
+            create_record(state, name, &record).await?;
+            empty()
+        }
+        Handler::KeyDescribe => {
+            let name = key_name(resource, state.era)?;
+            let key = state.cache.get(&*state.keystore, name).await?;
+            let mut out = json!({
+                "name": name,
+                "algorithm": key.key.algorithm().name(),
+                "created_at": rfc3339(key.created_at),
+            });
+            if let Some(by) = &key.created_by {
+                out["created_by"] = json!(by);
+            }
+            ok(&out)
+        }
+        Handler::KeyList => {
+            let prefix = list_prefix(resource).ok_or_else(|| ApiError::InvalidName {
+                kind: "listing pattern",
+                name: resource.to_owned(),
+            })?;
+            const PAGE: u32 = 1000;
+            let page = state
+                .keystore
+                .list(prefix, None, PAGE + 1)
+                .await
+                .map_err(|error| ApiError::Store {
+                    op: StoreOp::List,
+                    error,
+                })?;
+            let mut names = page.names;
+            let continue_at =
+                (names.len() > PAGE as usize).then(|| names.split_off(PAGE as usize).remove(0));
+            let mut out = json!({ "names": names });
+            if let Some(next) = continue_at {
+                out["continue_at"] = json!(next);
+            }
+            ok(&out)
+        }
+        Handler::KeyDelete => {
+            let name = key_name(resource, state.era)?;
+            let result = state.keystore.delete(name).await;
+            state.cache.evict(name);
+            match result {
+                Ok(()) => empty(),
+                Err(StoreError::NotFound) if state.era == Era::V016 => empty(),
+                Err(StoreError::NotFound) => Err(ApiError::KeyNotFound),
+                Err(error) => Err(ApiError::Store {
+                    op: StoreOp::Delete,
+                    error,
+                }),
+            }
+        }
+        Handler::KeyGenerate => {
+            let name = key_name(resource, state.era)?;
+            let req = crypto_request(&body, state.era == Era::V016)?;
+            let key = state.cache.get(&*state.keystore, name).await?;
+            let dek = keyhost_crypto::random_key();
+            let ciphertext = key
+                .key
+                .seal(&dek[..], &req.context, state.ciphertext_format);
+            let plaintext = Zeroizing::new(B64.encode(&dek[..]));
+            ok(&json!({ "plaintext": plaintext.as_str(), "ciphertext": B64.encode(ciphertext) }))
+        }
+        Handler::KeyEncrypt => {
+            let name = key_name(resource, state.era)?;
+            let req = crypto_request(&body, true)?;
+            let key = state.cache.get(&*state.keystore, name).await?;
+            let ciphertext = key
+                .key
+                .seal(&req.plaintext, &req.context, state.ciphertext_format);
+            ok(&json!({ "ciphertext": B64.encode(ciphertext) }))
+        }
+        Handler::KeyDecrypt => {
+            let name = key_name(resource, state.era)?;
+            let req = crypto_request(&body, true)?;
+            let key = state.cache.get(&*state.keystore, name).await?;
+            let plaintext = key
+                .key
+                .open(&req.ciphertext, &req.context)
+                .map_err(ApiError::Decrypt)?;
+            let encoded = Zeroizing::new(B64.encode(&plaintext[..]));
+            ok(&json!({ "plaintext": encoded.as_str() }))
+        }
+        Handler::KeyHmac => {
+            let name = key_name(resource, state.era)?;
+            let req = crypto_request(&body, true)?;
+            let key = state.cache.get(&*state.keystore, name).await?;
+            let hmac = key.hmac.as_ref().ok_or(ApiError::NoHmac)?;
+            ok(&json!({ "hmac": B64.encode(hmac.sign(&req.message)) }))
+        }
+        Handler::PolicyDescribe | Handler::PolicyRead => {
+            let policy = state
+                .authorizer
+                .policy(resource)
+                .ok_or(ApiError::PolicyNotFound)?;
+            let admin = state
+                .authorizer
+                .admin()
+                .map(Identity::as_str)
+                .unwrap_or_default();
+            let mut out = json!({ "name": resource, "created_at": rfc3339(Some(state.started_at)), "created_by": admin });
+            if handler == Handler::PolicyRead {
+                let rules = |list: &[keyhost_policy::Pattern]| -> serde_json::Map<String, Value> {
+                    list.iter()
+                        .map(|p| (p.as_str().to_owned(), json!({})))
+                        .collect()
+                };
+                out["allow"] = Value::Object(rules(&policy.allow));
+                out["deny"] = Value::Object(rules(&policy.deny));
+            }
+            ok(&out)
+        }
+        Handler::PolicyList => {
+            let prefix = list_prefix(resource).ok_or_else(|| ApiError::InvalidName {
+                kind: "listing pattern",
+                name: resource.to_owned(),
+            })?;
+            let names: Vec<&str> = state
+                .authorizer
+                .policy_names()
+                .filter(|n| n.starts_with(prefix))
+                .collect();
+            ok(&json!({ "names": names }))
+        }
+        Handler::IdentityDescribe => {
+            let id = Identity::parse(resource).ok_or(ApiError::IdentityNotFound)?;
+            let admin = state.authorizer.admin();
+            if Some(&id) == admin {
+                return ok(
+                    &json!({ "admin": true, "created_at": rfc3339(Some(state.started_at)) }),
+                );
+            }
+            let (policy, _) = state
+                .authorizer
+                .policy_of(&id)
+                .ok_or(ApiError::IdentityNotFound)?;
+            ok(&json!({
+                "policy": policy,
+                "created_at": rfc3339(Some(state.started_at)),
+                "created_by": admin.map(Identity::as_str).unwrap_or_default(),
+            }))
+        }
+        Handler::IdentitySelf => {
+            let id = identity.ok_or(ApiError::CertRequired)?;
+            let created_at = rfc3339(Some(state.started_at));
+            if Some(id) == state.authorizer.admin() {
+                return ok(
+                    &json!({ "identity": id.as_str(), "admin": true, "created_at": created_at }),
+                );
+            }
+            let mut out =
+                json!({ "identity": id.as_str(), "admin": false, "created_at": created_at });
+            if let Some((name, policy)) = state.authorizer.policy_of(id) {
+                let rules = |list: &[keyhost_policy::Pattern]| -> serde_json::Map<String, Value> {
+                    list.iter()
+                        .map(|p| (p.as_str().to_owned(), json!({})))
+                        .collect()
+                };
+                out["policy"] = json!(name);
+                out["allow"] = Value::Object(rules(&policy.allow));
+                out["deny"] = Value::Object(rules(&policy.deny));
+            }
+            ok(&out)
+        }
+        Handler::IdentityList => {
+            let prefix = resource.strip_suffix('*').unwrap_or(resource);
+            let mut ids: Vec<&str> = state
+                .authorizer
+                .identities()
+                .map(|(i, _)| i.as_str())
+                .chain(state.authorizer.admin().map(Identity::as_str))
+                .filter(|i| i.starts_with(prefix))
+                .collect();
+            ids.sort_unstable();
+            ok(&json!({ "identities": ids }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_resolve_like_kes() {
+        assert_eq!(
+            find("/v1/key/create/my-key").map(|(r, n)| (r.path, n)),
+            Some(("/v1/key/create/", "my-key"))
+        );
+        assert_eq!(
+            find("/v1/key/list").map(|(r, n)| (r.path, n)),
+            Some(("/v1/key/list/", ""))
+        );
+        assert_eq!(
+            find("/v1/identity/self/describe").map(|(r, _)| r.path),
+            Some("/v1/identity/self/describe")
+        );
+        assert_eq!(find("/version").map(|(r, _)| r.path), Some("/version"));
+        assert!(find("/v1/nope").is_none());
+        assert!(find("/version/x").is_none());
+    }
+
+    #[test]
+    fn names_and_patterns() {
+        for ok in [
+            "my-key",
+            "abc123",
+            "0",
+            "_-___---_",
+            "_0",
+            "0-Z",
+            "my_key-0",
+        ] {
+            assert!(valid_name(ok, Era::Newest), "{ok}");
+        }
+        for bad in [
+            "",
+            "my.key",
+            "key/",
+            "☰",
+            "hel<lo",
+            "Εmacs",
+            &"a".repeat(81),
+            "_",
+            "-a",
+            "a-",
+        ] {
+            assert!(!valid_name(bad, Era::Newest), "{bad}");
+        }
+        assert!(valid_name("minio.key", Era::V016));
+        for ok in ["", "*", "my*", "_-*"] {
+            assert!(list_prefix(ok).is_some(), "{ok}");
+        }
+        assert!(list_prefix("*-*").is_none());
+        assert_eq!(list_prefix("my-key*"), Some("my-key"));
+    }
+}

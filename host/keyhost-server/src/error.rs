@@ -1,0 +1,248 @@
+//! The one table that turns every failure into KES's status code and message.
+//!
+//! Go clients compare errors by status *and* text (`errors.Is(err, kes.ErrKeyExists)`),
+//! so these texts are part of the wire contract. Where KES v0.16 used other texts,
+//! configurations in the v0.16 style get those ([`Era::V016`]); kms-go maps both.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use http_body_util::Full;
+use keyhost_crypto::DecryptError;
+use keyhost_keystore::Error as StoreError;
+
+/// Which KES release's texts the server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Era {
+    /// KES 2023 and later (`version: v1` configurations, `--dev`).
+    #[default]
+    Newest,
+    /// KES v0.16 (2021): MinIO of that time compares these texts byte for byte.
+    V016,
+}
+
+/// What a keystore operation was doing, for its 502 message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOp {
+    /// create or import
+    Create,
+    /// get
+    Read,
+    /// delete
+    Delete,
+    /// list
+    List,
+}
+
+/// Every way a request can fail.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// The policy does not allow the path.
+    #[error("not authorized")]
+    NotAllowed,
+    /// No such key.
+    #[error("key does not exist")]
+    KeyNotFound,
+    /// The key exists already.
+    #[error("key already exists")]
+    KeyExists,
+    /// No such policy.
+    #[error("policy does not exist")]
+    PolicyNotFound,
+    /// No such identity.
+    #[error("identity does not exist")]
+    IdentityNotFound,
+    /// A ciphertext that does not open.
+    #[error("decryption failed")]
+    Decrypt(DecryptError),
+    /// A key, policy or identity name outside the allowed syntax.
+    #[error("invalid {kind} '{name}'")]
+    InvalidName {
+        /// `key name`, `policy name`, `identity` or `listing pattern`.
+        kind: &'static str,
+        /// The name as sent.
+        name: String,
+    },
+    /// A body that does not parse.
+    #[error("invalid request body")]
+    InvalidBody,
+    /// An import body that does not parse.
+    #[error("invalid import key request body")]
+    InvalidImportBody,
+    /// An import naming an unknown cipher.
+    #[error("algorithm '{0}' is not supported")]
+    UnsupportedCipher(String),
+    /// An import key of the wrong size.
+    #[error("invalid key size for '{0}'")]
+    InvalidKeySize(String),
+    /// HMAC with a legacy key that has no HMAC key.
+    #[error("key does not support HMAC")]
+    NoHmac,
+    /// The keystore failed.
+    #[error("keystore failure during {op:?}: {error}")]
+    Store {
+        /// What was being done.
+        op: StoreOp,
+        /// The keystore's answer.
+        error: StoreError,
+    },
+    /// A stored key that does not parse.
+    #[error("the stored key is malformed")]
+    MalformedKey,
+    /// `/v1/ready` while the keystore is unreachable.
+    #[error("key store is not reachable")]
+    StoreUnreachable,
+    /// `/v1/ready` while the keystore fails otherwise.
+    #[error("key store is unavailable")]
+    StoreUnavailable,
+    /// No client certificate on a route that needs one.
+    #[error("tls: client certificate is required")]
+    CertRequired,
+    /// More than one end-entity certificate.
+    #[error("tls: received more than one client certificate")]
+    TooManyCerts,
+    /// A route that exists with another method.
+    #[error("received method '{got}' expected '{expected}'")]
+    Method {
+        /// The request's method.
+        got: String,
+        /// The route's method.
+        expected: &'static str,
+    },
+    /// No route.
+    #[error("404 page not found")]
+    NoRoute,
+    /// The route's deadline passed.
+    #[error("timeout")]
+    Timeout,
+}
+
+impl ApiError {
+    /// The status and message of this error in `era`.
+    pub fn status_and_message(&self, era: Era) -> (StatusCode, Cow<'static, str>) {
+        use ApiError::*;
+        let v016 = era == Era::V016;
+        match self {
+            NotAllowed if v016 => (StatusCode::FORBIDDEN, "prohibited by policy".into()),
+            NotAllowed => (
+                StatusCode::FORBIDDEN,
+                "not authorized: insufficient permissions".into(),
+            ),
+            KeyNotFound => (StatusCode::NOT_FOUND, "key does not exist".into()),
+            KeyExists if v016 => (StatusCode::BAD_REQUEST, "key does already exist".into()),
+            KeyExists => (StatusCode::BAD_REQUEST, "key already exists".into()),
+            PolicyNotFound => (StatusCode::NOT_FOUND, "policy does not exist".into()),
+            IdentityNotFound => (StatusCode::NOT_FOUND, "identity does not exist".into()),
+            Decrypt(e) if v016 => match e {
+                DecryptError::UnsupportedAlgorithm => {
+                    (StatusCode::UNPROCESSABLE_ENTITY, e.to_string().into())
+                }
+                _ => (StatusCode::BAD_REQUEST, e.to_string().into()),
+            },
+            Decrypt(_) => (
+                StatusCode::BAD_REQUEST,
+                "decryption failed: ciphertext is not authentic".into(),
+            ),
+            InvalidName { kind, name } if *kind == "listing pattern" => (
+                StatusCode::BAD_REQUEST,
+                format!("listing pattern '{name}' is empty, too long or is invalid").into(),
+            ),
+            InvalidName { kind, name } => (
+                StatusCode::BAD_REQUEST,
+                format!("{kind} '{name}' is empty, too long or contains invalid characters").into(),
+            ),
+            InvalidBody if v016 => (StatusCode::BAD_REQUEST, "invalid json".into()),
+            InvalidBody => (StatusCode::BAD_REQUEST, "invalid request body".into()),
+            InvalidImportBody if v016 => (StatusCode::BAD_REQUEST, "invalid json".into()),
+            InvalidImportBody => (
+                StatusCode::BAD_REQUEST,
+                "invalid import key request body".into(),
+            ),
+            InvalidKeySize(_) if v016 => (StatusCode::BAD_REQUEST, "invalid key".into()),
+            e @ (UnsupportedCipher(_) | InvalidKeySize(_)) => {
+                (StatusCode::NOT_ACCEPTABLE, e.to_string().into())
+            }
+            NoHmac => (StatusCode::CONFLICT, "key does not support HMAC".into()),
+            Store { op, .. } => (
+                StatusCode::BAD_GATEWAY,
+                match (op, v016) {
+                    (StoreOp::Create, false) => "failed to create key",
+                    (StoreOp::Read, false) => "failed to read key",
+                    (StoreOp::Delete, false) => "failed to delete key",
+                    (StoreOp::List, false) => "failed to list keys",
+                    (StoreOp::Create, true) => "bad gateway: failed to create key",
+                    (StoreOp::Read, true) => "bad gateway: failed to access key",
+                    (StoreOp::Delete, true) => "bad gateway: failed to delete key",
+                    (StoreOp::List, true) => "bad gateway: failed to list keys",
+                }
+                .into(),
+            ),
+            MalformedKey => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "secret is malformed".into(),
+            ),
+            StoreUnreachable => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "key store is not reachable".into(),
+            ),
+            StoreUnavailable => (StatusCode::BAD_GATEWAY, "key store is unavailable".into()),
+            CertRequired => (
+                StatusCode::BAD_REQUEST,
+                "tls: client certificate is required".into(),
+            ),
+            TooManyCerts if v016 => (
+                StatusCode::BAD_REQUEST,
+                "too many identities: more than one certificate is present".into(),
+            ),
+            TooManyCerts => (
+                StatusCode::BAD_REQUEST,
+                "tls: received more than one client certificate".into(),
+            ),
+            Method { .. } if v016 => (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed".into()),
+            e @ Method { .. } => (StatusCode::METHOD_NOT_ALLOWED, e.to_string().into()),
+            NoRoute => (StatusCode::NOT_FOUND, "404 page not found".into()),
+            Timeout => (StatusCode::SERVICE_UNAVAILABLE, "".into()),
+        }
+    }
+
+    /// The HTTP response for this error.
+    pub fn response(&self, era: Era) -> http::Response<Full<Bytes>> {
+        let (status, message) = self.status_and_message(era);
+        let mut response = match self {
+            ApiError::NoRoute => {
+                let mut r =
+                    http::Response::new(Full::new(Bytes::from_static(b"404 page not found\n")));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                r
+            }
+            ApiError::Timeout => http::Response::new(Full::new(Bytes::new())),
+            _ => {
+                let quoted = serde_json::to_string(&message).unwrap_or_else(|_| "\"\"".into());
+                let body = match era {
+                    Era::Newest => format!("{{\"message\":{quoted}\n}}"),
+                    Era::V016 => format!("{{\"message\":{quoted}}}"),
+                };
+                let mut r = http::Response::new(Full::new(Bytes::from(body)));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(match era {
+                        Era::Newest => "application/json",
+                        Era::V016 => "application/json; charset=utf-8",
+                    }),
+                );
+                r
+            }
+        };
+        if let ApiError::Method { expected, .. } = self {
+            response
+                .headers_mut()
+                .insert(header::ACCEPT, HeaderValue::from_static(expected));
+        }
+        *response.status_mut() = status;
+        response
+    }
+}

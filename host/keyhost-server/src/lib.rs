@@ -1,0 +1,141 @@
+//! The KES-compatible HTTP API of keyhost, over mutual TLS.
+//!
+//! [`serve`] accepts TLS connections, derives the client's [`Identity`] once per
+//! connection (from its certificate), and answers KES's routes ([`ROUTES`]) over
+//! HTTP/1.1 or h2. Every request is checked against the admin identity and the
+//! caller's policy; every failure goes through the one table in [`error`].
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod api;
+mod cache;
+pub mod dev;
+pub mod error;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keyhost_crypto::{CiphertextFormat, RecordFormat};
+use keyhost_keystore::Keystore;
+use keyhost_policy::{Authorizer, Identity};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+pub use api::{Auth, ROUTES, Route};
+pub use error::{ApiError, Era};
+
+/// Everything the API needs to answer requests.
+#[derive(Debug)]
+pub struct State {
+    /// Where keys are stored.
+    pub keystore: Arc<dyn Keystore>,
+    /// The admin identity and the policies.
+    pub authorizer: Authorizer,
+    /// Which KES release's texts to speak.
+    pub era: Era,
+    /// How new keys are written to the keystore.
+    pub record_format: RecordFormat,
+    /// How new ciphertexts are framed.
+    pub ciphertext_format: CiphertextFormat,
+    /// When the server started (policies report it as their creation time).
+    pub started: Instant,
+    /// `started` as wall-clock time.
+    pub started_at: time::OffsetDateTime,
+    cache: cache::KeyCache,
+}
+
+impl State {
+    /// State with KES's defaults: newest texts, current record format, raw ciphertexts.
+    pub fn new(keystore: Arc<dyn Keystore>, authorizer: Authorizer) -> Self {
+        Self {
+            keystore,
+            authorizer,
+            era: Era::Newest,
+            record_format: RecordFormat::Current,
+            ciphertext_format: CiphertextFormat::Raw,
+            started: Instant::now(),
+            started_at: time::OffsetDateTime::now_utc(),
+            cache: cache::KeyCache::default(),
+        }
+    }
+}
+
+/// What the server knows about one TLS connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The remote address.
+    pub addr: SocketAddr,
+    /// The client's identity, or why it has none.
+    pub identity: Result<Identity, ApiError>,
+}
+
+/// Serves the API on `listener` until the task is dropped.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    state: Arc<State>,
+) -> std::io::Result<()> {
+    let acceptor = TlsAcceptor::from(tls);
+    loop {
+        let (tcp, addr) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let state = state.clone();
+        tokio::spawn(async move {
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%addr, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%addr, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let identity = {
+                let (_, conn) = tls.get_ref();
+                match conn.peer_certificates() {
+                    None => Err(ApiError::CertRequired),
+                    Some(chain) => keyhost_policy::identity_of_chain(
+                        chain.iter().map(|c| c.as_ref()),
+                    )
+                    .map_err(|e| match e {
+                        keyhost_policy::CertError::TooMany => ApiError::TooManyCerts,
+                        _ => ApiError::CertRequired,
+                    }),
+                }
+            };
+            let peer = Arc::new(Peer { addr, identity });
+            let service = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                let peer = peer.clone();
+                async move { Ok::<_, std::convert::Infallible>(api::handle(&state, &peer, req).await) }
+            });
+            let mut builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(5));
+            if let Err(e) = builder
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await
+            {
+                tracing::debug!(%addr, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}

@@ -1,0 +1,479 @@
+//! The API over real mutual TLS: certificates minted per run, a real HTTP client.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use keyhost_keystore::MemStore;
+use keyhost_policy::{ApiKey, Authorizer, Identity, PatternSyntax, Policy};
+use keyhost_server::dev::{DevCredentials, client_certificate};
+use keyhost_server::{State, serve};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::{Value, json};
+
+struct Server {
+    url: String,
+    creds: DevCredentials,
+    app: ApiKey,
+}
+
+async fn start(configure: impl FnOnce(&mut State)) -> Server {
+    let creds = DevCredentials::generate(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let app = ApiKey::from_seed([7; 32]);
+    let mut authorizer = Authorizer::new(Some(creds.admin.identity()));
+    let policy = Policy::parse(
+        &[
+            "/v1/key/generate/app-*",
+            "/v1/key/decrypt/app-*",
+            "/v1/key/describe/*",
+        ],
+        &["/v1/key/describe/app-secret"],
+        PatternSyntax::Prefix,
+    )
+    .unwrap();
+    authorizer.add("app", policy, &[app.identity()]).unwrap();
+    let mut state = State::new(Arc::new(MemStore::new()), authorizer);
+    configure(&mut state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "https://localhost:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let tls = Arc::new(creds.server_config().unwrap());
+    tokio::spawn(serve(listener, tls, Arc::new(state)));
+    Server { url, creds, app }
+}
+
+impl Server {
+    fn client_for(&self, cert_pem: Option<(&str, &str)>) -> reqwest::Client {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.creds.server_cert_der.clone()).unwrap();
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = match cert_pem {
+            Some((cert, key)) => {
+                let chain: Vec<CertificateDer<'static>> =
+                    CertificateDer::pem_slice_iter(cert.as_bytes())
+                        .map(|c| c.unwrap())
+                        .collect();
+                let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+                builder.with_client_auth_cert(chain, key).unwrap()
+            }
+            None => builder.with_no_client_auth(),
+        };
+        reqwest::Client::builder()
+            .use_preconfigured_tls(config)
+            .build()
+            .unwrap()
+    }
+
+    fn admin(&self) -> reqwest::Client {
+        self.client_for(Some((
+            &self.creds.admin_cert_pem,
+            &self.creds.admin_key_pem,
+        )))
+    }
+
+    fn app(&self) -> reqwest::Client {
+        let (cert, key) = client_certificate(&self.app).unwrap();
+        self.client_for(Some((&cert, &key)))
+    }
+
+    async fn call(
+        &self,
+        client: &reqwest::Client,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, String) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = client.request(method, format!("{}{path}", self.url));
+        if let Some(body) = body {
+            req = req.body(body.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+}
+
+fn message(body: &str) -> String {
+    serde_json::from_str::<Value>(body).unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn key_lifecycle_as_admin() {
+    let s = start(|_| {}).await;
+    let admin = s.admin();
+    assert_eq!(
+        s.call(&admin, "POST", "/v1/key/create/my-key", None).await,
+        (200, String::new())
+    );
+    let (status, body) = s.call(&admin, "PUT", "/v1/key/create/my-key", None).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (400, "{\"message\":\"key already exists\"\n}")
+    );
+
+    let (status, body) = s
+        .call(
+            &admin,
+            "POST",
+            "/v1/key/generate/my-key",
+            Some(json!({"context": B64.encode("{}")})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let dek: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        B64.decode(dek["plaintext"].as_str().unwrap())
+            .unwrap()
+            .len(),
+        32
+    );
+    let (status, body) = s
+        .call(
+            &admin,
+            "POST",
+            "/v1/key/decrypt/my-key",
+            Some(json!({"ciphertext": dek["ciphertext"], "context": B64.encode("{}")})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["plaintext"],
+        dek["plaintext"]
+    );
+
+    let (status, body) = s
+        .call(
+            &admin,
+            "POST",
+            "/v1/key/decrypt/my-key",
+            Some(json!({"ciphertext": dek["ciphertext"], "context": B64.encode("other")})),
+        )
+        .await;
+    assert_eq!(
+        (status, message(&body).as_str()),
+        (400, "decryption failed: ciphertext is not authentic")
+    );
+
+    let (status, body) = s
+        .call(
+            &admin,
+            "PUT",
+            "/v1/key/encrypt/my-key",
+            Some(json!({"plaintext": B64.encode("hello")})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let ct = serde_json::from_str::<Value>(&body).unwrap()["ciphertext"].clone();
+    let (_, body) = s
+        .call(
+            &admin,
+            "PUT",
+            "/v1/key/decrypt/my-key",
+            Some(json!({"ciphertext": ct})),
+        )
+        .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["plaintext"],
+        B64.encode("hello")
+    );
+
+    let (status, body) = s
+        .call(
+            &admin,
+            "PUT",
+            "/v1/key/hmac/my-key",
+            Some(json!({"message": B64.encode("m")})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, again) = s
+        .call(
+            &admin,
+            "PUT",
+            "/v1/key/hmac/my-key",
+            Some(json!({"message": B64.encode("m")})),
+        )
+        .await;
+    assert_eq!(body, again, "HMAC is deterministic");
+
+    let (status, body) = s.call(&admin, "GET", "/v1/key/describe/my-key", None).await;
+    assert_eq!(status, 200);
+    let d: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(d["name"], "my-key");
+    assert_eq!(d["created_by"], s.creds.admin.identity().as_str());
+
+    s.call(&admin, "POST", "/v1/key/create/my-key2", None).await;
+    s.call(&admin, "POST", "/v1/key/create/other", None).await;
+    let (_, body) = s.call(&admin, "GET", "/v1/key/list/my*", None).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"names": ["my-key", "my-key2"]})
+    );
+    let (_, body) = s.call(&admin, "GET", "/v1/key/list", None).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["names"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+
+    assert_eq!(
+        s.call(&admin, "DELETE", "/v1/key/delete/my-key", None)
+            .await
+            .0,
+        200
+    );
+    let (status, body) = s
+        .call(&admin, "DELETE", "/v1/key/delete/my-key", None)
+        .await;
+    assert_eq!(
+        (status, message(&body).as_str()),
+        (404, "key does not exist")
+    );
+    let (status, body) = s
+        .call(&admin, "POST", "/v1/key/generate/my-key", None)
+        .await;
+    assert_eq!(
+        (status, message(&body).as_str()),
+        (404, "key does not exist")
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_get_kes_errors() {
+    let s = start(|_| {}).await;
+    let admin = s.admin();
+    let (status, body) = s.call(&admin, "POST", "/v1/key/create/my.key", None).await;
+    assert_eq!(
+        (status, message(&body).as_str()),
+        (
+            400,
+            "key name 'my.key' is empty, too long or contains invalid characters"
+        )
+    );
+    let (status, _) = s.call(&admin, "POST", "/v1/key/create/", None).await;
+    assert_eq!(status, 400);
+    s.call(&admin, "POST", "/v1/key/create/k", None).await;
+    let (status, body) = s
+        .call(
+            &admin,
+            "POST",
+            "/v1/key/decrypt/k",
+            Some(json!({"ciphertext": "not base64!"})),
+        )
+        .await;
+    assert_eq!(
+        (status, message(&body).as_str()),
+        (400, "invalid request body")
+    );
+    let (status, body) = s
+        .call(
+            &admin,
+            "POST",
+            "/v1/key/decrypt/k",
+            Some(json!({"ciphertext": B64.encode([0u8; 60])})),
+        )
+        .await;
+    assert_eq!(
+        (status, message(&body).as_str()),
+        (400, "decryption failed: ciphertext is not authentic")
+    );
+    let (status, body) = s.call(&admin, "GET", "/v1/key/create/k", None).await;
+    assert_eq!(
+        (status, message(&body).as_str()),
+        (405, "received method 'GET' expected 'PUT'")
+    );
+    let (status, body) = s.call(&admin, "GET", "/v1/nothing", None).await;
+    assert_eq!((status, body.as_str()), (404, "404 page not found\n"));
+    let (status, body) = s
+        .call(
+            &admin,
+            "PUT",
+            "/v1/key/import/i",
+            Some(json!({"key": B64.encode([1u8; 16]), "cipher": "AES256"})),
+        )
+        .await;
+    assert_eq!(
+        (status, message(&body).as_str()),
+        (406, "invalid key size for 'AES256'")
+    );
+    let (status, body) = s
+        .call(
+            &admin,
+            "PUT",
+            "/v1/key/import/i",
+            Some(json!({"key": B64.encode([1u8; 32]), "cipher": "DES"})),
+        )
+        .await;
+    assert_eq!(
+        (status, message(&body).as_str()),
+        (406, "algorithm 'DES' is not supported")
+    );
+    let big = "A".repeat(1_000_001);
+    let (status, _) = s
+        .call(
+            &admin,
+            "PUT",
+            "/v1/key/encrypt/k",
+            Some(json!({ "plaintext": big })),
+        )
+        .await;
+    assert_eq!(status, 400);
+}
+
+/// §11.4: a key imported the v0.16 way decrypts what KES v0.16 encrypted.
+#[tokio::test]
+async fn v016_imported_keys_decrypt_v016_ciphertexts() {
+    let s = start(|_| {}).await;
+    let admin = s.admin();
+    let (status, body) = s
+        .call(
+            &admin,
+            "POST",
+            "/v1/key/import/legacy",
+            Some(json!({"bytes": "Ocxv4Vf3eur17x6R0mO6P15KPj+L7h2qpe6ZxRy5eiE="})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let ct = "eyJhZWFkIjoiQUVTLTI1Ni1HQ00tSE1BQy1TSEEtMjU2IiwiaXYiOiJGd043WU04ZlVzU1loUFdzZVBmRUt3PT0iLCJub25jZSI6ImFoeG9GYmh1V0IzVHZma1oiLCJieXRlcyI6Im9rY241MUZwNUJsZEoxbGN3ZThLREJXZUhzZEhVQllaaUNkUWxrQXREak9rV1R6TlZvWW05ZEswRXRPZmw3MG1zNVZWSmxqdnZWNTF0VFFhSWFDK2NZTndUSjl5VXNYdHpkUUR2L0lKdHFvPSJ9";
+    let (status, body) = s
+        .call(
+            &admin,
+            "POST",
+            "/v1/key/decrypt/legacy",
+            Some(json!({"ciphertext": ct, "context": "Eb2sb9zyRPKXbgu5"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["plaintext"],
+        "WKDdYkXJ21/HD9lNNBdbUJ3UuwoND/a7eC5bh+0Tbn2DeFSp5IzDe8bOgqK+7F7ortyViprO7Zwt5GF67/ooXQ=="
+    );
+}
+
+#[tokio::test]
+async fn policies_decide_what_an_identity_may_do() {
+    let s = start(|_| {}).await;
+    let (admin, app) = (s.admin(), s.app());
+    s.call(&admin, "POST", "/v1/key/create/app-key", None).await;
+    s.call(&admin, "POST", "/v1/key/create/app-secret", None)
+        .await;
+
+    let (status, body) = s.call(&app, "POST", "/v1/key/create/app-new", None).await;
+    assert_eq!(
+        (status, message(&body).as_str()),
+        (403, "not authorized: insufficient permissions")
+    );
+    assert_eq!(
+        s.call(&app, "POST", "/v1/key/generate/app-key", None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        s.call(&app, "GET", "/v1/key/describe/app-key", None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        s.call(&app, "GET", "/v1/key/describe/app-secret", None)
+            .await
+            .0,
+        403,
+        "deny wins"
+    );
+    // Denied before existence is checked.
+    assert_eq!(
+        s.call(&app, "DELETE", "/v1/key/delete/missing", None)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(s.call(&app, "GET", "/v1/status", None).await.0, 403);
+
+    let (status, body) = s
+        .call(&app, "GET", "/v1/identity/self/describe", None)
+        .await;
+    assert_eq!(status, 200);
+    let me: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(me["identity"], s.app.identity().as_str());
+    assert_eq!(me["policy"], "app");
+    assert!(me["allow"].get("/v1/key/generate/app-*").is_some());
+
+    let (status, body) = s.call(&admin, "GET", "/v1/policy/read/app", None).await;
+    assert_eq!(status, 200);
+    assert!(
+        serde_json::from_str::<Value>(&body).unwrap()["deny"]
+            .get("/v1/key/describe/app-secret")
+            .is_some()
+    );
+    let (_, body) = s.call(&admin, "GET", "/v1/identity/list", None).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["identities"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let (status, _) = s
+        .call(
+            &admin,
+            "GET",
+            &format!("/v1/identity/describe/{}", s.app.identity()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let stranger = Identity::parse(&"c".repeat(64)).unwrap();
+    let (status, _) = s
+        .call(
+            &admin,
+            "GET",
+            &format!("/v1/identity/describe/{stranger}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn status_version_and_api() {
+    let s = start(|_| {}).await;
+    let admin = s.admin();
+    let (status, body) = s.call(&admin, "GET", "/v1/status", None).await;
+    assert_eq!(status, 200);
+    let st: Value = serde_json::from_str(&body).unwrap();
+    assert!(st["keystore_latency"].as_u64().unwrap() >= 1);
+    assert!(st.get("keystore_unreachable").is_none());
+    let (status, body) = s.call(&s.app(), "GET", "/version", None).await;
+    assert_eq!(status, 200, "no policy needed for /version");
+    assert!(serde_json::from_str::<Value>(&body).unwrap()["version"].is_string());
+    let (_, body) = s.call(&admin, "GET", "/v1/api", None).await;
+    let routes: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert!(routes.iter().any(|r| r["path"] == "/v1/key/decrypt/"
+        && r["method"] == "PUT"
+        && r["max_body"] == 1_000_000));
+    assert_eq!(s.call(&admin, "GET", "/v1/ready", None).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_client_without_a_certificate_is_refused_in_the_handshake() {
+    let s = start(|_| {}).await;
+    let anonymous = s.client_for(None);
+    let result = anonymous.get(format!("{}/version", s.url)).send().await;
+    assert!(result.is_err(), "{result:?}");
+}
