@@ -430,6 +430,17 @@ fn rfc3339(t: Option<time::OffsetDateTime>) -> String {
     .unwrap_or_else(|| "0001-01-01T00:00:00Z".to_owned())
 }
 
+/// Creates a new key called `name` on behalf of `creator`.
+pub(crate) async fn create_key(state: &State, name: &str, creator: &str) -> Result<(), ApiError> {
+    let name = key_name(name, state.era)?;
+    let record = KeyRecord::generate(
+        Algorithm::preferred(),
+        creator,
+        time::OffsetDateTime::now_utc(),
+    );
+    create_record(state, name, &record).await
+}
+
 async fn create_record(state: &State, name: &str, record: &KeyRecord) -> Result<(), ApiError> {
     let encoded = record
         .encode(state.record_format)

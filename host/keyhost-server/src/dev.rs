@@ -15,6 +15,8 @@ pub struct DevCredentials {
     pub server_cert_der: CertificateDer<'static>,
     /// The server's private key (PKCS#8 DER).
     pub server_key_der: Zeroizing<Vec<u8>>,
+    /// The server's private key (PKCS#8 PEM).
+    pub server_key_pem: Zeroizing<String>,
     /// The admin's API key.
     pub admin: ApiKey,
     /// The admin's client certificate, derived from the API key (PEM).
@@ -80,6 +82,7 @@ impl DevCredentials {
             server_cert_pem: cert.pem(),
             server_cert_der: cert.der().clone(),
             server_key_der: Zeroizing::new(pair.serialize_der()),
+            server_key_pem: Zeroizing::new(pair.serialize_pem()),
             admin,
             admin_cert_pem,
             admin_key_pem,

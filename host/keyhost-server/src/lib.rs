@@ -139,3 +139,15 @@ pub async fn serve(
         });
     }
 }
+
+impl State {
+    /// Creates the key `name` unless it exists (the `keys:` of a configuration).
+    pub async fn create_key_if_missing(&self, name: &str, creator: &str) -> Result<(), ApiError> {
+        api::create_key(self, name, creator)
+            .await
+            .or_else(|e| match e {
+                ApiError::KeyExists => Ok(()),
+                e => Err(e),
+            })
+    }
+}

@@ -95,3 +95,118 @@ pub fn server_config(
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
+
+/// Why TLS material could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {error}")]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// A file holds no usable PEM item of the expected kind.
+    #[error("{path}: {what}")]
+    Pem {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// rustls refused the material.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|error| TlsError::Read {
+        path: path.to_owned(),
+        error,
+    })
+}
+
+/// Reads a PEM certificate chain (leaf first).
+pub fn load_chain(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    let bytes = read(path)?;
+    let chain: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: path.to_owned(),
+            what: format!("not a PEM certificate file ({e})"),
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::Pem {
+            path: path.to_owned(),
+            what: "no CERTIFICATE block found".into(),
+        });
+    }
+    Ok(chain)
+}
+
+/// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1). Encrypted keys are refused
+/// with a hint.
+pub fn load_key(path: &std::path::Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    let bytes = read(path)?;
+    if bytes.windows(9).any(|w| w == b"ENCRYPTED") {
+        return Err(TlsError::Pem {
+            path: path.to_owned(),
+            what: "the private key is encrypted; keyhost reads unencrypted keys only for now \
+                   (decrypt it with `openssl pkey -in KEY -out KEY.plain`)"
+                .into(),
+        });
+    }
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| TlsError::Pem {
+        path: path.to_owned(),
+        what: format!("no usable PRIVATE KEY block ({e})"),
+    })
+}
+
+/// Reads CA certificates from a PEM file or from every file of a directory.
+pub fn load_roots(path: &std::path::Path) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let files: Vec<std::path::PathBuf> = if path.is_dir() {
+        std::fs::read_dir(path)
+            .map_err(|error| TlsError::Read {
+                path: path.to_owned(),
+                error,
+            })?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .collect()
+    } else {
+        vec![path.to_owned()]
+    };
+    for file in files {
+        for cert in load_chain(&file)? {
+            roots.add(cert)?;
+        }
+    }
+    Ok(roots)
+}
+
+/// A server configuration that verifies client chains against `roots`
+/// (`tls.auth: on`).
+pub fn server_config_verifying(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    roots: rustls::RootCertStore,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| TlsError::Pem {
+                path: Default::default(),
+                what: format!("client verification: {e}"),
+            })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}

@@ -1,4 +1,5 @@
 //! The subcommands.
 
+pub mod keystore;
 pub mod plugin;
 pub mod server;

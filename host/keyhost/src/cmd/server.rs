@@ -7,20 +7,23 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
+use keyhost_config::{Config, Schema};
 use keyhost_plugin_host::{Grants, PluginSource, PluginSpec, Runtime, RuntimeOptions};
-use keyhost_policy::Authorizer;
-use keyhost_server::State;
+use keyhost_policy::{Authorizer, Identity, PatternSyntax, Policy};
 use keyhost_server::dev::DevCredentials;
+use keyhost_server::{Era, State};
 
 /// Run the KES-compatible key server.
 ///
-/// With --dev, keyhost needs no files: it makes a throw-away server certificate
-/// and admin API key, keeps keys with the bundled fs plugin in a temporary
-/// directory, prints how to connect, and deletes everything when it stops.
+/// With --config, keyhost reads a KES configuration file (the v0.16 schema or the
+/// newest one) and serves it. With --dev, it needs no files: it makes a throw-away
+/// server certificate and admin API key, keeps keys with the bundled fs plugin in a
+/// temporary directory, prints how to connect, and deletes everything when it stops.
 ///
-/// Example:
+/// Examples:
 ///
 ///   keyhost server --dev
+///   keyhost server --config server-config.yaml
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct ServerArgs {
@@ -31,20 +34,33 @@ pub struct ServerArgs {
     #[arg(long, value_name = "IP:PORT")]
     addr: Option<SocketAddr>,
     /// A configuration file (KES v0.16 or newest schema).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "dev")]
     config: Option<std::path::PathBuf>,
+    /// The server's private key, when the configuration names none (KES v0.16 flag).
+    #[arg(long, value_name = "FILE")]
+    key: Option<std::path::PathBuf>,
+    /// The server's certificate, when the configuration names none (KES v0.16 flag).
+    #[arg(long, value_name = "FILE")]
+    cert: Option<std::path::PathBuf>,
+    /// The admin identity, when the configuration names none (KES v0.16 flag).
+    #[arg(long, value_name = "IDENTITY")]
+    root: Option<String>,
+    /// `on` verifies client certificate chains, `off` accepts any certificate
+    /// (KES v0.16 flag; newer configurations use tls.auth).
+    #[arg(long, value_name = "on|off", value_parser = ["on", "off"])]
+    auth: Option<String>,
 }
 
 impl ServerArgs {
     pub async fn run(self) -> ExitCode {
         if !self.dev {
-            eprintln!(
-                "error: this keyhost build serves only --dev; configuration files{} are not supported yet",
-                self.config
-                    .map(|c| format!(" ({})", c.display()))
-                    .unwrap_or_default()
-            );
-            return ExitCode::from(2);
+            return match self.configured().await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            };
         }
         match dev(self
             .addr
@@ -56,6 +72,138 @@ impl ServerArgs {
                 eprintln!("error: {e}");
                 ExitCode::from(1)
             }
+        }
+    }
+}
+
+impl ServerArgs {
+    /// Runs the server a configuration file describes.
+    async fn configured(self) -> Result<(), String> {
+        let Some(path) = &self.config else {
+            return Err("give a configuration file with --config FILE, or try --dev".into());
+        };
+        let config = Config::load(path).map_err(|e| e.to_string())?;
+        let file = path.display();
+        let admin_text = config.admin.clone().or(self.root.clone());
+        if config.schema == Schema::Newest && admin_text.is_none() {
+            return Err(format!(
+                "{file}: admin.identity: missing; set it to the admin's identity, or to `disabled`"
+            ));
+        }
+        let admin = admin_text.as_deref().and_then(Identity::parse);
+        let syntax = match config.schema {
+            Schema::V016 => PatternSyntax::Glob,
+            Schema::Newest => PatternSyntax::Prefix,
+        };
+        let mut authorizer = Authorizer::new(admin.clone());
+        for p in &config.policies {
+            let policy = Policy::parse(&p.allow, &p.deny, syntax)
+                .map_err(|e| format!("{file}: policy.{}: {e}", p.name))?;
+            let mut identities = Vec::new();
+            for text in &p.identities {
+                match Identity::parse(text) {
+                    Some(id) => identities.push(id),
+                    None => {
+                        tracing::warn!(policy = %p.name, identity = %text, "not an identity (64 hex digits); it can never match")
+                    }
+                }
+            }
+            authorizer
+                .add(&p.name, policy, &identities)
+                .map_err(|e| format!("{file}: policy.{}: {e}", p.name))?;
+        }
+
+        let key =
+            config.tls.key.clone().or(self.key.clone()).ok_or_else(|| {
+                format!("{file}: tls.key: missing: the server's private key (PEM)")
+            })?;
+        let cert = config
+            .tls
+            .cert
+            .clone()
+            .or(self.cert.clone())
+            .ok_or_else(|| format!("{file}: tls.cert: missing: the server's certificate (PEM)"))?;
+        if config.tls.password.is_some() {
+            return Err(format!(
+                "{file}: tls.password: encrypted private keys are not supported yet; decrypt it with `openssl pkey`"
+            ));
+        }
+        let chain = keyhost_server::tls::load_chain(&cert).map_err(|e| e.to_string())?;
+        let private = keyhost_server::tls::load_key(&key).map_err(|e| e.to_string())?;
+        let verify = config.tls.verify_clients
+            || self.auth.as_deref() == Some("on") && config.schema == Schema::V016;
+        let tls = if verify {
+            let ca = config.tls.ca.clone().ok_or_else(|| {
+                format!("{file}: tls.ca: missing: verifying client certificates (tls.auth: on) needs the CA that signed them")
+            })?;
+            let roots = keyhost_server::tls::load_roots(&ca).map_err(|e| e.to_string())?;
+            keyhost_server::tls::server_config_verifying(chain, private, roots)
+                .map_err(|e| e.to_string())?
+        } else {
+            keyhost_server::tls::server_config(chain, private).map_err(|e| e.to_string())?
+        };
+
+        let not_yet: Vec<&str> = [
+            (
+                !config.api.is_empty(),
+                "api (per-route skip_auth and timeout)",
+            ),
+            (!config.tls.proxy_identities.is_empty(), "tls.proxy"),
+            (!config.cache.offline.is_zero(), "cache.expiry.offline"),
+            (config.log.audit, "log.audit"),
+        ]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+        .collect();
+        if !not_yet.is_empty() {
+            tracing::warn!(
+                "these settings are read but not applied yet: {}",
+                not_yet.join(", ")
+            );
+        }
+
+        let keystore = super::keystore::open(&config.keystore, &file.to_string()).await?;
+        let mut state = State::new(keystore, authorizer);
+        state.era = match config.schema {
+            Schema::V016 => Era::V016,
+            Schema::Newest => Era::Newest,
+        };
+        let creator = admin.as_ref().map(Identity::as_str).unwrap_or_default();
+        for name in &config.keys {
+            state
+                .create_key_if_missing(name, creator)
+                .await
+                .map_err(|e| format!("{file}: keys: '{name}': {e}"))?;
+        }
+
+        let addr: SocketAddr = match (self.addr, &config.address) {
+            (Some(addr), _) => addr,
+            (None, Some(text)) => text.parse().map_err(|_| {
+                format!("{file}: address: '{text}' is not IP:PORT, e.g. 0.0.0.0:7373")
+            })?,
+            (None, None) => SocketAddr::from(([0, 0, 0, 0], 7373)),
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let _ = writeln!(
+            std::io::stdout(),
+            "keyhost {} on https://{}\n  config    {file} ({} schema)\n  admin     {}\n  policies  {}\n  keystore  {}",
+            env!("CARGO_PKG_VERSION"),
+            listener.local_addr().map_err(|e| e.to_string())?,
+            match config.schema {
+                Schema::V016 => "KES v0.16",
+                Schema::Newest => "newest KES",
+            },
+            admin
+                .as_ref()
+                .map_or_else(|| "<disabled>".to_owned(), |a| a.to_string()),
+            config.policies.len(),
+            super::keystore::describe(&config.keystore),
+        );
+        tokio::select! {
+            result = keyhost_server::serve(listener, Arc::new(tls), Arc::new(state)) => result.map_err(|e| e.to_string()),
+            _ = tokio::signal::ctrl_c() => Ok(()),
         }
     }
 }

@@ -1,0 +1,261 @@
+//! keyhost's configuration file.
+//!
+//! One parser reads both KES schemas — the 2021 one of KES v0.16 (`root`, `tls.proxy`,
+//! `log`, `keys`, `keystore.*`) and the newest (`version: v1`, `admin.identity`,
+//! `tls.{auth,ca,password}`, `api.<route>`, `cache.expiry.offline`) — plus keyhost's
+//! `keystore.plugin` block, and the seed document's `keystore.secretsmanager` as an
+//! alias of `keystore.aws.secretsmanager`.
+//!
+//! Every error names the file and either the line (syntax, types, unknown fields) or
+//! the field (values), and says what is expected.
+//!
+//! `${VAR}` in a scalar is replaced by the environment variable when it is the whole
+//! value, as in KES. An unset variable is an error in newest-style files and the empty
+//! string in v0.16-style files (that era's behaviour).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod duration;
+mod raw;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use duration::parse_duration;
+
+/// Which KES schema a file follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// KES v0.16 (2021): `root:` names the admin. Policies use glob patterns, errors
+    /// use that release's texts.
+    V016,
+    /// KES 2022 and later (`admin.identity`, optionally `version: v1`): prefix
+    /// patterns and the newest texts.
+    Newest,
+}
+
+/// A configuration error, naming the file and where in it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// Where: a line (`line 12`) or a field (`tls.key`).
+    pub at: Option<String>,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.at {
+            Some(at) => write!(f, "{}: {at}: {}", self.file.display(), self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// TLS settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// The server's private key (PEM).
+    pub key: Option<PathBuf>,
+    /// The server's certificate chain (PEM).
+    pub cert: Option<PathBuf>,
+    /// The password of an encrypted private key.
+    pub password: Option<String>,
+    /// Verify client certificate chains (`tls.auth: on`).
+    pub verify_clients: bool,
+    /// CA certificates for client verification (file or directory).
+    pub ca: Option<PathBuf>,
+    /// Identities of TLS-terminating proxies (`tls.proxy.identities`).
+    pub proxy_identities: Vec<String>,
+    /// The header such proxies put the client certificate in.
+    pub proxy_header: String,
+}
+
+/// One policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyConfig {
+    /// Its name.
+    pub name: String,
+    /// Allowed path patterns.
+    pub allow: Vec<String>,
+    /// Denied path patterns.
+    pub deny: Vec<String>,
+    /// Identities it applies to (as written; invalid ones can never match).
+    pub identities: Vec<String>,
+}
+
+/// Key cache expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cache {
+    /// Forget every cached key this often.
+    pub any: Duration,
+    /// Forget keys unused for this long.
+    pub unused: Duration,
+    /// While the keystore is unreachable, keep serving cached keys this long (0: off).
+    pub offline: Duration,
+}
+
+impl Default for Cache {
+    /// KES's intended defaults: any 5m, unused 30s, offline off.
+    fn default() -> Self {
+        Self {
+            any: Duration::from_secs(300),
+            unused: Duration::from_secs(30),
+            offline: Duration::ZERO,
+        }
+    }
+}
+
+/// Logging switches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Log {
+    /// Print errors.
+    pub error: bool,
+    /// Print an audit event per request.
+    pub audit: bool,
+}
+
+/// AWS Secrets Manager settings (`keystore.aws.secretsmanager`).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct AwsSecretsManager {
+    /// The Secrets Manager endpoint.
+    pub endpoint: String,
+    /// The region.
+    pub region: String,
+    /// The KMS key that encrypts the secrets, if any.
+    pub kms_key: Option<String>,
+    /// Static credentials, if configured.
+    pub access_key: Option<String>,
+    /// Static credentials, if configured.
+    pub secret_key: Option<String>,
+    /// Static credentials, if configured.
+    pub session_token: Option<String>,
+}
+
+impl fmt::Debug for AwsSecretsManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsSecretsManager")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("kms_key", &self.kms_key)
+            .field("access_key", &self.access_key.as_ref().map(|_| "…"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A keystore plugin (`keystore.plugin`).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct PluginConfig {
+    /// A `.wasm` file, or `builtin:<name>`.
+    pub path: String,
+    /// Expected SHA-256 of the component.
+    pub sha256: Option<String>,
+    /// Settings served to the plugin.
+    pub config: BTreeMap<String, String>,
+    /// Origins it may reach over HTTP.
+    pub allow_http: Vec<String>,
+    /// The directory it may use.
+    pub allow_dir: Option<PathBuf>,
+    /// Memory limit per instance, e.g. `64MiB`.
+    pub memory: Option<String>,
+    /// Deadline per call.
+    pub timeout: Option<Duration>,
+    /// Instances.
+    pub instances: Option<usize>,
+}
+
+impl fmt::Debug for PluginConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginConfig")
+            .field("path", &self.path)
+            .field("sha256", &self.sha256)
+            .field("config", &self.config.keys().collect::<Vec<_>>())
+            .field("allow_http", &self.allow_http)
+            .field("allow_dir", &self.allow_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where keys are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeystoreConfig {
+    /// No keystore configured: in memory (nothing survives a restart).
+    Memory,
+    /// `keystore.fs.path`: the bundled fs plugin with that directory.
+    Fs {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// `keystore.aws.secretsmanager` (or the seed's `keystore.secretsmanager`).
+    AwsSecretsManager(AwsSecretsManager),
+    /// `keystore.plugin`.
+    Plugin(PluginConfig),
+}
+
+/// Per-route overrides (`api.<route>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ApiOverride {
+    /// Serve the route without a client certificate.
+    pub skip_auth: bool,
+    /// Its deadline.
+    pub timeout: Option<Duration>,
+}
+
+/// A parsed configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// Which schema it follows.
+    pub schema: Schema,
+    /// The listen address, if set.
+    pub address: Option<String>,
+    /// The admin identity as written (`disabled`, or any non-hex value, disables it);
+    /// `None` when the file names none (the `--root` flag of v0.16 may supply it).
+    pub admin: Option<String>,
+    /// TLS.
+    pub tls: Tls,
+    /// Policies, in file order.
+    pub policies: Vec<PolicyConfig>,
+    /// Key cache.
+    pub cache: Cache,
+    /// Logging.
+    pub log: Log,
+    /// Keys created at start-up if missing.
+    pub keys: Vec<String>,
+    /// The keystore.
+    pub keystore: KeystoreConfig,
+    /// Per-route overrides, by exact route path.
+    pub api: BTreeMap<String, ApiOverride>,
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            at: None,
+            message: format!("cannot read the configuration file: {e}"),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates configuration text; `file` names it in errors.
+    pub fn parse(file: &Path, text: &str) -> Result<Self, ConfigError> {
+        raw::parse(file, text, &|name| std::env::var(name).ok())
+    }
+
+    /// Like [`Config::parse`], with `${VAR}` values looked up by `env`.
+    pub fn parse_with_env(
+        file: &Path,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        raw::parse(file, text, env)
+    }
+}

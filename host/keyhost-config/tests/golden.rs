@@ -1,0 +1,265 @@
+//! The seed document's two examples and full files of both KES schemas parse to
+//! exactly what they say; broken files get errors that name the file and the place.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use keyhost_config::{Config, ConfigError, KeystoreConfig, Schema};
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+fn parse(name: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let path = data(name);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lookup = |k: &str| {
+        env.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| (*v).to_owned())
+    };
+    Config::parse_with_env(&path, &text, &lookup)
+}
+
+fn inline(text: &str) -> Result<Config, ConfigError> {
+    Config::parse_with_env(Path::new("test.yaml"), text, &|_| None)
+}
+
+#[test]
+fn the_seed_example_parses_with_its_aws_section_under_either_name() {
+    let c = parse(
+        "seed-kes-config.yaml",
+        &[
+            (
+                "MINIO_IDENTITY_HASH",
+                "ab785e3b95d80d72cc9c27cb9fde886a0bf9068a69d40e3bd08a54e68c3f2bf7",
+            ),
+            ("AWSACCESSKEY", "AKIA"),
+            ("AWSSECRETKEY", "s3cr3t"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.schema, Schema::V016);
+    assert_eq!(c.address.as_deref(), Some("0.0.0.0:7373"));
+    assert_eq!(c.admin.as_deref(), Some("disabled"));
+    assert_eq!(
+        c.tls.key.as_deref(),
+        Some(Path::new("/data/certs/server.key"))
+    );
+    assert_eq!(c.policies.len(), 1);
+    assert_eq!(c.policies[0].name, "minio");
+    assert_eq!(
+        c.policies[0].allow,
+        [
+            "/v1/key/create/*",
+            "/v1/key/generate/*",
+            "/v1/key/decrypt/*"
+        ]
+    );
+    assert_eq!(
+        c.policies[0].identities,
+        ["ab785e3b95d80d72cc9c27cb9fde886a0bf9068a69d40e3bd08a54e68c3f2bf7"]
+    );
+    let KeystoreConfig::AwsSecretsManager(aws) = &c.keystore else {
+        panic!("{:?}", c.keystore)
+    };
+    assert_eq!(aws.endpoint, "secretsmanager.REGION.amazonaws");
+    assert_eq!(aws.region, "REGION");
+    assert_eq!(aws.kms_key, None, "an empty kmskey means none");
+    assert_eq!(aws.access_key.as_deref(), Some("AKIA"));
+    assert_eq!(aws.secret_key.as_deref(), Some("s3cr3t"));
+    assert!(
+        !format!("{aws:?}").contains("s3cr3t"),
+        "credentials never print"
+    );
+}
+
+#[test]
+fn the_seed_reference_example_parses_and_lists_its_keys() {
+    let c = parse(
+        "seed-reference.yaml",
+        &[(
+            "MINIO_IDENTITY",
+            "ea9826089311fe44d7590408ede9150f7c637b6cab0a91ee6fe1aa5d9fb366f6",
+        )],
+    )
+    .unwrap();
+    assert_eq!(c.schema, Schema::V016);
+    // v0.16 expands an unset variable to the empty string.
+    assert_eq!(c.admin, None);
+    assert_eq!(
+        c.keys,
+        [
+            "minio-encryption-key-alpha",
+            "minio-encryption-key-baker",
+            "minio-encryption-key-charlie"
+        ]
+    );
+    assert_eq!(c.policies[0].name, "minio-server");
+    assert!(matches!(c.keystore, KeystoreConfig::AwsSecretsManager(_)));
+}
+
+#[test]
+fn a_full_v016_file() {
+    let c = parse("v016-full.yaml", &[]).unwrap();
+    assert_eq!(c.schema, Schema::V016);
+    assert_eq!(
+        c.admin.as_deref(),
+        Some("3ecfcdf38fcbe141ae26a1030f81e96b753365a46760ae6b578698a97c59fd22")
+    );
+    assert_eq!(c.tls.proxy_identities.len(), 1);
+    assert_eq!(c.policies[0].deny, ["/v1/key/generate/my-app-internal*"]);
+    assert_eq!(c.cache.any, Duration::from_secs(300));
+    assert_eq!(c.cache.unused, Duration::from_secs(20));
+    assert!(c.log.error && !c.log.audit);
+    assert_eq!(c.keys, ["my-key"]);
+    assert_eq!(
+        c.keystore,
+        KeystoreConfig::Fs {
+            path: "./keys".into()
+        }
+    );
+}
+
+#[test]
+fn a_full_newest_file() {
+    let c = parse("newest-full.yaml", &[("VAULT_TOKEN", "hvs.token")]).unwrap();
+    assert_eq!(c.schema, Schema::Newest);
+    assert_eq!(c.admin.as_deref(), Some("disabled"));
+    assert!(c.tls.verify_clients);
+    assert_eq!(c.tls.ca.as_deref(), Some(Path::new("./ca.pem")));
+    assert_eq!(c.cache.offline, Duration::ZERO);
+    assert!(c.api["/v1/ready"].skip_auth);
+    assert_eq!(c.api["/v1/ready"].timeout, Some(Duration::from_secs(15)));
+    assert!(!c.api["/v1/status"].skip_auth);
+    assert_eq!(c.keys, ["my-key", "my-key-2"]);
+    let KeystoreConfig::Plugin(p) = &c.keystore else {
+        panic!()
+    };
+    assert_eq!(p.path, "./plugins/my-store.wasm");
+    assert_eq!(p.config["token"], "hvs.token");
+    assert_eq!(p.allow_http, ["https://vault.internal:8200"]);
+    assert_eq!(p.allow_dir.as_deref(), Some(Path::new("./keys")));
+    assert_eq!(p.memory.as_deref(), Some("64MiB"));
+    assert_eq!(p.timeout, Some(Duration::from_secs(10)));
+    assert_eq!(p.instances, Some(4));
+    assert!(!format!("{p:?}").contains("hvs.token"));
+}
+
+#[test]
+fn defaults() {
+    let c = inline("admin: { identity: disabled }").unwrap();
+    assert_eq!(c.keystore, KeystoreConfig::Memory);
+    assert_eq!(c.cache.any, Duration::from_secs(300));
+    assert_eq!(
+        c.cache.unused,
+        Duration::from_secs(30),
+        "the intended default, not KES's typo"
+    );
+    assert!(c.log.error && !c.log.audit);
+}
+
+/// Each broken file, the place its error must name, and words it must contain.
+#[test]
+fn broken_files_get_errors_that_say_where_and_what() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "admin: {identity: x}\ntls: {key: a, cret: b}\n",
+            "line 2",
+            "cret",
+        ),
+        ("version: v2\n", "version", "only version is v1"),
+        (
+            "admin: {identity: x}\ncache: {expiry: {any: 5 minutes}}\n",
+            "cache.expiry.any",
+            "not a duration",
+        ),
+        (
+            "admin: {identity: x}\ncache: {expiry: {any: -1s}}\n",
+            "cache.expiry.any",
+            "negative",
+        ),
+        (
+            "admin: {identity: x}\ntls: {key: \"${NOPE}\"}\n",
+            "tls.key",
+            "'NOPE', which is not set",
+        ),
+        (
+            "admin: {identity: x}\ntls: {auth: maybe}\n",
+            "tls.auth",
+            "not on or off",
+        ),
+        (
+            "admin: {identity: x}\npolicy: {\"bad name!\": {allow: []}}\n",
+            "policy.bad name!",
+            "policy name",
+        ),
+        (
+            "admin: {identity: x}\npolicy:\n  a: {identities: [abc]}\n  b: {identities: [abc]}\n",
+            "policy.b.identities",
+            "identity already has a policy",
+        ),
+        (
+            "admin: {identity: abc}\npolicy: {a: {identities: [abc]}}\n",
+            "policy.a.identities",
+            "admin identity",
+        ),
+        (
+            "admin: {identity: x}\nkeys: [{name: a}, {name: a}]\n",
+            "keys[1].name",
+            "listed twice",
+        ),
+        (
+            "admin: {identity: x}\nkeystore: {vault: {endpoint: x}}\n",
+            "keystore.vault",
+            "no keyhost plugin yet",
+        ),
+        (
+            "admin: {identity: x}\nkeystore: {fs: {path: a}, plugin: {path: b}}\n",
+            "keystore",
+            "exactly one",
+        ),
+        (
+            "admin: {identity: x}\nkeystore: {secretsmanager: {region: r}}\n",
+            "keystore.secretsmanager.endpoint",
+            "missing",
+        ),
+        (
+            "admin: {identity: x}\nkeystore: {plugin: {path: p, limits: {instances: 0}}}\n",
+            "keystore.plugin.limits.instances",
+            "positive",
+        ),
+        ("root: x\nadmin: {identity: y}\n", "root", "keep one"),
+        ("admin: [\n", "line", ""),
+        (
+            "admin: {identity: x}\napi: {v1/status: {}}\n",
+            "api.v1/status",
+            "starts with /",
+        ),
+    ];
+    for (text, at, words) in cases {
+        let err = inline(text).unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.starts_with("test.yaml: "), "{text:?}: {shown}");
+        assert!(shown.contains(at), "{text:?}: expected {at:?} in: {shown}");
+        assert!(
+            shown.contains(words),
+            "{text:?}: expected {words:?} in: {shown}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let err = Config::load(Path::new("/nonexistent/kes.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("/nonexistent/kes.yaml: cannot read"),
+        "{err}"
+    );
+}

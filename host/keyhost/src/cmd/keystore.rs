@@ -1,0 +1,107 @@
+//! Turns a configured keystore into a running one.
+
+use std::sync::Arc;
+
+use keyhost_config::KeystoreConfig;
+use keyhost_keystore::{Keystore, MemStore};
+use keyhost_plugin_host::{
+    Grants, Limits, Origin, PluginSource, PluginSpec, Runtime, RuntimeOptions,
+};
+
+/// One line naming the keystore, for the start-up banner.
+pub fn describe(config: &KeystoreConfig) -> String {
+    match config {
+        KeystoreConfig::Memory => "in memory (keys are lost when the server stops)".into(),
+        KeystoreConfig::Fs { path } => format!("builtin:fs in {}", path.display()),
+        KeystoreConfig::AwsSecretsManager(aws) => {
+            format!("AWS Secrets Manager at {}", aws.endpoint)
+        }
+        KeystoreConfig::Plugin(p) => format!("plugin {}", p.path),
+    }
+}
+
+/// Opens the configured keystore; `file` names the configuration in errors.
+pub async fn open(config: &KeystoreConfig, file: &str) -> Result<Arc<dyn Keystore>, String> {
+    let spec = match config {
+        KeystoreConfig::Memory => return Ok(Arc::new(MemStore::new())),
+        KeystoreConfig::AwsSecretsManager(_) => {
+            return Err(format!(
+                "{file}: keystore.aws.secretsmanager: the AWS plugin is not part of this build yet; \
+                 use keystore.fs or keystore.plugin"
+            ));
+        }
+        KeystoreConfig::Fs { path } => {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .map_err(|e| {
+                    format!(
+                        "{file}: keystore.fs.path: cannot create {}: {e}",
+                        path.display()
+                    )
+                })?;
+            let mut spec = PluginSpec::new("fs", builtin("builtin:fs", file)?);
+            spec.grants.dir = Some(path.clone());
+            spec
+        }
+        KeystoreConfig::Plugin(p) => {
+            let source = if p.path.starts_with("builtin:") {
+                builtin(&p.path, file)?
+            } else {
+                PluginSource::File(p.path.clone().into())
+            };
+            let name = std::path::Path::new(&p.path).file_stem().map_or_else(
+                || "plugin".to_owned(),
+                |s| s.to_string_lossy().replace("builtin:", ""),
+            );
+            let mut spec = PluginSpec::new(name, source);
+            spec.sha256 = p.sha256.clone();
+            spec.config = p.config.clone();
+            let http = p
+                .allow_http
+                .iter()
+                .map(|o| {
+                    Origin::parse(o).map_err(|e| format!("{file}: keystore.plugin.allow.http: {e}"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            spec.grants = Grants {
+                http,
+                dir: p.allow_dir.clone(),
+            };
+            let defaults = Limits::default();
+            spec.limits = Limits {
+                memory: match &p.memory {
+                    Some(m) => crate::units::size(m)
+                        .map_err(|e| format!("{file}: keystore.plugin.limits.memory: {e}"))?,
+                    None => defaults.memory,
+                },
+                timeout: p.timeout.unwrap_or(defaults.timeout),
+                instances: p.instances.unwrap_or(defaults.instances),
+                ..defaults
+            };
+            spec
+        }
+    };
+    let runtime = Runtime::new(RuntimeOptions {
+        cache_dir: super::plugin::default_cache_dir(),
+        ..RuntimeOptions::default()
+    })
+    .map_err(|e| e.to_string())?;
+    let plugin = runtime
+        .load(spec)
+        .await
+        .map_err(|e| format!("{file}: keystore: {e}"))?;
+    Ok(Arc::new(plugin))
+}
+
+fn builtin(path: &str, file: &str) -> Result<PluginSource, String> {
+    let bundled = keyhost_bundled::find(path).ok_or_else(|| {
+        format!("{file}: keystore.plugin.path: there is no bundled plugin '{path}'")
+    })?;
+    Ok(PluginSource::Embedded {
+        label: format!("builtin:{}", bundled.name),
+        bytes: bundled.wasm,
+    })
+}

@@ -1,0 +1,207 @@
+//! `keyhost server --config`: the seed document's procedure, with the fs keystore
+//! standing in for AWS — a v0.16 configuration with `root: disabled`, a `minio`
+//! policy, `${VAR}` identities and `keys:` created at start-up — driven with curl.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use keyhost_policy::ApiKey;
+
+struct Running {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(config: &std::path::Path, env: &[(&str, &str)]) -> Result<Running, String> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyhost"))
+        .args(["server", "--addr", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .envs(env.iter().copied())
+        .env("KEYHOST_LOG", "warn")
+        .env(
+            "XDG_CACHE_HOME",
+            std::env::temp_dir().join("keyhost-test-cache"),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    match first.split_whitespace().find(|w| w.starts_with("https://")) {
+        Some(url) => Ok(Running {
+            url: url.to_owned(),
+            child,
+        }),
+        None => {
+            let out = child.wait_with_output().unwrap();
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
+fn curl(dir: &std::path::Path, who: &str, args: &str) -> (u16, String) {
+    let d = dir.display();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "curl -sS --cacert {d}/server.cert --cert {d}/{who}.cert --key {d}/{who}.key -w '\\n%{{http_code}}' {args}"
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.parse().unwrap(), body.to_owned())
+}
+
+fn write_identity(dir: &std::path::Path, who: &str, key: &ApiKey) {
+    let (cert, private) = keyhost_server::dev::client_certificate(key).unwrap();
+    std::fs::write(dir.join(format!("{who}.cert")), cert).unwrap();
+    std::fs::write(dir.join(format!("{who}.key")), private.as_str()).unwrap();
+}
+
+#[test]
+fn the_seed_procedure_with_the_fs_keystore() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let creds =
+        keyhost_server::dev::DevCredentials::generate(&["localhost".into(), "127.0.0.1".into()])
+            .unwrap();
+    std::fs::write(d.join("server.cert"), &creds.server_cert_pem).unwrap();
+    std::fs::write(d.join("server.key"), creds.server_key_pem.as_str()).unwrap();
+    let minio = ApiKey::from_seed([3; 32]);
+    write_identity(d, "minio", &minio);
+    write_identity(d, "stranger", &ApiKey::from_seed([4; 32]));
+
+    let config = d.join("server-config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"address: 0.0.0.0:7373
+root: disabled
+tls:
+  key:  {d}/server.key
+  cert: {d}/server.cert
+policy:
+  minio:
+    allow:
+    - /v1/key/create/*
+    - /v1/key/generate/*
+    - /v1/key/decrypt/*
+    identities:
+    - ${{MINIO_IDENTITY_HASH}}
+keys:
+  - name: minio-encryption-key-alpha
+keystore:
+  fs:
+    path: {d}/keys
+"#,
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let server = start(
+        &config,
+        &[("MINIO_IDENTITY_HASH", minio.identity().as_str())],
+    )
+    .unwrap();
+    let url = &server.url;
+    assert!(
+        d.join("keys/minio-encryption-key-alpha").is_file(),
+        "keys: are created at start-up"
+    );
+
+    assert_eq!(
+        curl(
+            d,
+            "minio",
+            &format!("-X POST {url}/v1/key/create/minio-backend-default-key")
+        )
+        .0,
+        200
+    );
+    let (status, body) = curl(
+        d,
+        "minio",
+        &format!("-X POST {url}/v1/key/create/minio-backend-default-key"),
+    );
+    assert_eq!(
+        (status, body.as_str()),
+        (400, r#"{"message":"key does already exist"}"#),
+        "v0.16 texts for v0.16 files"
+    );
+    let (status, body) = curl(
+        d,
+        "minio",
+        &format!(
+            "-X POST -d '{{\"context\":\"e30=\"}}' {url}/v1/key/generate/minio-backend-default-key"
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    let dek: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let (status, body) = curl(
+        d,
+        "minio",
+        &format!(
+            "-X POST -d '{{\"ciphertext\":\"{}\",\"context\":\"e30=\"}}' {url}/v1/key/decrypt/minio-backend-default-key",
+            dek["ciphertext"].as_str().unwrap()
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["plaintext"],
+        dek["plaintext"]
+    );
+
+    let (status, body) = curl(
+        d,
+        "minio",
+        &format!("-X DELETE {url}/v1/key/delete/minio-backend-default-key"),
+    );
+    assert_eq!(
+        (status, body.as_str()),
+        (403, r#"{"message":"prohibited by policy"}"#)
+    );
+    let (status, _) = curl(
+        d,
+        "stranger",
+        &format!("-X POST {url}/v1/key/generate/minio-backend-default-key"),
+    );
+    assert_eq!(status, 403, "an identity without a policy is denied");
+    // v0.16 globs: `*` does not cross '/'.
+    assert_eq!(
+        curl(d, "minio", &format!("-X POST {url}/v1/key/create/a/b")).0,
+        403
+    );
+}
+
+#[test]
+fn a_broken_configuration_names_the_file_and_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kes.yaml");
+    std::fs::write(&config, "root: disabled\ntls:\n  key: k\n  cret: c\n").unwrap();
+    let err = start(&config, &[]).err().expect("must not start");
+    assert!(
+        err.contains("kes.yaml") && err.contains("line 4") && err.contains("cret"),
+        "{err}"
+    );
+
+    std::fs::write(
+        &config,
+        "admin: {identity: disabled}\ntls: {key: /nonexistent.key, cert: /nonexistent.cert}\n",
+    )
+    .unwrap();
+    let err = start(&config, &[]).err().expect("must not start");
+    assert!(err.contains("cannot read /nonexistent.cert"), "{err}");
+}
