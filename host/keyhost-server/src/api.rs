@@ -468,13 +468,18 @@ async fn run(
     let caller = identity.map(Identity::as_str).unwrap_or_default();
     match handler {
         Handler::Version => ok(&json!({ "version": env!("CARGO_PKG_VERSION"), "commit": "" })),
+        Handler::Ready if state.cache.is_offline() => Err(ApiError::StoreUnreachable),
         Handler::Ready => match state.keystore.status().await {
             Ok(_) => empty(),
             Err(e) if e.is_unreachable() => Err(ApiError::StoreUnreachable),
             Err(_) => Err(ApiError::StoreUnavailable),
         },
         Handler::Status => {
-            let health = state.keystore.status().await;
+            let health = if state.cache.is_offline() {
+                Err(keyhost_keystore::Error::Unavailable("offline".into()))
+            } else {
+                state.keystore.status().await
+            };
             let mut status = json!({
                 "version": env!("CARGO_PKG_VERSION"),
                 "os": std::env::consts::OS,

@@ -25,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 pub use api::{Auth, ROUTES, Route};
+pub use cache::CacheExpiry;
 pub use error::{ApiError, Era};
 
 /// Everything the API needs to answer requests.
@@ -44,7 +45,9 @@ pub struct State {
     pub started: Instant,
     /// `started` as wall-clock time.
     pub started_at: time::OffsetDateTime,
-    cache: cache::KeyCache,
+    /// How long cached keys live.
+    pub cache_expiry: CacheExpiry,
+    cache: Arc<cache::KeyCache>,
 }
 
 impl State {
@@ -58,7 +61,8 @@ impl State {
             ciphertext_format: CiphertextFormat::Raw,
             started: Instant::now(),
             started_at: time::OffsetDateTime::now_utc(),
-            cache: cache::KeyCache::default(),
+            cache_expiry: CacheExpiry::default(),
+            cache: Arc::default(),
         }
     }
 }
@@ -79,6 +83,11 @@ pub async fn serve(
     state: Arc<State>,
 ) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(tls);
+    let _maintenance = AbortOnDrop(cache::spawn_maintenance(
+        state.cache.clone(),
+        state.keystore.clone(),
+        state.cache_expiry,
+    ));
     loop {
         let (tcp, addr) = match listener.accept().await {
             Ok(conn) => conn,
@@ -140,7 +149,26 @@ pub async fn serve(
     }
 }
 
+/// Stops a background task when the server stops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl State {
+    /// How many keys are cached right now.
+    pub fn cached_keys(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Whether the last keystore probe failed.
+    pub fn is_offline(&self) -> bool {
+        self.cache.is_offline()
+    }
+
     /// Creates the key `name` unless it exists (the `keys:` of a configuration).
     pub async fn create_key_if_missing(&self, name: &str, creator: &str) -> Result<(), ApiError> {
         api::create_key(self, name, creator)

@@ -548,3 +548,195 @@ async fn identities_of_openssl_certificates_of_every_key_type() {
         (400, "tls: client certificate is required")
     );
 }
+
+/// A keystore that counts reads and can be switched off, like a backend outage.
+#[derive(Debug, Default)]
+struct Switch {
+    inner: MemStore,
+    down: std::sync::atomic::AtomicBool,
+    gets: std::sync::atomic::AtomicUsize,
+}
+
+impl Switch {
+    fn check(&self) -> Result<(), keyhost_keystore::Error> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(keyhost_keystore::Error::Unavailable("switched off".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl keyhost_keystore::Keystore for Switch {
+    async fn create(&self, name: &str, value: &[u8]) -> keyhost_keystore::Result<()> {
+        self.check()?;
+        self.inner.create(name, value).await
+    }
+    async fn get(&self, name: &str) -> keyhost_keystore::Result<keyhost_keystore::Record> {
+        self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // Slow enough that concurrent misses overlap.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        self.check()?;
+        self.inner.get(name).await
+    }
+    async fn delete(&self, name: &str) -> keyhost_keystore::Result<()> {
+        self.check()?;
+        self.inner.delete(name).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> keyhost_keystore::Result<keyhost_keystore::Page> {
+        self.check()?;
+        self.inner.list(prefix, after, limit).await
+    }
+    async fn status(&self) -> keyhost_keystore::Result<keyhost_keystore::Status> {
+        self.check()?;
+        self.inner.status().await
+    }
+}
+
+fn ms(n: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(n)
+}
+
+async fn start_with(store: Arc<Switch>, expiry: keyhost_server::CacheExpiry) -> Server {
+    start(move |state| {
+        state.keystore = store;
+        state.cache_expiry = expiry;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_read_the_keystore_once() {
+    let store = Arc::new(Switch::default());
+    let s = start_with(store.clone(), keyhost_server::CacheExpiry::default()).await;
+    let admin = s.admin();
+    s.call(&admin, "POST", "/v1/key/create/hot", None).await;
+    let calls = (0..16).map(|_| s.call(&admin, "POST", "/v1/key/generate/hot", None));
+    for (status, body) in futures::future::join_all(calls).await {
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(store.gets.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_keys_expire() {
+    let store = Arc::new(Switch::default());
+    let expiry = keyhost_server::CacheExpiry {
+        any: ms(300),
+        unused: std::time::Duration::ZERO,
+        offline: std::time::Duration::ZERO,
+        probe: ms(3_600_000),
+    };
+    let s = start_with(store.clone(), expiry).await;
+    let admin = s.admin();
+    s.call(&admin, "POST", "/v1/key/create/k", None).await;
+    assert_eq!(
+        s.call(&admin, "POST", "/v1/key/generate/k", None).await.0,
+        200
+    );
+    // Deleted behind the server's back (another node): still served from the cache ...
+    keyhost_keystore::Keystore::delete(&store.inner, "k")
+        .await
+        .unwrap();
+    assert_eq!(
+        s.call(&admin, "POST", "/v1/key/generate/k", None).await.0,
+        200
+    );
+    // ... until `any` expires it.
+    tokio::time::sleep(ms(700)).await;
+    assert_eq!(
+        s.call(&admin, "POST", "/v1/key/generate/k", None).await.0,
+        404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_mode_serves_cached_keys_and_recovers() {
+    let store = Arc::new(Switch::default());
+    let expiry = keyhost_server::CacheExpiry {
+        any: ms(200),
+        unused: ms(200),
+        offline: ms(60_000),
+        probe: ms(50),
+    };
+    let s = start_with(store.clone(), expiry).await;
+    let admin = s.admin();
+    s.call(&admin, "POST", "/v1/key/create/cached", None).await;
+    s.call(&admin, "POST", "/v1/key/create/cold", None).await;
+    assert_eq!(
+        s.call(&admin, "POST", "/v1/key/generate/cached", None)
+            .await
+            .0,
+        200
+    );
+
+    store.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(ms(200)).await;
+    // Long past `any` and `unused`: the cached key keeps working while offline.
+    for _ in 0..3 {
+        tokio::time::sleep(ms(150)).await;
+        let (status, body) = s
+            .call(&admin, "POST", "/v1/key/generate/cached", None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = s.call(&admin, "POST", "/v1/key/generate/cold", None).await;
+    assert_eq!(
+        (status, message(&body).as_str()),
+        (502, "failed to read key")
+    );
+    let (status, body) = s.call(&admin, "GET", "/v1/ready", None).await;
+    assert_eq!(
+        (status, message(&body).as_str()),
+        (504, "key store is not reachable")
+    );
+    let (_, body) = s.call(&admin, "GET", "/v1/status", None).await;
+    let st: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (
+            st["keystore_unreachable"].clone(),
+            st["keystore_unavailable"].clone()
+        ),
+        (json!(true), json!(true))
+    );
+
+    store.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(ms(200)).await;
+    assert_eq!(s.call(&admin, "GET", "/v1/ready", None).await.0, 200);
+    assert_eq!(
+        s.call(&admin, "POST", "/v1/key/generate/cold", None)
+            .await
+            .0,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_offline_mode_keys_expire_during_an_outage() {
+    let store = Arc::new(Switch::default());
+    let expiry = keyhost_server::CacheExpiry {
+        any: ms(200),
+        unused: std::time::Duration::ZERO,
+        offline: std::time::Duration::ZERO,
+        probe: ms(50),
+    };
+    let s = start_with(store.clone(), expiry).await;
+    let admin = s.admin();
+    s.call(&admin, "POST", "/v1/key/create/k", None).await;
+    assert_eq!(
+        s.call(&admin, "POST", "/v1/key/generate/k", None).await.0,
+        200
+    );
+    store.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(ms(500)).await;
+    assert_eq!(
+        s.call(&admin, "POST", "/v1/key/generate/k", None).await.0,
+        502
+    );
+}

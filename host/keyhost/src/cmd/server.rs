@@ -149,7 +149,6 @@ impl ServerArgs {
                 "api (per-route skip_auth and timeout)",
             ),
             (!config.tls.proxy_identities.is_empty(), "tls.proxy"),
-            (!config.cache.offline.is_zero(), "cache.expiry.offline"),
             (config.log.audit, "log.audit"),
         ]
         .into_iter()
@@ -164,6 +163,12 @@ impl ServerArgs {
 
         let keystore = super::keystore::open(&config.keystore, &file.to_string()).await?;
         let mut state = State::new(keystore, authorizer);
+        state.cache_expiry = keyhost_server::CacheExpiry {
+            any: config.cache.any,
+            unused: config.cache.unused,
+            offline: config.cache.offline,
+            ..keyhost_server::CacheExpiry::default()
+        };
         state.era = match config.schema {
             Schema::V016 => Era::V016,
             Schema::Newest => Era::Newest,
