@@ -1,11 +1,13 @@
 //! KES's routes: dispatch, authentication, and the handlers.
 
+use std::convert::Infallible;
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use keyhost_crypto::{Algorithm, KeyRecord};
 use keyhost_keystore::Error as StoreError;
@@ -49,6 +51,9 @@ enum Handler {
     IdentityDescribe,
     IdentitySelf,
     IdentityList,
+    Metrics,
+    LogAudit,
+    LogError,
 }
 
 /// One route of the API.
@@ -105,6 +110,14 @@ pub const ROUTES: &[Route] = &[
         0,
         15,
         Handler::Status,
+    ),
+    route(
+        "/v1/metrics",
+        Method::GET,
+        Auth::Policy,
+        0,
+        15,
+        Handler::Metrics,
     ),
     route("/v1/api", Method::GET, Auth::Policy, 0, 10, Handler::Api),
     route(
@@ -227,6 +240,39 @@ pub const ROUTES: &[Route] = &[
         15,
         Handler::IdentityList,
     ),
+    route(
+        "/v1/log/error",
+        Method::GET,
+        Auth::Policy,
+        0,
+        0,
+        Handler::LogError,
+    ),
+    route(
+        "/v1/log/audit",
+        Method::GET,
+        Auth::Policy,
+        0,
+        0,
+        Handler::LogAudit,
+    ),
+    // KES v0.16's names of the log streams.
+    route(
+        "/v1/log/error/trace",
+        Method::GET,
+        Auth::Policy,
+        0,
+        0,
+        Handler::LogError,
+    ),
+    route(
+        "/v1/log/audit/trace",
+        Method::GET,
+        Auth::Policy,
+        0,
+        0,
+        Handler::LogAudit,
+    ),
 ];
 
 /// Finds the route of `path` and the resource after its prefix. A prefix route is
@@ -248,23 +294,49 @@ fn find(path: &str) -> Option<(&'static Route, &str)> {
     best
 }
 
-type Body = Full<Bytes>;
+pub(crate) type Body = BoxBody<Bytes, Infallible>;
 
-/// Answers one request.
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+/// Answers one request, and counts and audits it.
 pub(crate) async fn handle(
     state: &State,
     peer: &Peer,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
-    match dispatch(state, peer, req).await {
+    let start = std::time::Instant::now();
+    let path = req.uri().path().to_owned();
+    state.observer.start_request();
+    let response = match dispatch(state, peer, req).await {
         Ok(response) => response,
         Err(error) => {
             if matches!(error, ApiError::Store { .. } | ApiError::MalformedKey) {
-                tracing::warn!(peer = %peer.addr, %error, "request failed");
+                state
+                    .observer
+                    .error(&format!("{} {path}: {error}", peer.addr));
             }
-            error.response(state.era)
+            error.response(state.era).map(BodyExt::boxed)
         }
-    }
+    };
+    let counted = ["/v1/key/", "/v1/policy/", "/v1/identity/"]
+        .iter()
+        .any(|p| path.starts_with(p));
+    state.observer.finish_request(
+        state.era,
+        &crate::observe::Finished {
+            counted,
+            // A log stream's response outlives the request: it is not an event itself.
+            audited: !path.starts_with("/v1/log/"),
+            path: &path,
+            identity: peer.identity.as_ref().ok().map(Identity::as_str),
+            ip: peer.addr.ip(),
+            status: response.status().as_u16(),
+            took: start.elapsed(),
+        },
+    );
+    response
 }
 
 async fn dispatch(
@@ -307,6 +379,9 @@ async fn dispatch(
     };
     let resource = resource.to_owned();
     let call = run(state, route.handler, &resource, identity.as_ref(), body);
+    if route.timeout.is_zero() {
+        return call.await;
+    }
     match tokio::time::timeout(route.timeout, call).await {
         Ok(result) => result,
         Err(_) => Err(ApiError::Timeout),
@@ -315,7 +390,7 @@ async fn dispatch(
 
 fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Body> {
     let body = serde_json::to_vec(value).unwrap_or_default();
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -329,7 +404,28 @@ fn ok<T: Serialize>(value: &T) -> Result<Response<Body>, ApiError> {
 }
 
 fn empty() -> Result<Response<Body>, ApiError> {
-    Ok(Response::new(Full::new(Bytes::new())))
+    Ok(Response::new(full(Bytes::new())))
+}
+
+/// An NDJSON stream of the events a channel carries, from now on, until the client
+/// goes away.
+fn event_stream(rx: tokio::sync::broadcast::Receiver<Bytes>) -> Result<Response<Body>, ApiError> {
+    use tokio::sync::broadcast::error::RecvError;
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(line) => return Some((Ok::<_, Infallible>(hyper::body::Frame::data(line)), rx)),
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    let mut response = Response::new(BodyExt::boxed(http_body_util::StreamBody::new(stream)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(response)
 }
 
 /// KES's `validName`: 1–80 bytes of `0-9 A-Z a-z _ -`, not starting or ending with
@@ -500,6 +596,19 @@ async fn run(
             }
             ok(&status)
         }
+        Handler::Metrics => {
+            let text = state
+                .observer
+                .render(state.started.elapsed(), state.cache.len());
+            let mut response = Response::new(full(text));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            Ok(response)
+        }
+        Handler::LogAudit => event_stream(state.observer.subscribe_audit()),
+        Handler::LogError => event_stream(state.observer.subscribe_errors()),
         Handler::Api => {
             let routes: Vec<Value> = ROUTES
                 .iter()

@@ -12,6 +12,7 @@ mod api;
 mod cache;
 pub mod dev;
 pub mod error;
+mod observe;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use tokio_rustls::TlsAcceptor;
 pub use api::{Auth, ROUTES, Route};
 pub use cache::CacheExpiry;
 pub use error::{ApiError, Era};
+pub use observe::Observer;
 
 /// Everything the API needs to answer requests.
 #[derive(Debug)]
@@ -47,6 +49,8 @@ pub struct State {
     pub started_at: time::OffsetDateTime,
     /// How long cached keys live.
     pub cache_expiry: CacheExpiry,
+    /// Metrics and the audit and error streams.
+    pub observer: Observer,
     cache: Arc<cache::KeyCache>,
 }
 
@@ -62,6 +66,7 @@ impl State {
             started: Instant::now(),
             started_at: time::OffsetDateTime::now_utc(),
             cache_expiry: CacheExpiry::default(),
+            observer: Observer::default(),
             cache: Arc::default(),
         }
     }

@@ -740,3 +740,106 @@ async fn without_offline_mode_keys_expire_during_an_outage() {
         502
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_with_kes_names() {
+    let s = start(|_| {}).await;
+    let admin = s.admin();
+    for path in ["/v1/key/create/a", "/v1/key/create/b", "/v1/key/generate/a"] {
+        assert_eq!(s.call(&admin, "POST", path, None).await.0, 200);
+    }
+    assert_eq!(
+        s.call(&admin, "POST", "/v1/key/generate/missing", None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        s.call(&admin, "GET", "/v1/status", None).await.0,
+        200,
+        "not counted, like KES"
+    );
+    let (status, text) = s.call(&admin, "GET", "/v1/metrics", None).await;
+    assert_eq!(status, 200);
+    for line in [
+        "kes_http_request_success{code=\"200\"} 3",
+        "kes_http_request_error{code=\"404\"} 1",
+        "kes_http_response_time_count 4",
+        "# TYPE kes_http_request_success counter",
+        "# TYPE kes_http_response_time histogram",
+        "kes_system_num_cpu ",
+        "kes_system_up_time ",
+        "kes_http_request_active 1",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+}
+
+/// Reads NDJSON lines from a streaming response until `want` lines arrived.
+async fn lines(resp: reqwest::Response, want: usize) -> Vec<Value> {
+    use futures::StreamExt;
+    let mut stream = resp.bytes_stream();
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    while out.len() < want {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), stream.next())
+            .await
+            .expect("an event within 5 s")
+            .expect("the stream stays open")
+            .unwrap();
+        buf.extend_from_slice(&chunk);
+        while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=end).collect();
+            out.push(serde_json::from_slice(&line).unwrap());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_subscribers_see_every_request_as_it_happens() {
+    let s = start(|_| {}).await;
+    let admin = s.admin();
+    let resp = admin
+        .get(format!("{}/v1/log/audit", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
+    s.call(&admin, "POST", "/v1/key/create/audited", None).await;
+    s.call(&s.app(), "POST", "/v1/key/create/app-x", None).await;
+    let events = lines(resp, 2).await;
+    assert_eq!(events[0]["request"]["path"], "/v1/key/create/audited");
+    assert_eq!(
+        events[0]["request"]["identity"],
+        s.creds.admin.identity().as_str()
+    );
+    assert_eq!(events[0]["response"]["code"], 200);
+    assert_eq!(events[1]["request"]["identity"], s.app.identity().as_str());
+    assert_eq!(events[1]["response"]["code"], 403);
+    assert!(events[0]["time"].as_str().unwrap().ends_with('Z'));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_subscribers_see_keystore_failures() {
+    let store = Arc::new(Switch::default());
+    let s = start_with(store.clone(), keyhost_server::CacheExpiry::default()).await;
+    let admin = s.admin();
+    let resp = admin
+        .get(format!("{}/v1/log/error", s.url))
+        .send()
+        .await
+        .unwrap();
+    store.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        s.call(&admin, "POST", "/v1/key/create/k", None).await.0,
+        502
+    );
+    let events = lines(resp, 1).await;
+    let message = events[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("/v1/key/create/k") && message.contains("switched off"),
+        "{message}"
+    );
+}

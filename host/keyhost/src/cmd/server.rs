@@ -149,7 +149,6 @@ impl ServerArgs {
                 "api (per-route skip_auth and timeout)",
             ),
             (!config.tls.proxy_identities.is_empty(), "tls.proxy"),
-            (config.log.audit, "log.audit"),
         ]
         .into_iter()
         .filter_map(|(set, name)| set.then_some(name))
@@ -169,6 +168,7 @@ impl ServerArgs {
             offline: config.cache.offline,
             ..keyhost_server::CacheExpiry::default()
         };
+        state.observer.audit_stdout = config.log.audit;
         state.era = match config.schema {
             Schema::V016 => Era::V016,
             Schema::Newest => Era::Newest,

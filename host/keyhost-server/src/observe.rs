@@ -1,0 +1,186 @@
+//! What the server tells about itself: Prometheus metrics with KES's names, and the
+//! audit and error event streams (stdout and `/v1/log/{audit,error}` subscribers).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use tokio::sync::broadcast;
+
+use crate::error::Era;
+
+/// Counters, gauges and event channels of one server.
+#[derive(Debug, Clone)]
+pub struct Observer {
+    registry: Registry,
+    success: IntCounterVec,
+    error: IntCounterVec,
+    failure: IntCounterVec,
+    active: IntGauge,
+    response_time: Histogram,
+    error_events: IntCounter,
+    audit_events: IntCounter,
+    up_time: IntGauge,
+    cached_keys: IntGauge,
+    audit: broadcast::Sender<Bytes>,
+    errors: broadcast::Sender<Bytes>,
+    /// Print audit events to stdout (`log.audit: on`).
+    pub audit_stdout: bool,
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Only a name clash or a malformed name fails, and both are fixed below.
+    r.expect("metric definitions are valid and unique")
+}
+
+impl Default for Observer {
+    fn default() -> Self {
+        let registry = Registry::new();
+        let counter_vec = |name: &str, help: &str| {
+            let c = must(IntCounterVec::new(Opts::new(name, help), &["code"]));
+            must(registry.register(Box::new(c.clone())));
+            c
+        };
+        let counter = |name: &str, help: &str| {
+            let c = must(IntCounter::new(name, help));
+            must(registry.register(Box::new(c.clone())));
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = must(IntGauge::new(name, help));
+            must(registry.register(Box::new(g.clone())));
+            g
+        };
+        let response_time = must(Histogram::with_opts(
+            HistogramOpts::new(
+                "kes_http_response_time",
+                "Histogram of request response times spawning from 10ms to 10s.",
+            )
+            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 3.0, 5.0, 10.0]),
+        ));
+        must(registry.register(Box::new(response_time.clone())));
+        let num_cpu = gauge("kes_system_num_cpu", "Number of available CPUs.");
+        num_cpu.set(std::thread::available_parallelism().map_or(1, |n| n.get()) as i64);
+        Self {
+            success: counter_vec(
+                "kes_http_request_success",
+                "Number of requests that have been served successfully.",
+            ),
+            error: counter_vec(
+                "kes_http_request_error",
+                "Number of request that failed due to some error. (HTTP 4xx status code)",
+            ),
+            failure: counter_vec(
+                "kes_http_request_failure",
+                "Number of request that failed due to some internal failure. (HTTP 5xx status code)",
+            ),
+            active: gauge(
+                "kes_http_request_active",
+                "Number of active requests that are not finished, yet.",
+            ),
+            response_time,
+            error_events: counter(
+                "kes_log_error_events",
+                "Number of error log events written to error log targets.",
+            ),
+            audit_events: counter(
+                "kes_log_audit_events",
+                "Number of audit log events written to audit log targets.",
+            ),
+            up_time: gauge(
+                "kes_system_up_time",
+                "The time the server has been up and running in seconds.",
+            ),
+            cached_keys: gauge("keyhost_cache_keys", "Number of keys in the key cache."),
+            registry,
+            audit: broadcast::channel(1024).0,
+            errors: broadcast::channel(1024).0,
+            audit_stdout: false,
+        }
+    }
+}
+
+/// One finished request, for metrics and audit.
+pub(crate) struct Finished<'a> {
+    pub(crate) counted: bool,
+    pub(crate) audited: bool,
+    pub(crate) path: &'a str,
+    pub(crate) identity: Option<&'a str>,
+    pub(crate) ip: std::net::IpAddr,
+    pub(crate) status: u16,
+    pub(crate) took: Duration,
+}
+
+impl Observer {
+    pub(crate) fn start_request(&self) {
+        self.active.inc();
+    }
+
+    /// Counts a finished request and emits its audit event.
+    pub(crate) fn finish_request(&self, era: Era, done: &Finished<'_>) {
+        self.active.dec();
+        if done.counted {
+            let code = done.status.to_string();
+            match done.status {
+                200..=299 => self.success.with_label_values(&[&code]).inc(),
+                400..=499 => self.error.with_label_values(&[&code]).inc(),
+                _ => self.failure.with_label_values(&[&code]).inc(),
+            }
+            self.response_time.observe(done.took.as_secs_f64());
+        }
+        if !done.audited || (!self.audit_stdout && self.audit.receiver_count() == 0) {
+            return;
+        }
+        let now = time::OffsetDateTime::now_utc();
+        let event = match era {
+            Era::Newest => serde_json::json!({
+                "time": now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                "request": { "ip": done.ip.to_string(), "path": done.path, "identity": done.identity.unwrap_or_default() },
+                "response": { "code": done.status, "time": done.took.as_millis() as u64 },
+            }),
+            Era::V016 => serde_json::json!({
+                "time": now.replace_nanosecond(0).unwrap_or(now).format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                "request": { "path": done.path, "identity": done.identity.unwrap_or_default() },
+                "response": { "code": done.status, "time": done.took.as_nanos() as u64 },
+            }),
+        };
+        let mut line = event.to_string();
+        line.push('\n');
+        if self.audit_stdout {
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(line.as_bytes());
+        }
+        let _ = self.audit.send(Bytes::from(line));
+        self.audit_events.inc();
+    }
+
+    /// Reports an error event: to the log and to `/v1/log/error` subscribers.
+    pub(crate) fn error(&self, message: &str) {
+        tracing::warn!("{message}");
+        let mut line = serde_json::json!({ "message": message }).to_string();
+        line.push('\n');
+        let _ = self.errors.send(Bytes::from(line));
+        self.error_events.inc();
+    }
+
+    pub(crate) fn subscribe_audit(&self) -> broadcast::Receiver<Bytes> {
+        self.audit.subscribe()
+    }
+
+    pub(crate) fn subscribe_errors(&self) -> broadcast::Receiver<Bytes> {
+        self.errors.subscribe()
+    }
+
+    /// The Prometheus text exposition (format 0.0.4, KES's metric names).
+    pub(crate) fn render(&self, uptime: Duration, cached_keys: usize) -> Vec<u8> {
+        self.up_time.set(uptime.as_secs() as i64);
+        self.cached_keys.set(cached_keys as i64);
+        let mut out = Vec::new();
+        let _ = prometheus::Encoder::encode(
+            &prometheus::TextEncoder::new(),
+            &self.registry.gather(),
+            &mut out,
+        );
+        out
+    }
+}
