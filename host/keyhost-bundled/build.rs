@@ -8,10 +8,7 @@ fn main() {
     for path in ["Cargo.toml", "Cargo.lock", "sdk", "fs", "fs-store"] {
         println!("cargo::rerun-if-changed={}", plugins.join(path).display());
     }
-    println!(
-        "cargo::rerun-if-changed={}",
-        keyhost_plugin_build::wit_dir().display()
-    );
+    println!("cargo::rerun-if-changed={}", keyhost_plugin_build::wit_dir().display());
     println!("cargo::rerun-if-env-changed=CARGO_TARGET_DIR");
 
     let built = match keyhost_plugin_build::build(BUNDLED) {

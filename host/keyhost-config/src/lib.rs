@@ -251,11 +251,7 @@ impl Config {
     }
 
     /// Like [`Config::parse`], with `${VAR}` values looked up by `env`.
-    pub fn parse_with_env(
-        file: &Path,
-        text: &str,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
+    pub fn parse_with_env(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         raw::parse(file, text, env)
     }
 }

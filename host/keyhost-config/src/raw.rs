@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use crate::{
-    ApiOverride, AwsSecretsManager, Cache, Config, ConfigError, KeystoreConfig, Log, PluginConfig,
-    PolicyConfig, Schema, Tls, parse_duration,
+    ApiOverride, AwsSecretsManager, Cache, Config, ConfigError, KeystoreConfig, Log, PluginConfig, PolicyConfig,
+    Schema, Tls, parse_duration,
 };
 
 /// A scalar as written: strings, numbers and booleans all read as text, so that
@@ -269,11 +269,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn duration(
-        &self,
-        field: &str,
-        v: &Option<Val>,
-    ) -> Result<Option<std::time::Duration>, ConfigError> {
+    fn duration(&self, field: &str, v: &Option<Val>) -> Result<Option<std::time::Duration>, ConfigError> {
         self.opt(field, v)?
             .map(|s| parse_duration(&s).map_err(|e| self.err(field, e)))
             .transpose()
@@ -292,11 +288,7 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
-pub(crate) fn parse(
-    file: &Path,
-    text: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Config, ConfigError> {
+pub(crate) fn parse(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
     let raw: RawConfig = if text.trim().is_empty() {
         RawConfig::default()
     } else {
@@ -305,8 +297,7 @@ pub(crate) fn parse(
             ConfigError {
                 file: file.to_owned(),
                 at: None,
-                message: hint_for(&message)
-                    .map_or(message.clone(), |hint| format!("{message}\nhint: {hint}")),
+                message: hint_for(&message).map_or(message.clone(), |hint| format!("{message}\nhint: {hint}")),
             }
         })?
     };
@@ -347,10 +338,7 @@ pub(crate) fn parse(
         ca: ctx.opt("tls.ca", &raw_tls.ca)?.map(PathBuf::from),
         proxy_identities: ctx.list("tls.proxy.identities", &proxy.identities)?,
         proxy_header: ctx
-            .opt(
-                "tls.proxy.header.cert",
-                &proxy.header.unwrap_or_default().cert,
-            )?
+            .opt("tls.proxy.header.cert", &proxy.header.unwrap_or_default().cert)?
             .unwrap_or_else(|| "X-Tls-Client-Cert".to_owned()),
     };
 
@@ -365,10 +353,7 @@ pub(crate) fn parse(
             ));
         }
         if p.allow.is_some() && p.paths.is_some() {
-            return Err(ctx.err(
-                &field,
-                "`paths` is the old name of `allow`; keep only `allow`",
-            ));
+            return Err(ctx.err(&field, "`paths` is the old name of `allow`; keep only `allow`"));
         }
         let identities = ctx.list(&format!("{field}.identities"), &p.identities)?;
         for identity in &identities {
@@ -397,9 +382,7 @@ pub(crate) fn parse(
     let expiry = raw.cache.unwrap_or_default().expiry.unwrap_or_default();
     let defaults = Cache::default();
     let cache = Cache {
-        any: ctx
-            .duration("cache.expiry.any", &expiry.any)?
-            .unwrap_or(defaults.any),
+        any: ctx.duration("cache.expiry.any", &expiry.any)?.unwrap_or(defaults.any),
         unused: ctx
             .duration("cache.expiry.unused", &expiry.unused)?
             .unwrap_or(defaults.unused),
@@ -496,29 +479,21 @@ fn keystore(ctx: &Ctx<'_>, raw: RawKeystore) -> Result<KeystoreConfig, ConfigErr
         .filter(|b| **b)
         .count();
     if configured > 1 {
-        return Err(ctx.err(
-            "keystore",
-            "more than one keystore is configured; keep exactly one",
-        ));
+        return Err(ctx.err("keystore", "more than one keystore is configured; keep exactly one"));
     }
     if let Some(fs) = raw.fs {
-        let path = ctx.opt("keystore.fs.path", &fs.path)?.ok_or_else(|| {
-            ctx.err(
-                "keystore.fs.path",
-                "missing: the directory that holds the keys",
-            )
-        })?;
+        let path = ctx
+            .opt("keystore.fs.path", &fs.path)?
+            .ok_or_else(|| ctx.err("keystore.fs.path", "missing: the directory that holds the keys"))?;
         return Ok(KeystoreConfig::Fs { path: path.into() });
     }
     if let Some((field, sm)) = aws {
-        let endpoint = ctx
-            .opt(&format!("{field}.endpoint"), &sm.endpoint)?
-            .ok_or_else(|| {
-                ctx.err(
-                    &format!("{field}.endpoint"),
-                    "missing, e.g. secretsmanager.us-east-1.amazonaws.com",
-                )
-            })?;
+        let endpoint = ctx.opt(&format!("{field}.endpoint"), &sm.endpoint)?.ok_or_else(|| {
+            ctx.err(
+                &format!("{field}.endpoint"),
+                "missing, e.g. secretsmanager.us-east-1.amazonaws.com",
+            )
+        })?;
         let region = ctx
             .opt(&format!("{field}.region"), &sm.region)?
             .ok_or_else(|| ctx.err(&format!("{field}.region"), "missing, e.g. us-east-1"))?;
@@ -533,12 +508,9 @@ fn keystore(ctx: &Ctx<'_>, raw: RawKeystore) -> Result<KeystoreConfig, ConfigErr
         }));
     }
     if let Some(p) = raw.plugin {
-        let path = ctx.opt("keystore.plugin.path", &p.path)?.ok_or_else(|| {
-            ctx.err(
-                "keystore.plugin.path",
-                "missing: a .wasm file or builtin:<name>",
-            )
-        })?;
+        let path = ctx
+            .opt("keystore.plugin.path", &p.path)?
+            .ok_or_else(|| ctx.err("keystore.plugin.path", "missing: a .wasm file or builtin:<name>"))?;
         let mut config = BTreeMap::new();
         for (key, value) in p.config.unwrap_or_default() {
             let v = ctx.text(&format!("keystore.plugin.config.{key}"), &value)?;
@@ -548,27 +520,19 @@ fn keystore(ctx: &Ctx<'_>, raw: RawKeystore) -> Result<KeystoreConfig, ConfigErr
         let limits = p.limits.unwrap_or_default();
         let instances = match ctx.opt("keystore.plugin.limits.instances", &limits.instances)? {
             None => None,
-            Some(n) => Some(
-                n.trim()
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| {
-                        ctx.err(
-                            "keystore.plugin.limits.instances",
-                            format!("'{n}' is not a positive number"),
-                        )
-                    })?,
-            ),
+            Some(n) => Some(n.trim().parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ctx.err(
+                    "keystore.plugin.limits.instances",
+                    format!("'{n}' is not a positive number"),
+                )
+            })?),
         };
         return Ok(KeystoreConfig::Plugin(PluginConfig {
             path,
             sha256: ctx.opt("keystore.plugin.sha256", &p.sha256)?,
             config,
             allow_http: ctx.list("keystore.plugin.allow.http", &allow.http)?,
-            allow_dir: ctx
-                .opt("keystore.plugin.allow.dir", &allow.dir)?
-                .map(PathBuf::from),
+            allow_dir: ctx.opt("keystore.plugin.allow.dir", &allow.dir)?.map(PathBuf::from),
             memory: ctx.opt("keystore.plugin.limits.memory", &limits.memory)?,
             timeout: ctx.duration("keystore.plugin.limits.timeout", &limits.timeout)?,
             instances,

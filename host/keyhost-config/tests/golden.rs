@@ -9,19 +9,13 @@ use std::time::Duration;
 use keyhost_config::{Config, ConfigError, KeystoreConfig, Schema};
 
 fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
 }
 
 fn parse(name: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
     let path = data(name);
     let text = std::fs::read_to_string(&path).unwrap();
-    let lookup = |k: &str| {
-        env.iter()
-            .find(|(n, _)| *n == k)
-            .map(|(_, v)| (*v).to_owned())
-    };
+    let lookup = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned());
     Config::parse_with_env(&path, &text, &lookup)
 }
 
@@ -46,19 +40,12 @@ fn the_seed_example_parses_with_its_aws_section_under_either_name() {
     assert_eq!(c.schema, Schema::V016);
     assert_eq!(c.address.as_deref(), Some("0.0.0.0:7373"));
     assert_eq!(c.admin.as_deref(), Some("disabled"));
-    assert_eq!(
-        c.tls.key.as_deref(),
-        Some(Path::new("/data/certs/server.key"))
-    );
+    assert_eq!(c.tls.key.as_deref(), Some(Path::new("/data/certs/server.key")));
     assert_eq!(c.policies.len(), 1);
     assert_eq!(c.policies[0].name, "minio");
     assert_eq!(
         c.policies[0].allow,
-        [
-            "/v1/key/create/*",
-            "/v1/key/generate/*",
-            "/v1/key/decrypt/*"
-        ]
+        ["/v1/key/create/*", "/v1/key/generate/*", "/v1/key/decrypt/*"]
     );
     assert_eq!(
         c.policies[0].identities,
@@ -72,10 +59,7 @@ fn the_seed_example_parses_with_its_aws_section_under_either_name() {
     assert_eq!(aws.kms_key, None, "an empty kmskey means none");
     assert_eq!(aws.access_key.as_deref(), Some("AKIA"));
     assert_eq!(aws.secret_key.as_deref(), Some("s3cr3t"));
-    assert!(
-        !format!("{aws:?}").contains("s3cr3t"),
-        "credentials never print"
-    );
+    assert!(!format!("{aws:?}").contains("s3cr3t"), "credentials never print");
 }
 
 #[test]
@@ -117,12 +101,7 @@ fn a_full_v016_file() {
     assert_eq!(c.cache.unused, Duration::from_secs(20));
     assert!(c.log.error && !c.log.audit);
     assert_eq!(c.keys, ["my-key"]);
-    assert_eq!(
-        c.keystore,
-        KeystoreConfig::Fs {
-            path: "./keys".into()
-        }
-    );
+    assert_eq!(c.keystore, KeystoreConfig::Fs { path: "./keys".into() });
 }
 
 #[test]
@@ -167,11 +146,7 @@ fn defaults() {
 #[test]
 fn broken_files_get_errors_that_say_where_and_what() {
     let cases: &[(&str, &str, &str)] = &[
-        (
-            "admin: {identity: x}\ntls: {key: a, cret: b}\n",
-            "line 2",
-            "cret",
-        ),
+        ("admin: {identity: x}\ntls: {key: a, cret: b}\n", "line 2", "cret"),
         ("version: v2\n", "version", "only version is v1"),
         (
             "admin: {identity: x}\ncache: {expiry: {any: 5 minutes}}\n",
@@ -246,10 +221,7 @@ fn broken_files_get_errors_that_say_where_and_what() {
         let shown = err.to_string();
         assert!(shown.starts_with("test.yaml: "), "{text:?}: {shown}");
         assert!(shown.contains(at), "{text:?}: expected {at:?} in: {shown}");
-        assert!(
-            shown.contains(words),
-            "{text:?}: expected {words:?} in: {shown}"
-        );
+        assert!(shown.contains(words), "{text:?}: expected {words:?} in: {shown}");
     }
 }
 
@@ -258,8 +230,5 @@ fn a_missing_file_is_named() {
     let err = Config::load(Path::new("/nonexistent/kes.yaml"))
         .unwrap_err()
         .to_string();
-    assert!(
-        err.starts_with("/nonexistent/kes.yaml: cannot read"),
-        "{err}"
-    );
+    assert!(err.starts_with("/nonexistent/kes.yaml: cannot read"), "{err}");
 }

@@ -94,10 +94,7 @@ pub(crate) fn frame(
     }
 }
 
-pub(crate) fn parse<'a>(
-    key: &SecretKey,
-    ciphertext: &'a [u8],
-) -> Result<Parts<'a>, crate::DecryptError> {
+pub(crate) fn parse<'a>(key: &SecretKey, ciphertext: &'a [u8]) -> Result<Parts<'a>, crate::DecryptError> {
     match ciphertext.first() {
         Some(b'{') => parse_json(key, ciphertext),
         // A raw ciphertext may start with 0x95 by chance: fall back to raw when the
@@ -125,24 +122,17 @@ fn parse_raw<'a>(key: &SecretKey, ciphertext: &'a [u8]) -> Result<Parts<'a>, Dec
 }
 
 fn parse_json<'a>(key: &SecretKey, ciphertext: &'a [u8]) -> Result<Parts<'a>, DecryptError> {
-    let json: JsonCiphertext =
-        serde_json::from_slice(ciphertext).map_err(|_| DecryptError::Malformed)?;
+    let json: JsonCiphertext = serde_json::from_slice(ciphertext).map_err(|_| DecryptError::Malformed)?;
     let algorithm = match json.aead.as_str() {
         JSON_AES => Algorithm::Aes256,
         JSON_CHACHA => Algorithm::ChaCha20,
         _ => return Err(DecryptError::UnsupportedAlgorithm),
     };
     let iv = B64.decode(&json.iv).map_err(|_| DecryptError::Malformed)?;
-    let nonce = B64
-        .decode(&json.nonce)
-        .map_err(|_| DecryptError::Malformed)?;
-    let sealed = B64
-        .decode(&json.bytes)
-        .map_err(|_| DecryptError::Malformed)?;
+    let nonce = B64.decode(&json.nonce).map_err(|_| DecryptError::Malformed)?;
+    let sealed = B64.decode(&json.bytes).map_err(|_| DecryptError::Malformed)?;
     let iv: [u8; IV_LEN] = iv.try_into().map_err(|_| DecryptError::InvalidIvSize)?;
-    let nonce: [u8; NONCE_LEN] = nonce
-        .try_into()
-        .map_err(|_| DecryptError::InvalidNonceSize)?;
+    let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| DecryptError::InvalidNonceSize)?;
     if let Some(id) = &json.id
         && !id.is_empty()
         && *id != key.key_id()

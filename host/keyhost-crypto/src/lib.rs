@@ -77,9 +77,7 @@ impl Algorithm {
     pub fn preferred() -> Self {
         #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
         {
-            if std::arch::is_x86_feature_detected!("aes")
-                && std::arch::is_x86_feature_detected!("pclmulqdq")
-            {
+            if std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("pclmulqdq") {
                 return Algorithm::Aes256;
             }
             Algorithm::ChaCha20
@@ -169,33 +167,17 @@ impl SecretKey {
     }
 
     /// Seals `plaintext` with `associated_data` in the given framing.
-    pub fn seal(
-        &self,
-        plaintext: &[u8],
-        associated_data: &[u8],
-        format: CiphertextFormat,
-    ) -> Vec<u8> {
+    pub fn seal(&self, plaintext: &[u8], associated_data: &[u8], format: CiphertextFormat) -> Vec<u8> {
         let mut iv = [0u8; IV_LEN];
         let mut nonce = [0u8; NONCE_LEN];
         fill_random(&mut iv);
         fill_random(&mut nonce);
-        let sealed = seal_with(
-            self.algorithm,
-            &self.bytes,
-            &iv,
-            &nonce,
-            plaintext,
-            associated_data,
-        );
+        let sealed = seal_with(self.algorithm, &self.bytes, &iv, &nonce, plaintext, associated_data);
         ciphertext::frame(self, format, sealed, &iv, &nonce)
     }
 
     /// Opens a ciphertext of any era sealed under this key with `associated_data`.
-    pub fn open(
-        &self,
-        ciphertext: &[u8],
-        associated_data: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
+    pub fn open(&self, ciphertext: &[u8], associated_data: &[u8]) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
         let parts = ciphertext::parse(self, ciphertext)?;
         open_with(
             parts.algorithm,
@@ -210,22 +192,16 @@ impl SecretKey {
 }
 
 /// The key that seals one message: `HMAC-SHA256(K, iv)` or `HChaCha20(K, iv)`.
-fn derive(
-    algorithm: Algorithm,
-    key: &[u8; KEY_LEN],
-    iv: &[u8; IV_LEN],
-) -> Zeroizing<[u8; KEY_LEN]> {
+fn derive(algorithm: Algorithm, key: &[u8; KEY_LEN], iv: &[u8; IV_LEN]) -> Zeroizing<[u8; KEY_LEN]> {
     let mut out = Zeroizing::new([0u8; KEY_LEN]);
     match algorithm {
         Algorithm::Aes256 => {
-            let mut mac =
-                <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
             mac.update(iv);
             out.copy_from_slice(&mac.finalize().into_bytes());
         }
         Algorithm::ChaCha20 => {
-            let mut derived =
-                chacha20::hchacha::<chacha20::cipher::consts::U10>(key.into(), iv.into());
+            let mut derived = chacha20::hchacha::<chacha20::cipher::consts::U10>(key.into(), iv.into());
             out.copy_from_slice(&derived);
             derived.as_mut_slice().zeroize();
         }
@@ -242,16 +218,12 @@ fn seal_with(
     aad: &[u8],
 ) -> Vec<u8> {
     let derived = derive(algorithm, key, iv);
-    let payload = Payload {
-        msg: plaintext,
-        aad,
-    };
+    let payload = Payload { msg: plaintext, aad };
     let sealed = match algorithm {
-        Algorithm::Aes256 => {
-            aes_gcm::Aes256Gcm::new(derived.as_ref().into()).encrypt(nonce.into(), payload)
+        Algorithm::Aes256 => aes_gcm::Aes256Gcm::new(derived.as_ref().into()).encrypt(nonce.into(), payload),
+        Algorithm::ChaCha20 => {
+            chacha20poly1305::ChaCha20Poly1305::new(derived.as_ref().into()).encrypt(nonce.into(), payload)
         }
-        Algorithm::ChaCha20 => chacha20poly1305::ChaCha20Poly1305::new(derived.as_ref().into())
-            .encrypt(nonce.into(), payload),
     };
     // Encryption fails only for inputs longer than the AEAD's limit (64 GiB).
     sealed.expect("AEAD input within limits")
@@ -271,11 +243,10 @@ fn open_with(
     let derived = derive(algorithm, key, iv);
     let payload = Payload { msg: sealed, aad };
     let opened = match algorithm {
-        Algorithm::Aes256 => {
-            aes_gcm::Aes256Gcm::new(derived.as_ref().into()).decrypt(nonce.into(), payload)
+        Algorithm::Aes256 => aes_gcm::Aes256Gcm::new(derived.as_ref().into()).decrypt(nonce.into(), payload),
+        Algorithm::ChaCha20 => {
+            chacha20poly1305::ChaCha20Poly1305::new(derived.as_ref().into()).decrypt(nonce.into(), payload)
         }
-        Algorithm::ChaCha20 => chacha20poly1305::ChaCha20Poly1305::new(derived.as_ref().into())
-            .decrypt(nonce.into(), payload),
     };
     opened.ok().map(Zeroizing::new)
 }
@@ -308,8 +279,7 @@ impl HmacKey {
 
     /// HMAC-SHA256 of `message`.
     pub fn sign(&self, message: &[u8]) -> [u8; 32] {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.0[..]).expect("HMAC takes any key length");
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0[..]).expect("HMAC takes any key length");
         mac.update(message);
         mac.finalize().into_bytes().into()
     }

@@ -147,8 +147,8 @@ impl KeyRecord {
     }
 
     fn parse_json(stored: &[u8]) -> Result<Self, RecordError> {
-        let mut json: JsonRecord = serde_json::from_slice(stored)
-            .map_err(|_| RecordError::Malformed("not a KES JSON key record"))?;
+        let mut json: JsonRecord =
+            serde_json::from_slice(stored).map_err(|_| RecordError::Malformed("not a KES JSON key record"))?;
         let bytes = Zeroizing::new(
             B64.decode(&json.bytes)
                 .map_err(|_| RecordError::Malformed("the key is not base64"))?,
@@ -157,14 +157,12 @@ impl KeyRecord {
         let algorithm = if json.algorithm.is_empty() {
             Algorithm::Aes256
         } else {
-            Algorithm::from_name(&json.algorithm)
-                .ok_or(RecordError::Malformed("unknown key algorithm"))?
+            Algorithm::from_name(&json.algorithm).ok_or(RecordError::Malformed("unknown key algorithm"))?
         };
         let created_at = match json.created_at.as_deref().filter(|s| !s.is_empty()) {
             None => None,
             Some(s) => Some(
-                OffsetDateTime::parse(s, &Rfc3339)
-                    .map_err(|_| RecordError::Malformed("created_at is not RFC 3339"))?,
+                OffsetDateTime::parse(s, &Rfc3339).map_err(|_| RecordError::Malformed("created_at is not RFC 3339"))?,
             ),
         };
         Ok(Self {
@@ -182,19 +180,13 @@ impl KeyRecord {
         );
         let pb = <PbKeyVersion as prost::Message>::decode(&raw[..])
             .map_err(|_| RecordError::Malformed("not a protobuf key record"))?;
-        let key = pb
-            .key
-            .as_ref()
-            .ok_or(RecordError::Malformed("no secret key"))?;
+        let key = pb.key.as_ref().ok_or(RecordError::Malformed("no secret key"))?;
         let algorithm = match key.r#type {
             1 => Algorithm::Aes256,
             2 => Algorithm::ChaCha20,
             _ => return Err(RecordError::Malformed("unknown key type")),
         };
-        let hmac = pb
-            .hmac_key
-            .as_ref()
-            .ok_or(RecordError::Malformed("no HMAC key"))?;
+        let hmac = pb.hmac_key.as_ref().ok_or(RecordError::Malformed("no HMAC key"))?;
         if hmac.hash != 1 {
             return Err(RecordError::Malformed("unknown HMAC hash"));
         }

@@ -84,27 +84,21 @@ fn newest_kes_decrypt_vectors_open() {
             ZERO,
             ZERO16,
             "",
-            Ct::Bin(
-                "zwdDgHeRlIFRnJ7+DIhs/ka7GFK2CFSfDELqg1VCyTQzZ58o7MAdupMLk3ZjlMo2ZUDwldL2o41nAWDc",
-            ),
+            Ct::Bin("zwdDgHeRlIFRnJ7+DIhs/ka7GFK2CFSfDELqg1VCyTQzZ58o7MAdupMLk3ZjlMo2ZUDwldL2o41nAWDc"),
         ),
         (
             Aes256,
             K2,
             "CLcJoykFCWZDkEIiUq9bJRqwCwW9ZDvdgu8EMA==",
             ZERO16,
-            Ct::Bin(
-                "s2gmfQHeGdlyL8x1yEWSACUV3GrSoz3t160hugMgzKWgyqesXDVUJ5Dw5Mt076rR1PNiU9X4YjLH14D8a81t2r2xsz4gVZac",
-            ),
+            Ct::Bin("s2gmfQHeGdlyL8x1yEWSACUV3GrSoz3t160hugMgzKWgyqesXDVUJ5Dw5Mt076rR1PNiU9X4YjLH14D8a81t2r2xsz4gVZac"),
         ),
         (
             ChaCha20,
             K2,
             "CLcJoykFCWZDkEIiUq9bJRqwCwW9ZDvdgu8EMA==",
             ZERO16,
-            Ct::Bin(
-                "gO4woRIswAJdjUjW7z2ApsSQxJlwB24yjLrmH4eI7sB0uh5nfEJfk9ybTPFft5FRFaZCVBmzhx7OJs9n0WWtxH3sySIxecIK",
-            ),
+            Ct::Bin("gO4woRIswAJdjUjW7z2ApsSQxJlwB24yjLrmH4eI7sB0uh5nfEJfk9ybTPFft5FRFaZCVBmzhx7OJs9n0WWtxH3sySIxecIK"),
         ),
     ];
     for (i, (alg, k, pt, ad, ct)) in cases.iter().enumerate() {
@@ -174,10 +168,7 @@ fn the_ciphertexts_own_algorithm_is_honoured() {
     let ct = r#"{"aead":"ChaCha20Poly1305","iv":"s3fSZ6vk5m+DfQA8yZWeUg==","nonce":"8/kHMnCMs3h9NZ2a","bytes":"cw22HjLq/4cx8507SW4hhSrYbDiMuRao4b5+GE+XfbE="}"#;
     let record = KeyRecord::parse(format!(r#"{{"bytes":"{ZERO}"}}"#).as_bytes()).unwrap();
     assert_eq!(record.key.algorithm(), Algorithm::Aes256);
-    assert_eq!(
-        &record.key.open(ct.as_bytes(), b"").unwrap()[..],
-        &b64(ZERO16)[..]
-    );
+    assert_eq!(&record.key.open(ct.as_bytes(), b"").unwrap()[..], &b64(ZERO16)[..]);
 }
 
 /// §11.4: v0.16 integration vectors (import, then decrypt the API's base64).
@@ -214,10 +205,7 @@ fn v016_import_vectors() {
 /// §11.5: 2023 gateway vectors, including the context that must match.
 #[test]
 fn gateway_vectors_2023() {
-    let k = key(
-        Algorithm::Aes256,
-        "pQLPe6/f87AMSItvZzEbrxYdRUzmM81ziXF95HOFE4Y=",
-    );
+    let k = key(Algorithm::Aes256, "pQLPe6/f87AMSItvZzEbrxYdRUzmM81ziXF95HOFE4Y=");
     assert_eq!(k.key_id(), "62cf2130669272f39f7de6058cf37123");
     let zero32 = [0u8; 32];
     let cases: [(&str, &[u8], &[u8]); 4] = [
@@ -244,17 +232,13 @@ fn gateway_vectors_2023() {
     ];
     for (i, (ct, ctx, pt)) in cases.iter().enumerate() {
         assert_eq!(
-            &k.open(&b64(ct), ctx)
-                .unwrap_or_else(|e| panic!("vector {i}: {e}"))[..],
+            &k.open(&b64(ct), ctx).unwrap_or_else(|e| panic!("vector {i}: {e}"))[..],
             *pt,
             "vector {i}"
         );
     }
     // The same ciphertext without its context must fail.
-    assert_eq!(
-        k.open(&b64(cases[3].0), b"").err(),
-        Some(DecryptError::NotAuthentic)
-    );
+    assert_eq!(k.open(&b64(cases[3].0), b"").err(), Some(DecryptError::NotAuthentic));
     let ct4 = "eyJhZWFkIjoiQUVTLTI1Ni1HQ00tSE1BQy1TSEEtMjU2IiwiaWQiOiI2MmNmMjEzMDY2OTI3MmYzOWY3ZGU2MDU4Y2YzNzEyMyIsIml2IjoiRDc5M3VKOEtuUjlrUjBzUm9QNGt5Zz09Iiwibm9uY2UiOiJOQ245dkFqQUhla0QyQW9OIiwiYnl0ZXMiOiJrZGZVRjErMVIvSEFXRkhrU3RjRGdkOHlya3hSUmYvNFV4ZmtPTGxiWjZJM0IxWml3MG0yUjZkM2JZalE3NVZ6In0=";
     assert_eq!(
         &k.open(&b64(ct4), &b64("3L+XLd07zRgH+JT/TDGj5Q==")).unwrap()[..],
@@ -275,17 +259,10 @@ fn seal_open_round_trips_in_every_format_and_algorithm() {
     for alg in [Algorithm::Aes256, Algorithm::ChaCha20] {
         let k = SecretKey::generate(alg);
         for format in [CiphertextFormat::Raw, CiphertextFormat::Json] {
-            for (pt, ad) in [
-                (&b""[..], &b""[..]),
-                (b"hello", b"{}"),
-                (&[7u8; 4096][..], b"ctx"),
-            ] {
+            for (pt, ad) in [(&b""[..], &b""[..]), (b"hello", b"{}"), (&[7u8; 4096][..], b"ctx")] {
                 let ct = k.seal(pt, ad, format);
                 assert_eq!(&k.open(&ct, ad).unwrap()[..], pt, "{alg} {format:?}");
-                assert_eq!(
-                    k.open(&ct, b"other").err(),
-                    Some(DecryptError::NotAuthentic)
-                );
+                assert_eq!(k.open(&ct, b"other").err(), Some(DecryptError::NotAuthentic));
                 let mut flipped = ct.clone();
                 let mid = flipped.len() / 2;
                 flipped[mid] ^= 1;
@@ -365,10 +342,7 @@ fn stored_key_vectors() {
     let r = KeyRecord::parse(current.as_bytes()).unwrap();
     assert_eq!(
         r.key,
-        key(
-            Algorithm::Aes256,
-            "yIcbtes33gW7BuUkmivh/t/qtuoCXsPCwtqIijLPQPY="
-        )
+        key(Algorithm::Aes256, "yIcbtes33gW7BuUkmivh/t/qtuoCXsPCwtqIijLPQPY=")
     );
     assert_eq!(
         r.hmac.as_ref().unwrap().expose_bytes()[..],
@@ -385,10 +359,7 @@ fn stored_key_vectors() {
         Some("3ecfcdf38fcbe141ae26a1030f81e96b753365a46760ae6b578698a97c59fd22")
     );
     // Writing it back reproduces KES's bytes exactly.
-    assert_eq!(
-        &r.encode(RecordFormat::Current).unwrap()[..],
-        current.as_bytes()
-    );
+    assert_eq!(&r.encode(RecordFormat::Current).unwrap()[..], current.as_bytes());
 
     for bad in [
         format!(r#""bytes":"{ZERO}"}}"#),
@@ -418,25 +389,13 @@ fn records_round_trip_and_v016_records_have_no_hmac() {
         old.encode(RecordFormat::Current).err(),
         Some(RecordError::MissingHmacKey)
     );
-    assert_eq!(
-        HmacKey::new([0; 32]).sign(b"m"),
-        HmacKey::new([0; 32]).sign(b"m")
-    );
-    assert_ne!(
-        HmacKey::new([0; 32]).sign(b"m"),
-        HmacKey::new([0; 32]).sign(b"n")
-    );
+    assert_eq!(HmacKey::new([0; 32]).sign(b"m"), HmacKey::new([0; 32]).sign(b"m"));
+    assert_ne!(HmacKey::new([0; 32]).sign(b"m"), HmacKey::new([0; 32]).sign(b"n"));
 }
 
 #[test]
 fn secrets_do_not_print() {
-    let k = key(
-        Algorithm::Aes256,
-        "yIcbtes33gW7BuUkmivh/t/qtuoCXsPCwtqIijLPQPY=",
-    );
+    let k = key(Algorithm::Aes256, "yIcbtes33gW7BuUkmivh/t/qtuoCXsPCwtqIijLPQPY=");
     let shown = format!("{k:?} {:?}", HmacKey::new([1; 32]));
-    assert!(
-        !shown.contains("yIcb") && !shown.contains("200, 135"),
-        "{shown}"
-    );
+    assert!(!shown.contains("yIcb") && !shown.contains("200, 135"), "{shown}");
 }

@@ -152,21 +152,11 @@ impl Keystore for MemStore {
     }
 
     async fn get(&self, name: &str) -> Result<Record> {
-        self.records
-            .read()
-            .await
-            .get(name)
-            .cloned()
-            .ok_or(Error::NotFound)
+        self.records.read().await.get(name).cloned().ok_or(Error::NotFound)
     }
 
     async fn delete(&self, name: &str) -> Result<()> {
-        self.records
-            .write()
-            .await
-            .remove(name)
-            .map(drop)
-            .ok_or(Error::NotFound)
+        self.records.write().await.remove(name).map(drop).ok_or(Error::NotFound)
     }
 
     async fn list(&self, prefix: &str, after: Option<&str>, limit: u32) -> Result<Page> {
@@ -217,10 +207,7 @@ mod tests {
         for name in ["my-key", "my-key2", "0-key", "1-key"] {
             store.create(name, name.as_bytes()).await.unwrap();
         }
-        assert_eq!(
-            store.create("my-key", b"x").await,
-            Err(Error::AlreadyExists)
-        );
+        assert_eq!(store.create("my-key", b"x").await, Err(Error::AlreadyExists));
         assert_eq!(&**store.get("my-key").await.unwrap(), b"my-key");
 
         let all = store.list("", None, 100).await.unwrap();

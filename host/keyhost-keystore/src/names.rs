@@ -53,16 +53,7 @@ mod tests {
 
     #[test]
     fn portable_names() {
-        for ok in [
-            "a",
-            "_",
-            "-",
-            "0",
-            "my-key",
-            "minio.key",
-            "Z_-.9",
-            &"a".repeat(80),
-        ] {
+        for ok in ["a", "_", "-", "0", "my-key", "minio.key", "Z_-.9", &"a".repeat(80)] {
             assert!(validate_name(ok).is_ok(), "{ok}");
         }
         for bad in [

@@ -115,9 +115,7 @@ pub fn build(packages: &[&str]) -> Result<Vec<PathBuf>, String> {
         .map_err(|e| format!("cannot run cargo to build the plugins: {e}"))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let hint = if stderr.contains("may not be installed")
-            || stderr.contains("can't find crate for `core`")
-        {
+        let hint = if stderr.contains("may not be installed") || stderr.contains("can't find crate for `core`") {
             format!(
                 "\nhint: install the target with `rustup target add {TARGET}` (rust-toolchain.toml lists it, so `rustup toolchain install` in the repository does it too)"
             )

@@ -32,10 +32,7 @@ impl Sample {
         let mut sorted = self.times.clone();
         sorted.sort();
         let ratio = baseline.map_or(String::new(), |b| {
-            format!(
-                "{:>8.2}x",
-                self.mean().as_secs_f64() / b.mean().as_secs_f64()
-            )
+            format!("{:>8.2}x", self.mean().as_secs_f64() / b.mean().as_secs_f64())
         });
         format!(
             "| {:<38} | {:>10.2} | {:>10.2} | {:>10.2} | {ratio:>9} |",
@@ -69,9 +66,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
-    let wasm = keyhost_plugin_build::build(&["keyhost-plugin-fs"])
-        .unwrap_or_else(|e| panic!("{e}"))[0]
-        .clone();
+    let wasm = keyhost_plugin_build::build(&["keyhost-plugin-fs"]).unwrap_or_else(|e| panic!("{e}"))[0].clone();
     let size = std::fs::metadata(&wasm).map(|m| m.len()).unwrap_or(0);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -83,7 +78,10 @@ fn main() {
         let data = tempfile::tempdir().unwrap();
         let spec = {
             let mut spec = PluginSpec::new("fs", PluginSource::File(wasm.clone()));
-            spec.grants = Grants { http: vec![], dir: Some(data.path().to_owned()) };
+            spec.grants = Grants {
+                http: vec![],
+                dir: Some(data.path().to_owned()),
+            };
             spec
         };
         let options = |cached: bool| RuntimeOptions {
@@ -111,7 +109,10 @@ fn main() {
         println!("load (compile + first instance + open), median of 5:");
         println!("  cold compile:          {:>8.2} ms", cold[2].as_secs_f64() * 1e3);
         println!("  cached artifact:       {:>8.2} ms", warm[2].as_secs_f64() * 1e3);
-        println!("  ratio cold/cached:     {:>8.1}x", cold[2].as_secs_f64() / warm[2].as_secs_f64());
+        println!(
+            "  ratio cold/cached:     {:>8.1}x",
+            cold[2].as_secs_f64() / warm[2].as_secs_f64()
+        );
 
         let plugin = Runtime::new(options(true)).unwrap().load(spec.clone()).await.unwrap();
         let record = vec![7u8; 180]; // the size of a KES key record
@@ -140,7 +141,10 @@ fn main() {
 
         println!();
         println!("get of a 180-byte record, {iters} calls, one at a time (µs):");
-        println!("| {:<38} | {:>10} | {:>10} | {:>10} | {:>9} |", "operation", "mean", "p50", "p99", "vs native");
+        println!(
+            "| {:<38} | {:>10} | {:>10} | {:>10} | {:>9} |",
+            "operation", "mean", "p50", "p99", "vs native"
+        );
         println!("|{:-<40}|{:-<12}|{:-<12}|{:-<12}|{:-<11}|", "", "", "", "", "");
         for sample in [&native, &read, &via_plugin, &fresh] {
             println!("{}", sample.row(Some(&native)));

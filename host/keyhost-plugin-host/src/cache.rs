@@ -34,12 +34,7 @@ impl ArtifactCache {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|e| {
-                format!(
-                    "cannot create the plugin cache directory {}: {e}",
-                    dir.display()
-                )
-            })?;
+            .map_err(|e| format!("cannot create the plugin cache directory {}: {e}", dir.display()))?;
         let meta = fs::metadata(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
         if !trusted(&meta) {
             return Err(format!(
@@ -47,19 +42,14 @@ impl ArtifactCache {
                 dir.display()
             ));
         }
-        Ok(Self {
-            dir: dir.to_owned(),
-        })
+        Ok(Self { dir: dir.to_owned() })
     }
 
     fn path(&self, engine: &Engine, wasm_sha256: &[u8; 32]) -> PathBuf {
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        self.dir.join(format!(
-            "{}-{:016x}.cwasm",
-            hex::encode(wasm_sha256),
-            hasher.finish()
-        ))
+        self.dir
+            .join(format!("{}-{:016x}.cwasm", hex::encode(wasm_sha256), hasher.finish()))
     }
 
     /// The cached artifact for this component, if there is a trustworthy one.
@@ -94,21 +84,16 @@ impl ArtifactCache {
     /// Stores the artifact of `component`; failures only cost a recompilation later.
     pub(crate) fn store(&self, engine: &Engine, wasm_sha256: &[u8; 32], component: &Component) {
         let path = self.path(engine, wasm_sha256);
-        let result = component
-            .serialize()
-            .map_err(|e| e.to_string())
-            .and_then(|artifact| {
-                let mut tmp = tempfile_in(&self.dir)?;
-                tmp.1
-                    .write_all(&Sha256::digest(&artifact))
-                    .map_err(|e| e.to_string())?;
-                tmp.1.write_all(&artifact).map_err(|e| e.to_string())?;
-                tmp.1.sync_all().map_err(|e| e.to_string())?;
-                fs::rename(&tmp.0, &path).map_err(|e| {
-                    let _ = fs::remove_file(&tmp.0);
-                    e.to_string()
-                })
-            });
+        let result = component.serialize().map_err(|e| e.to_string()).and_then(|artifact| {
+            let mut tmp = tempfile_in(&self.dir)?;
+            tmp.1.write_all(&Sha256::digest(&artifact)).map_err(|e| e.to_string())?;
+            tmp.1.write_all(&artifact).map_err(|e| e.to_string())?;
+            tmp.1.sync_all().map_err(|e| e.to_string())?;
+            fs::rename(&tmp.0, &path).map_err(|e| {
+                let _ = fs::remove_file(&tmp.0);
+                e.to_string()
+            })
+        });
         if let Err(e) = result {
             tracing::warn!(path = %path.display(), error = %e, "cannot cache the compiled plugin");
         }

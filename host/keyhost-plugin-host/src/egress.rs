@@ -30,16 +30,14 @@ impl Origin {
     /// `http://127.0.0.1:4566`. The port defaults to the scheme's. Paths, queries
     /// and credentials are refused: a grant names a whole origin.
     pub fn parse(grant: &str) -> Result<Self, String> {
-        let uri: http::Uri = grant.parse().map_err(|e| {
-            format!("'{grant}' is not a URL ({e}); write it as scheme://host[:port]")
-        })?;
+        let uri: http::Uri = grant
+            .parse()
+            .map_err(|e| format!("'{grant}' is not a URL ({e}); write it as scheme://host[:port]"))?;
         let scheme = match uri.scheme_str() {
             Some(s @ ("http" | "https")) => s.to_owned(),
             Some(other) => return Err(format!("'{grant}': scheme '{other}' is not http or https")),
             None => {
-                return Err(format!(
-                    "'{grant}' has no scheme; write it as https://{grant}"
-                ));
+                return Err(format!("'{grant}' has no scheme; write it as https://{grant}"));
             }
         };
         let authority = uri
@@ -58,11 +56,7 @@ impl Origin {
                 "'{grant}' has a path or query; a grant names only scheme://host[:port]"
             ));
         }
-        Ok(Self::from_parts(
-            &scheme,
-            authority.host(),
-            authority.port_u16(),
-        ))
+        Ok(Self::from_parts(&scheme, authority.host(), authority.port_u16()))
     }
 
     fn from_parts(scheme: &str, host: &str, port: Option<u16>) -> Self {
@@ -112,21 +106,17 @@ impl fmt::Debug for HttpClient {
 }
 
 impl HttpClient {
-    pub(crate) fn new(
-        extra_roots: &[rustls::pki_types::CertificateDer<'static>],
-    ) -> anyhow::Result<Self> {
+    pub(crate) fn new(extra_roots: &[rustls::pki_types::CertificateDer<'static>]) -> anyhow::Result<Self> {
         let mut roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
         for cert in extra_roots {
             roots.add(cert.clone())?;
         }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -188,19 +178,12 @@ impl WasiHttpHooks for Egress {
             // Content-Length (which signing backends expect), and the guest's body
             // stream is finished before the response can arrive and drop it.
             let (parts, body) = request.into_parts();
-            let body = match tokio::time::timeout(
-                first_byte,
-                Limited::new(body, MAX_REQUEST_BODY).collect(),
-            )
-            .await
-            {
+            let body = match tokio::time::timeout(first_byte, Limited::new(body, MAX_REQUEST_BODY).collect()).await {
                 Ok(Ok(collected)) => collected.to_bytes(),
                 Ok(Err(_)) => return Err(HttpError::HttpRequestBodySize(None)),
                 Err(_) => return Err(HttpError::ConnectionWriteTimeout),
             };
-            let body = Full::new(body)
-                .map_err(|never| match never {})
-                .boxed_unsync();
+            let body = Full::new(body).map_err(|never| match never {}).boxed_unsync();
             let request = http::Request::from_parts(parts, body);
             let response = match tokio::time::timeout(first_byte, client.request(request)).await {
                 Err(_) => return Err(HttpError::ConnectionReadTimeout),
@@ -212,8 +195,7 @@ impl WasiHttpHooks for Egress {
                 Ok(Ok(response)) => response,
             };
             let response = response.map(|body| body.map_err(HttpError::from).boxed_unsync());
-            let io: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
-                Box::new(async { Ok(()) });
+            let io: Box<dyn Future<Output = Result<(), HttpError>> + Send> = Box::new(async { Ok(()) });
             Ok((response, io))
         })
     }
@@ -226,10 +208,7 @@ mod tests {
     #[test]
     fn grants_are_origins() {
         let o = Origin::parse("https://Secretsmanager.us-east-1.amazonaws.com").unwrap();
-        assert_eq!(
-            o.to_string(),
-            "https://secretsmanager.us-east-1.amazonaws.com:443"
-        );
+        assert_eq!(o.to_string(), "https://secretsmanager.us-east-1.amazonaws.com:443");
         assert_eq!(
             Origin::parse("http://127.0.0.1:4566/").unwrap().to_string(),
             "http://127.0.0.1:4566"

@@ -340,12 +340,9 @@ impl Runtime {
 
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| runtime_err(&e))?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(|e| runtime_err(&e))?;
+        wasmtime_wasi_config::add_to_linker(&mut linker, |h: &mut HostState| WasiConfig::new(&h.config))
             .map_err(|e| runtime_err(&e))?;
-        wasmtime_wasi_config::add_to_linker(&mut linker, |h: &mut HostState| {
-            WasiConfig::new(&h.config)
-        })
-        .map_err(|e| runtime_err(&e))?;
 
         let roots: Vec<_> = options
             .extra_roots
@@ -383,29 +380,20 @@ impl Runtime {
 
     /// Compiles `bytes` (or fetches the compiled form from the caches) and checks
     /// that it is a keystore plugin this host can run.
-    pub fn prepare(
-        &self,
-        label: &str,
-        bytes: &[u8],
-    ) -> Result<(Component, CompileSource), LoadError> {
+    pub fn prepare(&self, label: &str, bytes: &[u8]) -> Result<(Component, CompileSource), LoadError> {
         let digest: [u8; 32] = Sha256::digest(bytes).into();
         let inner = &self.inner;
         let cached = lock(&inner.compiled).get(&digest).cloned();
         let (component, how) = match cached {
             Some(c) => (c, CompileSource::Memory),
             None => {
-                let from_disk = inner
-                    .disk
-                    .as_ref()
-                    .and_then(|d| d.load(&inner.engine, &digest));
+                let from_disk = inner.disk.as_ref().and_then(|d| d.load(&inner.engine, &digest));
                 let (component, how) = match from_disk {
                     Some(c) => (c, CompileSource::DiskCache),
                     None => {
-                        let component = Component::new(&inner.engine, bytes).map_err(|e| {
-                            LoadError::NotAPlugin {
-                                source_label: label.to_owned(),
-                                reason: format!("not a valid WebAssembly component: {e:#}"),
-                            }
+                        let component = Component::new(&inner.engine, bytes).map_err(|e| LoadError::NotAPlugin {
+                            source_label: label.to_owned(),
+                            reason: format!("not a valid WebAssembly component: {e:#}"),
                         })?;
                         if let Some(disk) = &inner.disk {
                             disk.store(&inner.engine, &digest, &component);
@@ -428,15 +416,9 @@ impl Runtime {
             source_label: label.to_owned(),
             reason,
         };
-        let exports: Vec<String> = ty
-            .exports(engine)
-            .map(|(name, _)| name.to_owned())
-            .collect();
+        let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_owned()).collect();
         if !exports.iter().any(|e| e == STORE_EXPORT) {
-            let similar: Vec<&String> = exports
-                .iter()
-                .filter(|e| e.starts_with("keyhost:keystore/"))
-                .collect();
+            let similar: Vec<&String> = exports.iter().filter(|e| e.starts_with("keyhost:keystore/")).collect();
             return Err(not_a_plugin(if similar.is_empty() {
                 format!(
                     "it does not export {STORE_EXPORT} (it exports: {}); build it against wit/keystore.wit",
@@ -449,11 +431,7 @@ impl Runtime {
             } else {
                 format!(
                     "it exports {} but this keyhost speaks {STORE_EXPORT}; rebuild it against this keyhost's wit/keystore.wit",
-                    similar
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    similar.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
                 )
             }));
         }
@@ -531,12 +509,7 @@ impl Runtime {
             info: Mutex::new(None),
             pre,
             engine: self.inner.engine.clone(),
-            config: Arc::new(
-                spec.config
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            ),
+            config: Arc::new(spec.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
             dir: spec.grants.dir.clone(),
             egress_allowed: spec.grants.http.clone().into(),
             http: self.inner.http.clone(),
@@ -599,28 +572,15 @@ struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.limit {
             self.hit = true;
-            wasmtime::bail!(
-                "the plugin exceeded its memory limit of {} bytes",
-                self.limit
-            );
+            wasmtime::bail!("the plugin exceeded its memory limit of {} bytes", self.limit);
         }
         Ok(maximum.is_none_or(|max| desired <= max))
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000 && maximum.is_none_or(|max| desired <= max))
     }
 }
@@ -696,26 +656,17 @@ enum Out {
     Page(wit_types::Page),
 }
 
-async fn invoke(
-    inst: &mut Instance,
-    op: &Op<'_>,
-) -> wasmtime::Result<Result<Out, wit_types::Error>> {
+async fn invoke(inst: &mut Instance, op: &Op<'_>) -> wasmtime::Result<Result<Out, wit_types::Error>> {
     let store = &mut inst.store;
     let guest: &wit::Guest = inst.plugin.keyhost_keystore_store();
     Ok(match *op {
         Op::Info => Ok(Out::Info(guest.call_info(store).await?)),
         Op::Open => guest.call_open(store).await?.map(|()| Out::Unit),
         Op::Status => guest.call_status(store).await?.map(Out::Health),
-        Op::Create(name, value) => guest
-            .call_create(store, name, value)
-            .await?
-            .map(|()| Out::Unit),
+        Op::Create(name, value) => guest.call_create(store, name, value).await?.map(|()| Out::Unit),
         Op::Get(name) => guest.call_get(store, name).await?.map(Out::Bytes),
         Op::Delete(name) => guest.call_delete(store, name).await?.map(|()| Out::Unit),
-        Op::List(prefix, after, limit) => guest
-            .call_list(store, prefix, after, limit)
-            .await?
-            .map(Out::Page),
+        Op::List(prefix, after, limit) => guest.call_list(store, prefix, after, limit).await?.map(Out::Page),
     })
 }
 
@@ -775,12 +726,7 @@ impl Shared {
         .allow_ip_name_lookup(false);
         if let Some(dir) = &self.dir {
             wasi.preopened_dir(dir, GUEST_DIR, FsPerms::ReadWrite)
-                .map_err(|e| {
-                    Error::Unavailable(format!(
-                        "cannot open the granted directory {}: {e}",
-                        dir.display()
-                    ))
-                })?;
+                .map_err(|e| Error::Unavailable(format!("cannot open the granted directory {}: {e}", dir.display())))?;
         }
         Ok(HostState {
             wasi: wasi.build(),
@@ -809,10 +755,7 @@ impl Shared {
         let plugin = match tokio::time::timeout(self.limits.timeout, instantiate).await {
             Ok(Ok(plugin)) => plugin,
             Ok(Err(e)) => {
-                return Err(Error::Other(format!(
-                    "cannot start plugin '{}': {e:#}",
-                    self.name
-                )));
+                return Err(Error::Other(format!("cannot start plugin '{}': {e:#}", self.name)));
             }
             Err(_) => return Err(self.timeout_error("start")),
         };
@@ -823,11 +766,7 @@ impl Shared {
             generation: self.generation.load(Ordering::Acquire),
         };
         if lock(&self.info).is_none() {
-            let Out::Info(info) = self
-                .run(&mut inst, &Op::Info)
-                .await
-                .map_err(Failure::into_error)?
-            else {
+            let Out::Info(info) = self.run(&mut inst, &Op::Info).await.map_err(Failure::into_error)? else {
                 unreachable!("info returns info")
             };
             *lock(&self.info) = Some(PluginInfo {
@@ -846,9 +785,7 @@ impl Shared {
                     .collect(),
             });
         }
-        self.run(&mut inst, &Op::Open)
-            .await
-            .map_err(Failure::into_error)?;
+        self.run(&mut inst, &Op::Open).await.map_err(Failure::into_error)?;
         Ok(inst)
     }
 
@@ -865,8 +802,7 @@ impl Shared {
     async fn run(&self, inst: &mut Instance, op: &Op<'_>) -> Result<Out, Failure> {
         inst.store.set_epoch_deadline(self.deadline_ticks());
         // Epochs stop wasm code; the timer stops a call blocked in host I/O.
-        let outcome =
-            tokio::time::timeout(self.limits.timeout + EPOCH_TICK * 5, invoke(inst, op)).await;
+        let outcome = tokio::time::timeout(self.limits.timeout + EPOCH_TICK * 5, invoke(inst, op)).await;
         match outcome {
             Ok(Ok(Ok(out))) => Ok(out),
             Ok(Ok(Err(e))) => Err(Failure::Answer(from_wit(e))),
@@ -910,9 +846,7 @@ impl Shared {
         if inst.generation == self.generation.load(Ordering::Acquire) {
             lock(&self.idle).push(inst);
         } else {
-            self.stats
-                .instances_discarded
-                .fetch_add(1, Ordering::Relaxed);
+            self.stats.instances_discarded.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -962,9 +896,7 @@ impl Shared {
                 Err(error)
             }
             Err(Failure::Broken(error)) => {
-                self.stats
-                    .instances_discarded
-                    .fetch_add(1, Ordering::Relaxed);
+                self.stats.instances_discarded.fetch_add(1, Ordering::Relaxed);
                 Err(error)
             }
         }
@@ -1019,14 +951,12 @@ impl Plugin {
 
     /// What the plugin says about itself.
     pub fn info(&self) -> PluginInfo {
-        lock(&self.shared.info)
-            .clone()
-            .unwrap_or_else(|| PluginInfo {
-                name: self.shared.name.to_string(),
-                version: String::new(),
-                features: vec![],
-                settings: vec![],
-            })
+        lock(&self.shared.info).clone().unwrap_or_else(|| PluginInfo {
+            name: self.shared.name.to_string(),
+            version: String::new(),
+            features: vec![],
+            settings: vec![],
+        })
     }
 
     /// The SHA-256 (hex) of the component.
@@ -1097,11 +1027,7 @@ impl Keystore for Plugin {
     }
 
     async fn list(&self, prefix: &str, after: Option<&str>, limit: u32) -> Result<Page, Error> {
-        match self
-            .shared
-            .call(Op::List(prefix, after, limit.max(1)))
-            .await?
-        {
+        match self.shared.call(Op::List(prefix, after, limit.max(1))).await? {
             Out::Page(page) => Ok(Page {
                 names: page.names,
                 next: page.next,

@@ -42,13 +42,7 @@ impl LineWriter {
     fn emit(&mut self) {
         let text: String = String::from_utf8_lossy(&self.line)
             .chars()
-            .map(|c| {
-                if c.is_control() && c != '\t' {
-                    '\u{fffd}'
-                } else {
-                    c
-                }
-            })
+            .map(|c| if c.is_control() && c != '\t' { '\u{fffd}' } else { c })
             .collect();
         tracing::info!(target: "keyhost::plugin", plugin = %self.log.plugin, stream = self.log.stream, "{text}");
         self.line.clear();
@@ -56,11 +50,7 @@ impl LineWriter {
 }
 
 impl AsyncWrite for LineWriter {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         for &b in buf {
             match b {
                 b'\n' => self.emit(),

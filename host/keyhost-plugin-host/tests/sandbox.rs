@@ -17,8 +17,7 @@ use keyhost_plugin_host::{
 fn hostile_wasm() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        keyhost_plugin_build::build(&["keyhost-test-hostile"]).unwrap_or_else(|e| panic!("{e}"))[0]
-            .clone()
+        keyhost_plugin_build::build(&["keyhost-test-hostile"]).unwrap_or_else(|e| panic!("{e}"))[0].clone()
     })
     .clone()
 }
@@ -175,9 +174,7 @@ fn serve_hello() -> (u16, std::thread::JoinHandle<()>) {
             let mut stream = stream.unwrap();
             let mut buf = [0u8; 4096];
             let _ = stream.read(&mut buf);
-            let _ = stream.write_all(
-                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
-            );
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello");
         }
     });
     (port, handle)
@@ -226,11 +223,7 @@ async fn http_reaches_only_granted_origins() {
             "{url}: {err:?}"
         );
     }
-    assert_eq!(
-        other.connections(),
-        0,
-        "a refused request reached the network"
-    );
+    assert_eq!(other.connections(), 0, "a refused request reached the network");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,17 +265,11 @@ async fn files_outside_the_granted_directory_are_out_of_reach() {
         "../etc/passwd".to_owned(),
     ] {
         let got = text(&plugin, &format!("read:{path}")).await;
-        assert!(
-            matches!(got, Err(Error::AccessDenied(_))),
-            "{path}: {got:?}"
-        );
+        assert!(matches!(got, Err(Error::AccessDenied(_))), "{path}: {got:?}");
     }
     for path in ["/data/../escaped", "/data/dirlink/escaped", "/tmp/escaped"] {
         let got = text(&plugin, &format!("write:{path}")).await;
-        assert!(
-            matches!(got, Err(Error::AccessDenied(_))),
-            "{path}: {got:?}"
-        );
+        assert!(matches!(got, Err(Error::AccessDenied(_))), "{path}: {got:?}");
     }
     assert!(!outside.path().join("escaped").exists());
     assert!(!granted.path().parent().unwrap().join("escaped").exists());
@@ -293,10 +280,7 @@ async fn without_a_grant_no_directory_is_visible() {
     let plugin = hostile(Grants::default(), short()).await;
     for path in ["/data/x", "/", ".", "/etc/passwd"] {
         let got = text(&plugin, &format!("read:{path}")).await;
-        assert!(
-            matches!(got, Err(Error::AccessDenied(_))),
-            "{path}: {got:?}"
-        );
+        assert!(matches!(got, Err(Error::AccessDenied(_))), "{path}: {got:?}");
     }
 }
 
@@ -341,11 +325,7 @@ async fn files_that_are_not_plugins_are_refused_with_the_reason() {
         .load(PluginSpec::new("junk", PluginSource::File(junk)))
         .await
         .unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("not a valid WebAssembly component"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("not a valid WebAssembly component"), "{err}");
 
     let missing = dir.path().join("missing.wasm");
     let err = runtime()
@@ -375,17 +355,9 @@ async fn the_artifact_cache_skips_compilation_and_rejects_tampering() {
     };
     let spec = PluginSpec::new("hostile", PluginSource::File(hostile_wasm()));
 
-    let first = Runtime::new(options.clone())
-        .unwrap()
-        .load(spec.clone())
-        .await
-        .unwrap();
+    let first = Runtime::new(options.clone()).unwrap().load(spec.clone()).await.unwrap();
     assert_eq!(first.compile_source(), CompileSource::Compiled);
-    let second = Runtime::new(options.clone())
-        .unwrap()
-        .load(spec.clone())
-        .await
-        .unwrap();
+    let second = Runtime::new(options.clone()).unwrap().load(spec.clone()).await.unwrap();
     assert_eq!(second.compile_source(), CompileSource::DiskCache);
 
     // Tamper with the artifact: it must be ignored and recompiled, never loaded.
@@ -399,11 +371,7 @@ async fn the_artifact_cache_skips_compilation_and_rejects_tampering() {
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
     std::fs::write(&artifact, &bytes).unwrap();
-    let third = Runtime::new(options.clone())
-        .unwrap()
-        .load(spec.clone())
-        .await
-        .unwrap();
+    let third = Runtime::new(options.clone()).unwrap().load(spec.clone()).await.unwrap();
     assert_eq!(third.compile_source(), CompileSource::Compiled);
     assert_eq!(third.get("nothing").await, Err(Error::NotFound));
 
@@ -445,10 +413,7 @@ fn plugin_output_becomes_log_lines_prefixed_with_its_name() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     });
     let log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("hello from the sandbox"))
-        .collect();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("hello from the sandbox")).collect();
     assert_eq!(lines.len(), 2, "{log}");
     assert!(
         lines
@@ -510,9 +475,7 @@ async fn outbound_connections_are_pooled() {
     .await;
     for _ in 0..5 {
         assert_eq!(
-            text(&plugin, &format!("http:http://127.0.0.1:{port}/"))
-                .await
-                .unwrap(),
+            text(&plugin, &format!("http:http://127.0.0.1:{port}/")).await.unwrap(),
             "200 ok"
         );
     }
@@ -548,10 +511,7 @@ async fn calls_beyond_the_wait_queue_are_refused_at_once() {
         matches!(refused, Err(Error::Unavailable(ref m)) if m.contains("overloaded")),
         "{refused:?}"
     );
-    assert!(
-        start.elapsed() < Duration::from_millis(100),
-        "refusal must not wait"
-    );
+    assert!(start.elapsed() < Duration::from_millis(100), "refusal must not wait");
     assert!(busy.await.unwrap().is_err());
     // The queued call ran once the spinning instance was stopped.
     assert_eq!(waiting.await.unwrap(), Err(Error::NotFound));

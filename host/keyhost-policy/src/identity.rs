@@ -23,8 +23,7 @@ impl Identity {
     /// configs use `disabled`) yields `None`: it can never match a client.
     pub fn parse(text: &str) -> Option<Self> {
         let text = text.trim();
-        (text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| Self(text.to_ascii_lowercase()))
+        (text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())).then(|| Self(text.to_ascii_lowercase()))
     }
 
     /// The hex string.
@@ -56,9 +55,7 @@ pub enum CertError {
 /// The identity of a client that presented `chain` (DER certificates, leaf first):
 /// CA certificates are skipped, and exactly one other must remain — newest KES's
 /// rule.
-pub fn identity_of_chain<'a>(
-    chain: impl IntoIterator<Item = &'a [u8]>,
-) -> Result<Identity, CertError> {
+pub fn identity_of_chain<'a>(chain: impl IntoIterator<Item = &'a [u8]>) -> Result<Identity, CertError> {
     let mut found = None;
     for der in chain {
         let (_, cert) = X509Certificate::from_der(der).map_err(|_| CertError::Invalid)?;
@@ -74,9 +71,7 @@ pub fn identity_of_chain<'a>(
 }
 
 /// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410), before the 32-byte key.
-const ED25519_SPKI_PREFIX: [u8; 12] = [
-    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-];
+const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
 
 /// A KES API key: `kes:v1:` + base64(`0x00` ‖ 32-byte Ed25519 seed). The seed is
 /// wiped when dropped and never printed.

@@ -92,15 +92,9 @@ pub struct Policy {
 
 impl Policy {
     /// Parses allow and deny lists.
-    pub fn parse<S: AsRef<str>>(
-        allow: &[S],
-        deny: &[S],
-        syntax: PatternSyntax,
-    ) -> Result<Self, PatternError> {
+    pub fn parse<S: AsRef<str>>(allow: &[S], deny: &[S], syntax: PatternSyntax) -> Result<Self, PatternError> {
         let parse = |list: &[S]| -> Result<Vec<Pattern>, PatternError> {
-            list.iter()
-                .map(|p| Pattern::parse(p.as_ref(), syntax))
-                .collect()
+            list.iter().map(|p| Pattern::parse(p.as_ref(), syntax)).collect()
         };
         Ok(Self {
             allow: parse(allow)?,
@@ -164,12 +158,7 @@ impl Authorizer {
     }
 
     /// Adds a policy and assigns it to `identities`.
-    pub fn add(
-        &mut self,
-        name: &str,
-        policy: Policy,
-        identities: &[Identity],
-    ) -> Result<(), AssignError> {
+    pub fn add(&mut self, name: &str, policy: Policy, identities: &[Identity]) -> Result<(), AssignError> {
         for identity in identities {
             if Some(identity) == self.admin.as_ref() {
                 return Err(AssignError::Admin {

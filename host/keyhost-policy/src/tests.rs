@@ -47,11 +47,7 @@ fn v016_glob_semantics() {
     assert!(!p.allows("/v1/key/create/a/b"), "* does not cross '/'");
     assert!(!p.allows("/v1/key/generate/other"));
     let p = glob(
-        &[
-            "/v1/key/generate/app-?",
-            "/v1/key/decrypt/[a-c]*",
-            "/v1/key/list/\\*",
-        ],
+        &["/v1/key/generate/app-?", "/v1/key/decrypt/[a-c]*", "/v1/key/list/\\*"],
         &[],
     );
     assert!(p.allows("/v1/key/generate/app-1"));
@@ -65,14 +61,7 @@ fn v016_glob_semantics() {
     assert!(!p.allows("/v1/key/create/xa"));
     assert!(!p.allows("/v1/key/delete/a"), "deny wins");
     // The seed's minio policy.
-    let seed = glob(
-        &[
-            "/v1/key/create/*",
-            "/v1/key/generate/*",
-            "/v1/key/decrypt/*",
-        ],
-        &[],
-    );
+    let seed = glob(&["/v1/key/create/*", "/v1/key/generate/*", "/v1/key/decrypt/*"], &[]);
     assert!(seed.allows("/v1/key/create/minio-backend-default-key"));
     assert!(!seed.allows("/v1/key/delete/minio-backend-default-key"));
 }
@@ -136,8 +125,7 @@ fn api_key_vectors() {
 #[test]
 fn identities() {
     assert!(Identity::parse("disabled").is_none());
-    let id = Identity::parse("3ECFCDF38FCBE141AE26A1030F81E96B753365A46760AE6B578698A97C59FD22")
-        .unwrap();
+    let id = Identity::parse("3ECFCDF38FCBE141AE26A1030F81E96B753365A46760AE6B578698A97C59FD22").unwrap();
     assert_eq!(
         id.as_str(),
         "3ecfcdf38fcbe141ae26a1030f81e96b753365a46760ae6b578698a97c59fd22"
@@ -157,18 +145,9 @@ fn authorizer() {
     )
     .unwrap();
     assert_eq!(auth.authorize(&admin, "/v1/key/delete/x"), Decision::Admin);
-    assert_eq!(
-        auth.authorize(&app, "/v1/key/generate/app-1"),
-        Decision::Allowed
-    );
-    assert_eq!(
-        auth.authorize(&app, "/v1/key/delete/app-1"),
-        Decision::Denied
-    );
-    assert_eq!(
-        auth.authorize(&stranger, "/v1/key/generate/app-1"),
-        Decision::Denied
-    );
+    assert_eq!(auth.authorize(&app, "/v1/key/generate/app-1"), Decision::Allowed);
+    assert_eq!(auth.authorize(&app, "/v1/key/delete/app-1"), Decision::Denied);
+    assert_eq!(auth.authorize(&stranger, "/v1/key/generate/app-1"), Decision::Denied);
     assert!(matches!(
         auth.add("other", Policy::default(), std::slice::from_ref(&app)),
         Err(AssignError::Duplicate { .. })
@@ -177,10 +156,7 @@ fn authorizer() {
         auth.add("other", Policy::default(), &[admin]),
         Err(AssignError::Admin { .. })
     ));
-    let err = auth
-        .add("dup", Policy::default(), &[app])
-        .unwrap_err()
-        .to_string();
+    let err = auth.add("dup", Policy::default(), &[app]).unwrap_err().to_string();
     assert!(err.contains("identity already has a policy"), "{err}");
 }
 
@@ -202,10 +178,7 @@ fn the_identity_of_a_chain_is_its_one_end_entity_certificate() {
             .self_signed(&key)
             .unwrap();
         let expected = Identity::of_spki(&rcgen::PublicKeyData::subject_public_key_info(&key));
-        assert_eq!(
-            identity_of_chain([leaf.der().as_ref()]),
-            Ok(expected.clone())
-        );
+        assert_eq!(identity_of_chain([leaf.der().as_ref()]), Ok(expected.clone()));
         // CA certificates sent along are skipped, in any position.
         assert_eq!(
             identity_of_chain([leaf.der().as_ref(), ca.der().as_ref()]),
@@ -228,18 +201,9 @@ fn the_identity_of_a_chain_is_its_one_end_entity_certificate() {
         identity_of_chain([leaf.der().as_ref(), other.der().as_ref()]),
         Err(CertError::TooMany)
     );
-    assert_eq!(
-        identity_of_chain([ca.der().as_ref()]),
-        Err(CertError::Missing)
-    );
-    assert_eq!(
-        identity_of_chain(std::iter::empty()),
-        Err(CertError::Missing)
-    );
-    assert_eq!(
-        identity_of_chain([&b"garbage"[..]]),
-        Err(CertError::Invalid)
-    );
+    assert_eq!(identity_of_chain([ca.der().as_ref()]), Err(CertError::Missing));
+    assert_eq!(identity_of_chain(std::iter::empty()), Err(CertError::Missing));
+    assert_eq!(identity_of_chain([&b"garbage"[..]]), Err(CertError::Invalid));
 }
 
 /// The playground API key's certificate (made as a KES client makes it) has the
@@ -248,8 +212,7 @@ fn the_identity_of_a_chain_is_its_one_end_entity_certificate() {
 fn an_api_key_certificate_has_the_api_keys_identity() {
     let api = ApiKey::parse("kes:v1:AD9E7FSYWrMD+VjhI6q545cYT9YOyFxZb7UnjEepYDRc").unwrap();
     let mut pkcs8 = vec![
-        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
-        0x20,
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
     ];
     pkcs8.extend_from_slice(api.expose_seed());
     let key = rcgen::KeyPair::try_from(pkcs8.as_slice()).unwrap();
@@ -257,8 +220,5 @@ fn an_api_key_certificate_has_the_api_keys_identity() {
         .unwrap()
         .self_signed(&key)
         .unwrap();
-    assert_eq!(
-        identity_of_chain([cert.der().as_ref()]).unwrap(),
-        api.identity()
-    );
+    assert_eq!(identity_of_chain([cert.der().as_ref()]).unwrap(), api.identity());
 }

@@ -74,14 +74,7 @@ pub struct Route {
 
 const MB: usize = 1_000_000;
 
-const fn route(
-    path: &'static str,
-    method: Method,
-    auth: Auth,
-    max_body: usize,
-    secs: u64,
-    handler: Handler,
-) -> Route {
+const fn route(path: &'static str, method: Method, auth: Auth, max_body: usize, secs: u64, handler: Handler) -> Route {
     Route {
         path,
         method,
@@ -95,47 +88,12 @@ const fn route(
 /// The routes of KES's newest API that keyhost serves.
 pub const ROUTES: &[Route] = &[
     route("/version", Method::GET, Auth::None, 0, 10, Handler::Version),
-    route(
-        "/v1/ready",
-        Method::GET,
-        Auth::Policy,
-        0,
-        15,
-        Handler::Ready,
-    ),
-    route(
-        "/v1/status",
-        Method::GET,
-        Auth::Policy,
-        0,
-        15,
-        Handler::Status,
-    ),
-    route(
-        "/v1/metrics",
-        Method::GET,
-        Auth::Policy,
-        0,
-        15,
-        Handler::Metrics,
-    ),
+    route("/v1/ready", Method::GET, Auth::Policy, 0, 15, Handler::Ready),
+    route("/v1/status", Method::GET, Auth::Policy, 0, 15, Handler::Status),
+    route("/v1/metrics", Method::GET, Auth::Policy, 0, 15, Handler::Metrics),
     route("/v1/api", Method::GET, Auth::Policy, 0, 10, Handler::Api),
-    route(
-        "/v1/key/create/",
-        Method::PUT,
-        Auth::Policy,
-        0,
-        15,
-        Handler::KeyCreate,
-    ),
-    route(
-        "/v1/key/import/",
-        Method::PUT,
-        Auth::Policy,
-        MB,
-        15,
-        Handler::KeyImport,
-    ),
+    route("/v1/key/create/", Method::PUT, Auth::Policy, 0, 15, Handler::KeyCreate),
+    route("/v1/key/import/", Method::PUT, Auth::Policy, MB, 15, Handler::KeyImport),
     route(
         "/v1/key/describe/",
         Method::GET,
@@ -144,14 +102,7 @@ pub const ROUTES: &[Route] = &[
         15,
         Handler::KeyDescribe,
     ),
-    route(
-        "/v1/key/list/",
-        Method::GET,
-        Auth::Policy,
-        0,
-        15,
-        Handler::KeyList,
-    ),
+    route("/v1/key/list/", Method::GET, Auth::Policy, 0, 15, Handler::KeyList),
     route(
         "/v1/key/delete/",
         Method::DELETE,
@@ -184,14 +135,7 @@ pub const ROUTES: &[Route] = &[
         15,
         Handler::KeyDecrypt,
     ),
-    route(
-        "/v1/key/hmac/",
-        Method::PUT,
-        Auth::Policy,
-        MB,
-        15,
-        Handler::KeyHmac,
-    ),
+    route("/v1/key/hmac/", Method::PUT, Auth::Policy, MB, 15, Handler::KeyHmac),
     route(
         "/v1/policy/describe/",
         Method::GET,
@@ -240,22 +184,8 @@ pub const ROUTES: &[Route] = &[
         15,
         Handler::IdentityList,
     ),
-    route(
-        "/v1/log/error",
-        Method::GET,
-        Auth::Policy,
-        0,
-        0,
-        Handler::LogError,
-    ),
-    route(
-        "/v1/log/audit",
-        Method::GET,
-        Auth::Policy,
-        0,
-        0,
-        Handler::LogAudit,
-    ),
+    route("/v1/log/error", Method::GET, Auth::Policy, 0, 0, Handler::LogError),
+    route("/v1/log/audit", Method::GET, Auth::Policy, 0, 0, Handler::LogAudit),
     // KES v0.16's names of the log streams.
     route(
         "/v1/log/error/trace",
@@ -301,11 +231,7 @@ fn full(bytes: impl Into<Bytes>) -> Body {
 }
 
 /// Answers one request, and counts and audits it.
-pub(crate) async fn handle(
-    state: &State,
-    peer: &Peer,
-    req: Request<hyper::body::Incoming>,
-) -> Response<Body> {
+pub(crate) async fn handle(state: &State, peer: &Peer, req: Request<hyper::body::Incoming>) -> Response<Body> {
     let start = std::time::Instant::now();
     let path = req.uri().path().to_owned();
     state.observer.start_request();
@@ -313,9 +239,7 @@ pub(crate) async fn handle(
         Ok(response) => response,
         Err(error) => {
             if matches!(error, ApiError::Store { .. } | ApiError::MalformedKey) {
-                state
-                    .observer
-                    .error(&format!("{} {path}: {error}", peer.addr));
+                state.observer.error(&format!("{} {path}: {error}", peer.addr));
             }
             error.response(state.era).map(BodyExt::boxed)
         }
@@ -339,30 +263,31 @@ pub(crate) async fn handle(
     response
 }
 
-async fn dispatch(
-    state: &State,
-    peer: &Peer,
-    req: Request<hyper::body::Incoming>,
-) -> Result<Response<Body>, ApiError> {
+async fn dispatch(state: &State, peer: &Peer, req: Request<hyper::body::Incoming>) -> Result<Response<Body>, ApiError> {
     let raw_path = req.uri().path().to_owned();
     let path = percent_encoding::percent_decode_str(&raw_path)
         .decode_utf8()
         .map_err(|_| ApiError::NoRoute)?
         .into_owned();
     let (route, resource) = find(&path).ok_or(ApiError::NoRoute)?;
-    let method_ok = req.method() == route.method
-        || (route.method == Method::PUT && req.method() == Method::POST);
+    let method_ok = req.method() == route.method || (route.method == Method::PUT && req.method() == Method::POST);
     if !method_ok {
         return Err(ApiError::Method {
             got: req.method().to_string(),
             expected: route.method.as_str(),
         });
     }
-    let identity = match route.auth {
+    let overridden = state.overrides.get(route.path);
+    let auth = match overridden {
+        Some(o) if o.skip_auth => Auth::None,
+        _ => route.auth,
+    };
+    let timeout = overridden.and_then(|o| o.timeout).unwrap_or(route.timeout);
+    let identity = match auth {
         Auth::None => None,
         Auth::Identify | Auth::Policy => Some(peer.identity.clone()?),
     };
-    if route.auth == Auth::Policy
+    if auth == Auth::Policy
         && let Some(identity) = &identity
         && state.authorizer.authorize(identity, &path) == Decision::Denied
     {
@@ -379,10 +304,10 @@ async fn dispatch(
     };
     let resource = resource.to_owned();
     let call = run(state, route.handler, &resource, identity.as_ref(), body);
-    if route.timeout.is_zero() {
+    if timeout.is_zero() {
         return call.await;
     }
-    match tokio::time::timeout(route.timeout, call).await {
+    match tokio::time::timeout(timeout, call).await {
         Ok(result) => result,
         Err(_) => Err(ApiError::Timeout),
     }
@@ -392,10 +317,9 @@ fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Body> {
     let body = serde_json::to_vec(value).unwrap_or_default();
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -421,10 +345,9 @@ fn event_stream(rx: tokio::sync::broadcast::Receiver<Bytes>) -> Result<Response<
         }
     });
     let mut response = Response::new(BodyExt::boxed(http_body_util::StreamBody::new(stream)));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
     Ok(response)
 }
 
@@ -432,9 +355,7 @@ fn event_stream(rx: tokio::sync::broadcast::Receiver<Bytes>) -> Result<Response<
 /// `-`, and not `_` alone. Configurations in the v0.16 style also allow inner dots,
 /// which that release accepted (`minio.key`).
 fn valid_name(name: &str, era: Era) -> bool {
-    let allowed = |b: u8| {
-        b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (era == Era::V016 && b == b'.')
-    };
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (era == Era::V016 && b == b'.');
     !name.is_empty()
         && name.len() <= 80
         && name != "_"
@@ -529,18 +450,12 @@ fn rfc3339(t: Option<time::OffsetDateTime>) -> String {
 /// Creates a new key called `name` on behalf of `creator`.
 pub(crate) async fn create_key(state: &State, name: &str, creator: &str) -> Result<(), ApiError> {
     let name = key_name(name, state.era)?;
-    let record = KeyRecord::generate(
-        Algorithm::preferred(),
-        creator,
-        time::OffsetDateTime::now_utc(),
-    );
+    let record = KeyRecord::generate(Algorithm::preferred(), creator, time::OffsetDateTime::now_utc());
     create_record(state, name, &record).await
 }
 
 async fn create_record(state: &State, name: &str, record: &KeyRecord) -> Result<(), ApiError> {
-    let encoded = record
-        .encode(state.record_format)
-        .map_err(|_| ApiError::MalformedKey)?;
+    let encoded = record.encode(state.record_format).map_err(|_| ApiError::MalformedKey)?;
     state
         .keystore
         .create(name, &encoded)
@@ -597,9 +512,7 @@ async fn run(
             ok(&status)
         }
         Handler::Metrics => {
-            let text = state
-                .observer
-                .render(state.started.elapsed(), state.cache.len());
+            let text = state.observer.render(state.started.elapsed(), state.cache.len());
             let mut response = Response::new(full(text));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -612,41 +525,31 @@ async fn run(
         Handler::Api => {
             let routes: Vec<Value> = ROUTES
                 .iter()
-                .map(|r| json!({ "method": r.method.as_str(), "path": r.path, "max_body": r.max_body, "timeout": r.timeout.as_secs() }))
+                .map(|r| {
+                    let timeout = state.overrides.get(r.path).and_then(|o| o.timeout).unwrap_or(r.timeout);
+                    json!({ "method": r.method.as_str(), "path": r.path, "max_body": r.max_body, "timeout": timeout.as_secs() })
+                })
                 .collect();
             ok(&routes)
         }
         Handler::KeyCreate => {
-            let name = key_name(resource, state.era)?;
-            let record = KeyRecord::generate(
-                Algorithm::preferred(),
-                caller,
-                time::OffsetDateTime::now_utc(),
-            );
-            create_record(state, name, &record).await?;
+            create_key(state, resource, caller).await?;
             empty()
         }
         Handler::KeyImport => {
             let name = key_name(resource, state.era)?;
-            let req: ImportRequest =
-                serde_json::from_slice(&body).map_err(|_| ApiError::InvalidImportBody)?;
+            let req: ImportRequest = serde_json::from_slice(&body).map_err(|_| ApiError::InvalidImportBody)?;
             let cipher = req.cipher.clone().unwrap_or_default();
             let algorithm = if cipher.is_empty() {
                 Algorithm::Aes256
             } else {
-                Algorithm::from_name(&cipher)
-                    .ok_or_else(|| ApiError::UnsupportedCipher(cipher.clone()))?
+                Algorithm::from_name(&cipher).ok_or_else(|| ApiError::UnsupportedCipher(cipher.clone()))?
             };
-            let bytes = if req.key.is_empty() {
-                &req.bytes
-            } else {
-                &req.key
-            };
+            let bytes = if req.key.is_empty() { &req.bytes } else { &req.key };
             let key: [u8; 32] = bytes[..]
                 .try_into()
                 .map_err(|_| ApiError::InvalidKeySize(algorithm.name().to_owned()))?;
-            let mut record =
-                KeyRecord::generate(algorithm, caller, time::OffsetDateTime::now_utc());
+            let mut record = KeyRecord::generate(algorithm, caller, time::OffsetDateTime::now_utc());
             record.key = keyhost_crypto::SecretKey::new(algorithm, key);
             create_record(state, name, &record).await?;
             empty()
@@ -679,8 +582,7 @@ async fn run(
                     error,
                 })?;
             let mut names = page.names;
-            let continue_at =
-                (names.len() > PAGE as usize).then(|| names.split_off(PAGE as usize).remove(0));
+            let continue_at = (names.len() > PAGE as usize).then(|| names.split_off(PAGE as usize).remove(0));
             let mut out = json!({ "names": names });
             if let Some(next) = continue_at {
                 out["continue_at"] = json!(next);
@@ -706,9 +608,7 @@ async fn run(
             let req = crypto_request(&body, state.era == Era::V016)?;
             let key = state.cache.get(&*state.keystore, name).await?;
             let dek = keyhost_crypto::random_key();
-            let ciphertext = key
-                .key
-                .seal(&dek[..], &req.context, state.ciphertext_format);
+            let ciphertext = key.key.seal(&dek[..], &req.context, state.ciphertext_format);
             let plaintext = Zeroizing::new(B64.encode(&dek[..]));
             ok(&json!({ "plaintext": plaintext.as_str(), "ciphertext": B64.encode(ciphertext) }))
         }
@@ -716,19 +616,14 @@ async fn run(
             let name = key_name(resource, state.era)?;
             let req = crypto_request(&body, true)?;
             let key = state.cache.get(&*state.keystore, name).await?;
-            let ciphertext = key
-                .key
-                .seal(&req.plaintext, &req.context, state.ciphertext_format);
+            let ciphertext = key.key.seal(&req.plaintext, &req.context, state.ciphertext_format);
             ok(&json!({ "ciphertext": B64.encode(ciphertext) }))
         }
         Handler::KeyDecrypt => {
             let name = key_name(resource, state.era)?;
             let req = crypto_request(&body, true)?;
             let key = state.cache.get(&*state.keystore, name).await?;
-            let plaintext = key
-                .key
-                .open(&req.ciphertext, &req.context)
-                .map_err(ApiError::Decrypt)?;
+            let plaintext = key.key.open(&req.ciphertext, &req.context).map_err(ApiError::Decrypt)?;
             let encoded = Zeroizing::new(B64.encode(&plaintext[..]));
             ok(&json!({ "plaintext": encoded.as_str() }))
         }
@@ -740,21 +635,13 @@ async fn run(
             ok(&json!({ "hmac": B64.encode(hmac.sign(&req.message)) }))
         }
         Handler::PolicyDescribe | Handler::PolicyRead => {
-            let policy = state
-                .authorizer
-                .policy(resource)
-                .ok_or(ApiError::PolicyNotFound)?;
-            let admin = state
-                .authorizer
-                .admin()
-                .map(Identity::as_str)
-                .unwrap_or_default();
-            let mut out = json!({ "name": resource, "created_at": rfc3339(Some(state.started_at)), "created_by": admin });
+            let policy = state.authorizer.policy(resource).ok_or(ApiError::PolicyNotFound)?;
+            let admin = state.authorizer.admin().map(Identity::as_str).unwrap_or_default();
+            let mut out =
+                json!({ "name": resource, "created_at": rfc3339(Some(state.started_at)), "created_by": admin });
             if handler == Handler::PolicyRead {
                 let rules = |list: &[keyhost_policy::Pattern]| -> serde_json::Map<String, Value> {
-                    list.iter()
-                        .map(|p| (p.as_str().to_owned(), json!({})))
-                        .collect()
+                    list.iter().map(|p| (p.as_str().to_owned(), json!({}))).collect()
                 };
                 out["allow"] = Value::Object(rules(&policy.allow));
                 out["deny"] = Value::Object(rules(&policy.deny));
@@ -777,14 +664,9 @@ async fn run(
             let id = Identity::parse(resource).ok_or(ApiError::IdentityNotFound)?;
             let admin = state.authorizer.admin();
             if Some(&id) == admin {
-                return ok(
-                    &json!({ "admin": true, "created_at": rfc3339(Some(state.started_at)) }),
-                );
+                return ok(&json!({ "admin": true, "created_at": rfc3339(Some(state.started_at)) }));
             }
-            let (policy, _) = state
-                .authorizer
-                .policy_of(&id)
-                .ok_or(ApiError::IdentityNotFound)?;
+            let (policy, _) = state.authorizer.policy_of(&id).ok_or(ApiError::IdentityNotFound)?;
             ok(&json!({
                 "policy": policy,
                 "created_at": rfc3339(Some(state.started_at)),
@@ -795,17 +677,12 @@ async fn run(
             let id = identity.ok_or(ApiError::CertRequired)?;
             let created_at = rfc3339(Some(state.started_at));
             if Some(id) == state.authorizer.admin() {
-                return ok(
-                    &json!({ "identity": id.as_str(), "admin": true, "created_at": created_at }),
-                );
+                return ok(&json!({ "identity": id.as_str(), "admin": true, "created_at": created_at }));
             }
-            let mut out =
-                json!({ "identity": id.as_str(), "admin": false, "created_at": created_at });
+            let mut out = json!({ "identity": id.as_str(), "admin": false, "created_at": created_at });
             if let Some((name, policy)) = state.authorizer.policy_of(id) {
                 let rules = |list: &[keyhost_policy::Pattern]| -> serde_json::Map<String, Value> {
-                    list.iter()
-                        .map(|p| (p.as_str().to_owned(), json!({})))
-                        .collect()
+                    list.iter().map(|p| (p.as_str().to_owned(), json!({}))).collect()
                 };
                 out["policy"] = json!(name);
                 out["allow"] = Value::Object(rules(&policy.allow));
@@ -853,15 +730,7 @@ mod tests {
 
     #[test]
     fn names_and_patterns() {
-        for ok in [
-            "my-key",
-            "abc123",
-            "0",
-            "_-___---_",
-            "_0",
-            "0-Z",
-            "my_key-0",
-        ] {
+        for ok in ["my-key", "abc123", "0", "_-___---_", "_0", "0-Z", "my_key-0"] {
             assert!(valid_name(ok, Era::Newest), "{ok}");
         }
         for bad in [

@@ -64,24 +64,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl KeyCache {
     /// The key called `name`, from the cache or the keystore.
-    pub(crate) async fn get(
-        &self,
-        store: &dyn Keystore,
-        name: &str,
-    ) -> Result<Arc<KeyRecord>, ApiError> {
-        if let Some(entry) = self
-            .keys
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-        {
+    pub(crate) async fn get(&self, store: &dyn Keystore, name: &str) -> Result<Arc<KeyRecord>, ApiError> {
+        if let Some(entry) = self.keys.read().unwrap_or_else(|p| p.into_inner()).get(name) {
             entry.used.store(true, Ordering::Relaxed);
             return Ok(entry.key.clone());
         }
-        let cell = lock(&self.loading)
-            .entry(name.to_owned())
-            .or_default()
-            .clone();
+        let cell = lock(&self.loading).entry(name.to_owned()).or_default().clone();
         let result = cell
             .get_or_init(|| async {
                 let record = store.get(name).await.map_err(|error| match error {
@@ -112,10 +100,7 @@ impl KeyCache {
 
     /// Forgets `name` (after a delete).
     pub(crate) fn evict(&self, name: &str) {
-        self.keys
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+        self.keys.write().unwrap_or_else(|p| p.into_inner()).remove(name);
     }
 
     /// Whether the last probe found the keystore unreachable.
@@ -164,19 +149,15 @@ pub(crate) fn spawn_maintenance(
             let now = Instant::now();
             if now.duration_since(last_probe) >= expiry.probe {
                 last_probe = now;
-                let reachable = match tokio::time::timeout(
-                    expiry.probe.max(Duration::from_secs(1)),
-                    store.status(),
-                )
-                .await
-                {
-                    Ok(Ok(_)) => true,
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "keystore probe failed");
-                        false
-                    }
-                    Err(_) => false,
-                };
+                let reachable =
+                    match tokio::time::timeout(expiry.probe.max(Duration::from_secs(1)), store.status()).await {
+                        Ok(Ok(_)) => true,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "keystore probe failed");
+                            false
+                        }
+                        Err(_) => false,
+                    };
                 if reachable {
                     if offline_since.take().is_some() {
                         tracing::info!("keystore reachable again");

@@ -33,8 +33,7 @@ pub struct DevError(#[from] rcgen::Error);
 /// The PKCS#8 DER of the Ed25519 key an API key stands for.
 pub fn api_key_pkcs8(key: &ApiKey) -> Zeroizing<Vec<u8>> {
     let mut der = Zeroizing::new(vec![
-        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
-        0x20,
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
     ]);
     der.extend_from_slice(key.expose_seed());
     der
@@ -61,9 +60,7 @@ impl DevCredentials {
     pub fn generate(hosts: &[String]) -> Result<Self, DevError> {
         let pair = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "keyhost dev server");
+        params.distinguished_name.push(DnType::CommonName, "keyhost dev server");
         for host in hosts {
             params.subject_alt_names.push(match host.parse() {
                 Ok(ip) => SanType::IpAddress(ip),
@@ -92,6 +89,6 @@ impl DevCredentials {
     /// A TLS server configuration with these credentials.
     pub fn server_config(&self) -> Result<rustls::ServerConfig, rustls::Error> {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key_der.to_vec()));
-        crate::tls::server_config(vec![self.server_cert_der.clone()], key)
+        crate::tls::server_config(vec![self.server_cert_der.clone()], key, true)
     }
 }

@@ -125,19 +125,14 @@ impl ApiError {
         let v016 = era == Era::V016;
         match self {
             NotAllowed if v016 => (StatusCode::FORBIDDEN, "prohibited by policy".into()),
-            NotAllowed => (
-                StatusCode::FORBIDDEN,
-                "not authorized: insufficient permissions".into(),
-            ),
+            NotAllowed => (StatusCode::FORBIDDEN, "not authorized: insufficient permissions".into()),
             KeyNotFound => (StatusCode::NOT_FOUND, "key does not exist".into()),
             KeyExists if v016 => (StatusCode::BAD_REQUEST, "key does already exist".into()),
             KeyExists => (StatusCode::BAD_REQUEST, "key already exists".into()),
             PolicyNotFound => (StatusCode::NOT_FOUND, "policy does not exist".into()),
             IdentityNotFound => (StatusCode::NOT_FOUND, "identity does not exist".into()),
             Decrypt(e) if v016 => match e {
-                DecryptError::UnsupportedAlgorithm => {
-                    (StatusCode::UNPROCESSABLE_ENTITY, e.to_string().into())
-                }
+                DecryptError::UnsupportedAlgorithm => (StatusCode::UNPROCESSABLE_ENTITY, e.to_string().into()),
                 _ => (StatusCode::BAD_REQUEST, e.to_string().into()),
             },
             Decrypt(_) => (
@@ -155,14 +150,9 @@ impl ApiError {
             InvalidBody if v016 => (StatusCode::BAD_REQUEST, "invalid json".into()),
             InvalidBody => (StatusCode::BAD_REQUEST, "invalid request body".into()),
             InvalidImportBody if v016 => (StatusCode::BAD_REQUEST, "invalid json".into()),
-            InvalidImportBody => (
-                StatusCode::BAD_REQUEST,
-                "invalid import key request body".into(),
-            ),
+            InvalidImportBody => (StatusCode::BAD_REQUEST, "invalid import key request body".into()),
             InvalidKeySize(_) if v016 => (StatusCode::BAD_REQUEST, "invalid key".into()),
-            e @ (UnsupportedCipher(_) | InvalidKeySize(_)) => {
-                (StatusCode::NOT_ACCEPTABLE, e.to_string().into())
-            }
+            e @ (UnsupportedCipher(_) | InvalidKeySize(_)) => (StatusCode::NOT_ACCEPTABLE, e.to_string().into()),
             NoHmac => (StatusCode::CONFLICT, "key does not support HMAC".into()),
             Store { op, .. } => (
                 StatusCode::BAD_GATEWAY,
@@ -178,19 +168,10 @@ impl ApiError {
                 }
                 .into(),
             ),
-            MalformedKey => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "secret is malformed".into(),
-            ),
-            StoreUnreachable => (
-                StatusCode::GATEWAY_TIMEOUT,
-                "key store is not reachable".into(),
-            ),
+            MalformedKey => (StatusCode::INTERNAL_SERVER_ERROR, "secret is malformed".into()),
+            StoreUnreachable => (StatusCode::GATEWAY_TIMEOUT, "key store is not reachable".into()),
             StoreUnavailable => (StatusCode::BAD_GATEWAY, "key store is unavailable".into()),
-            CertRequired => (
-                StatusCode::BAD_REQUEST,
-                "tls: client certificate is required".into(),
-            ),
+            CertRequired => (StatusCode::BAD_REQUEST, "tls: client certificate is required".into()),
             TooManyCerts if v016 => (
                 StatusCode::BAD_REQUEST,
                 "too many identities: more than one certificate is present".into(),
@@ -211,8 +192,7 @@ impl ApiError {
         let (status, message) = self.status_and_message(era);
         let mut response = match self {
             ApiError::NoRoute => {
-                let mut r =
-                    http::Response::new(Full::new(Bytes::from_static(b"404 page not found\n")));
+                let mut r = http::Response::new(Full::new(Bytes::from_static(b"404 page not found\n")));
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; charset=utf-8"),

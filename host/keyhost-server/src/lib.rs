@@ -51,6 +51,8 @@ pub struct State {
     pub cache_expiry: CacheExpiry,
     /// Metrics and the audit and error streams.
     pub observer: Observer,
+    /// Per-route settings (`api.<route>` of the configuration), by route path.
+    pub overrides: std::collections::HashMap<String, RouteOverride>,
     cache: Arc<cache::KeyCache>,
 }
 
@@ -67,9 +69,19 @@ impl State {
             started_at: time::OffsetDateTime::now_utc(),
             cache_expiry: CacheExpiry::default(),
             observer: Observer::default(),
+            overrides: Default::default(),
             cache: Arc::default(),
         }
     }
+}
+
+/// Per-route settings from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RouteOverride {
+    /// Serve the route to clients without a certificate, without a policy check.
+    pub skip_auth: bool,
+    /// The route's deadline, instead of its default.
+    pub timeout: Option<Duration>,
 }
 
 /// What the server knows about one TLS connection.
@@ -82,11 +94,7 @@ pub struct Peer {
 }
 
 /// Serves the API on `listener` until the task is dropped.
-pub async fn serve(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    state: Arc<State>,
-) -> std::io::Result<()> {
+pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, state: Arc<State>) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(tls);
     let _maintenance = AbortOnDrop(cache::spawn_maintenance(
         state.cache.clone(),
@@ -107,29 +115,27 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let state = state.clone();
         tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%addr, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%addr, "TLS handshake timed out");
-                        return;
-                    }
-                };
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%addr, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%addr, "TLS handshake timed out");
+                    return;
+                }
+            };
             let identity = {
                 let (_, conn) = tls.get_ref();
                 match conn.peer_certificates() {
                     None => Err(ApiError::CertRequired),
-                    Some(chain) => keyhost_policy::identity_of_chain(
-                        chain.iter().map(|c| c.as_ref()),
-                    )
-                    .map_err(|e| match e {
-                        keyhost_policy::CertError::TooMany => ApiError::TooManyCerts,
-                        _ => ApiError::CertRequired,
-                    }),
+                    Some(chain) => {
+                        keyhost_policy::identity_of_chain(chain.iter().map(|c| c.as_ref())).map_err(|e| match e {
+                            keyhost_policy::CertError::TooMany => ApiError::TooManyCerts,
+                            _ => ApiError::CertRequired,
+                        })
+                    }
                 }
             };
             let peer = Arc::new(Peer { addr, identity });
@@ -138,8 +144,7 @@ pub async fn serve(
                 let peer = peer.clone();
                 async move { Ok::<_, std::convert::Infallible>(api::handle(&state, &peer, req).await) }
             });
-            let mut builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
             builder
                 .http1()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -176,11 +181,9 @@ impl State {
 
     /// Creates the key `name` unless it exists (the `keys:` of a configuration).
     pub async fn create_key_if_missing(&self, name: &str, creator: &str) -> Result<(), ApiError> {
-        api::create_key(self, name, creator)
-            .await
-            .or_else(|e| match e {
-                ApiError::KeyExists => Ok(()),
-                e => Err(e),
-            })
+        api::create_key(self, name, creator).await.or_else(|e| match e {
+            ApiError::KeyExists => Ok(()),
+            e => Err(e),
+        })
     }
 }

@@ -176,11 +176,7 @@ impl Observer {
         self.up_time.set(uptime.as_secs() as i64);
         self.cached_keys.set(cached_keys as i64);
         let mut out = Vec::new();
-        let _ = prometheus::Encoder::encode(
-            &prometheus::TextEncoder::new(),
-            &self.registry.gather(),
-            &mut out,
-        );
+        let _ = prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &self.registry.gather(), &mut out);
         out
     }
 }

@@ -84,13 +84,16 @@ impl ClientCertVerifier for AnyClientCert {
 }
 
 /// A server configuration: TLS 1.2 and 1.3, h2 and HTTP/1.1, any client certificate.
+/// `require_client_cert: false` lets clients without one connect (when some route
+/// skips authentication); routes that need an identity then refuse them.
 pub fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    require_client_cert: bool,
 ) -> Result<rustls::ServerConfig, rustls::Error> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_client_cert_verifier(Arc::new(AnyClientCert::new(true)))
+        .with_client_cert_verifier(Arc::new(AnyClientCert::new(require_client_cert)))
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
@@ -195,14 +198,18 @@ pub fn server_config_verifying(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     roots: rustls::RootCertStore,
+    require_client_cert: bool,
 ) -> Result<rustls::ServerConfig, TlsError> {
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-            .build()
-            .map_err(|e| TlsError::Pem {
-                path: Default::default(),
-                what: format!("client verification: {e}"),
-            })?;
+    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+    let builder = if require_client_cert {
+        builder
+    } else {
+        builder.allow_unauthenticated()
+    };
+    let verifier = builder.build().map_err(|e| TlsError::Pem {
+        path: Default::default(),
+        what: format!("client verification: {e}"),
+    })?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_client_cert_verifier(verifier)

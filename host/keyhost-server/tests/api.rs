@@ -25,11 +25,7 @@ async fn start(configure: impl FnOnce(&mut State)) -> Server {
     let app = ApiKey::from_seed([7; 32]);
     let mut authorizer = Authorizer::new(Some(creds.admin.identity()));
     let policy = Policy::parse(
-        &[
-            "/v1/key/generate/app-*",
-            "/v1/key/decrypt/app-*",
-            "/v1/key/describe/*",
-        ],
+        &["/v1/key/generate/app-*", "/v1/key/decrypt/app-*", "/v1/key/describe/*"],
         &["/v1/key/describe/app-secret"],
         PatternSyntax::Prefix,
     )
@@ -38,10 +34,7 @@ async fn start(configure: impl FnOnce(&mut State)) -> Server {
     let mut state = State::new(Arc::new(MemStore::new()), authorizer);
     configure(&mut state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "https://localhost:{}",
-        listener.local_addr().unwrap().port()
-    );
+    let url = format!("https://localhost:{}", listener.local_addr().unwrap().port());
     let tls = Arc::new(creds.server_config().unwrap());
     tokio::spawn(serve(listener, tls, Arc::new(state)));
     Server { url, creds, app }
@@ -58,10 +51,9 @@ impl Server {
             .with_root_certificates(roots);
         let config = match cert_pem {
             Some((cert, key)) => {
-                let chain: Vec<CertificateDer<'static>> =
-                    CertificateDer::pem_slice_iter(cert.as_bytes())
-                        .map(|c| c.unwrap())
-                        .collect();
+                let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .map(|c| c.unwrap())
+                    .collect();
                 let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
                 builder.with_client_auth_cert(chain, key).unwrap()
             }
@@ -74,10 +66,7 @@ impl Server {
     }
 
     fn admin(&self) -> reqwest::Client {
-        self.client_for(Some((
-            &self.creds.admin_cert_pem,
-            &self.creds.admin_key_pem,
-        )))
+        self.client_for(Some((&self.creds.admin_cert_pem, &self.creds.admin_key_pem)))
     }
 
     fn app(&self) -> reqwest::Client {
@@ -85,13 +74,7 @@ impl Server {
         self.client_for(Some((&cert, &key)))
     }
 
-    async fn call(
-        &self,
-        client: &reqwest::Client,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, String) {
+    async fn call(&self, client: &reqwest::Client, method: &str, path: &str, body: Option<Value>) -> (u16, String) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = client.request(method, format!("{}{path}", self.url));
         if let Some(body) = body {
@@ -118,10 +101,7 @@ async fn key_lifecycle_as_admin() {
         (200, String::new())
     );
     let (status, body) = s.call(&admin, "PUT", "/v1/key/create/my-key", None).await;
-    assert_eq!(
-        (status, body.as_str()),
-        (400, "{\"message\":\"key already exists\"\n}")
-    );
+    assert_eq!((status, body.as_str()), (400, "{\"message\":\"key already exists\"\n}"));
 
     let (status, body) = s
         .call(
@@ -133,12 +113,7 @@ async fn key_lifecycle_as_admin() {
         .await;
     assert_eq!(status, 200, "{body}");
     let dek: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(
-        B64.decode(dek["plaintext"].as_str().unwrap())
-            .unwrap()
-            .len(),
-        32
-    );
+    assert_eq!(B64.decode(dek["plaintext"].as_str().unwrap()).unwrap().len(), 32);
     let (status, body) = s
         .call(
             &admin,
@@ -177,12 +152,7 @@ async fn key_lifecycle_as_admin() {
     assert_eq!(status, 200);
     let ct = serde_json::from_str::<Value>(&body).unwrap()["ciphertext"].clone();
     let (_, body) = s
-        .call(
-            &admin,
-            "PUT",
-            "/v1/key/decrypt/my-key",
-            Some(json!({"ciphertext": ct})),
-        )
+        .call(&admin, "PUT", "/v1/key/decrypt/my-key", Some(json!({"ciphertext": ct})))
         .await;
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap()["plaintext"],
@@ -230,26 +200,11 @@ async fn key_lifecycle_as_admin() {
         3
     );
 
-    assert_eq!(
-        s.call(&admin, "DELETE", "/v1/key/delete/my-key", None)
-            .await
-            .0,
-        200
-    );
-    let (status, body) = s
-        .call(&admin, "DELETE", "/v1/key/delete/my-key", None)
-        .await;
-    assert_eq!(
-        (status, message(&body).as_str()),
-        (404, "key does not exist")
-    );
-    let (status, body) = s
-        .call(&admin, "POST", "/v1/key/generate/my-key", None)
-        .await;
-    assert_eq!(
-        (status, message(&body).as_str()),
-        (404, "key does not exist")
-    );
+    assert_eq!(s.call(&admin, "DELETE", "/v1/key/delete/my-key", None).await.0, 200);
+    let (status, body) = s.call(&admin, "DELETE", "/v1/key/delete/my-key", None).await;
+    assert_eq!((status, message(&body).as_str()), (404, "key does not exist"));
+    let (status, body) = s.call(&admin, "POST", "/v1/key/generate/my-key", None).await;
+    assert_eq!((status, message(&body).as_str()), (404, "key does not exist"));
 }
 
 #[tokio::test]
@@ -275,10 +230,7 @@ async fn bad_requests_get_kes_errors() {
             Some(json!({"ciphertext": "not base64!"})),
         )
         .await;
-    assert_eq!(
-        (status, message(&body).as_str()),
-        (400, "invalid request body")
-    );
+    assert_eq!((status, message(&body).as_str()), (400, "invalid request body"));
     let (status, body) = s
         .call(
             &admin,
@@ -324,12 +276,7 @@ async fn bad_requests_get_kes_errors() {
     );
     let big = "A".repeat(1_000_001);
     let (status, _) = s
-        .call(
-            &admin,
-            "PUT",
-            "/v1/key/encrypt/k",
-            Some(json!({ "plaintext": big })),
-        )
+        .call(&admin, "PUT", "/v1/key/encrypt/k", Some(json!({ "plaintext": big })))
         .await;
     assert_eq!(status, 400);
 }
@@ -369,45 +316,25 @@ async fn policies_decide_what_an_identity_may_do() {
     let s = start(|_| {}).await;
     let (admin, app) = (s.admin(), s.app());
     s.call(&admin, "POST", "/v1/key/create/app-key", None).await;
-    s.call(&admin, "POST", "/v1/key/create/app-secret", None)
-        .await;
+    s.call(&admin, "POST", "/v1/key/create/app-secret", None).await;
 
     let (status, body) = s.call(&app, "POST", "/v1/key/create/app-new", None).await;
     assert_eq!(
         (status, message(&body).as_str()),
         (403, "not authorized: insufficient permissions")
     );
+    assert_eq!(s.call(&app, "POST", "/v1/key/generate/app-key", None).await.0, 200);
+    assert_eq!(s.call(&app, "GET", "/v1/key/describe/app-key", None).await.0, 200);
     assert_eq!(
-        s.call(&app, "POST", "/v1/key/generate/app-key", None)
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        s.call(&app, "GET", "/v1/key/describe/app-key", None)
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        s.call(&app, "GET", "/v1/key/describe/app-secret", None)
-            .await
-            .0,
+        s.call(&app, "GET", "/v1/key/describe/app-secret", None).await.0,
         403,
         "deny wins"
     );
     // Denied before existence is checked.
-    assert_eq!(
-        s.call(&app, "DELETE", "/v1/key/delete/missing", None)
-            .await
-            .0,
-        403
-    );
+    assert_eq!(s.call(&app, "DELETE", "/v1/key/delete/missing", None).await.0, 403);
     assert_eq!(s.call(&app, "GET", "/v1/status", None).await.0, 403);
 
-    let (status, body) = s
-        .call(&app, "GET", "/v1/identity/self/describe", None)
-        .await;
+    let (status, body) = s.call(&app, "GET", "/v1/identity/self/describe", None).await;
     assert_eq!(status, 200);
     let me: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(me["identity"], s.app.identity().as_str());
@@ -440,12 +367,7 @@ async fn policies_decide_what_an_identity_may_do() {
     assert_eq!(status, 200);
     let stranger = Identity::parse(&"c".repeat(64)).unwrap();
     let (status, _) = s
-        .call(
-            &admin,
-            "GET",
-            &format!("/v1/identity/describe/{stranger}"),
-            None,
-        )
+        .call(&admin, "GET", &format!("/v1/identity/describe/{stranger}"), None)
         .await;
     assert_eq!(status, 404);
 }
@@ -464,9 +386,11 @@ async fn status_version_and_api() {
     assert!(serde_json::from_str::<Value>(&body).unwrap()["version"].is_string());
     let (_, body) = s.call(&admin, "GET", "/v1/api", None).await;
     let routes: Vec<Value> = serde_json::from_str(&body).unwrap();
-    assert!(routes.iter().any(|r| r["path"] == "/v1/key/decrypt/"
-        && r["method"] == "PUT"
-        && r["max_body"] == 1_000_000));
+    assert!(
+        routes
+            .iter()
+            .any(|r| r["path"] == "/v1/key/decrypt/" && r["method"] == "PUT" && r["max_body"] == 1_000_000)
+    );
     assert_eq!(s.call(&admin, "GET", "/v1/ready", None).await.0, 200);
 }
 
@@ -520,9 +444,7 @@ async fn identities_of_openssl_certificates_of_every_key_type() {
         let cert = std::fs::read_to_string(format!("{d}/{name}.crt")).unwrap();
         let key = std::fs::read_to_string(format!("{d}/{name}.key")).unwrap();
         let client = s.client_for(Some((&cert, &key)));
-        let (status, body) = s
-            .call(&client, "GET", "/v1/identity/self/describe", None)
-            .await;
+        let (status, body) = s.call(&client, "GET", "/v1/identity/self/describe", None).await;
         assert_eq!(status, 200, "{name}: {body}");
         let me: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(me["identity"].as_str().unwrap(), expected.trim(), "{name}");
@@ -636,24 +558,13 @@ async fn cached_keys_expire() {
     let s = start_with(store.clone(), expiry).await;
     let admin = s.admin();
     s.call(&admin, "POST", "/v1/key/create/k", None).await;
-    assert_eq!(
-        s.call(&admin, "POST", "/v1/key/generate/k", None).await.0,
-        200
-    );
+    assert_eq!(s.call(&admin, "POST", "/v1/key/generate/k", None).await.0, 200);
     // Deleted behind the server's back (another node): still served from the cache ...
-    keyhost_keystore::Keystore::delete(&store.inner, "k")
-        .await
-        .unwrap();
-    assert_eq!(
-        s.call(&admin, "POST", "/v1/key/generate/k", None).await.0,
-        200
-    );
+    keyhost_keystore::Keystore::delete(&store.inner, "k").await.unwrap();
+    assert_eq!(s.call(&admin, "POST", "/v1/key/generate/k", None).await.0, 200);
     // ... until `any` expires it.
     tokio::time::sleep(ms(700)).await;
-    assert_eq!(
-        s.call(&admin, "POST", "/v1/key/generate/k", None).await.0,
-        404
-    );
+    assert_eq!(s.call(&admin, "POST", "/v1/key/generate/k", None).await.0, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -669,52 +580,31 @@ async fn offline_mode_serves_cached_keys_and_recovers() {
     let admin = s.admin();
     s.call(&admin, "POST", "/v1/key/create/cached", None).await;
     s.call(&admin, "POST", "/v1/key/create/cold", None).await;
-    assert_eq!(
-        s.call(&admin, "POST", "/v1/key/generate/cached", None)
-            .await
-            .0,
-        200
-    );
+    assert_eq!(s.call(&admin, "POST", "/v1/key/generate/cached", None).await.0, 200);
 
     store.down.store(true, std::sync::atomic::Ordering::SeqCst);
     tokio::time::sleep(ms(200)).await;
     // Long past `any` and `unused`: the cached key keeps working while offline.
     for _ in 0..3 {
         tokio::time::sleep(ms(150)).await;
-        let (status, body) = s
-            .call(&admin, "POST", "/v1/key/generate/cached", None)
-            .await;
+        let (status, body) = s.call(&admin, "POST", "/v1/key/generate/cached", None).await;
         assert_eq!(status, 200, "{body}");
     }
     let (status, body) = s.call(&admin, "POST", "/v1/key/generate/cold", None).await;
-    assert_eq!(
-        (status, message(&body).as_str()),
-        (502, "failed to read key")
-    );
+    assert_eq!((status, message(&body).as_str()), (502, "failed to read key"));
     let (status, body) = s.call(&admin, "GET", "/v1/ready", None).await;
-    assert_eq!(
-        (status, message(&body).as_str()),
-        (504, "key store is not reachable")
-    );
+    assert_eq!((status, message(&body).as_str()), (504, "key store is not reachable"));
     let (_, body) = s.call(&admin, "GET", "/v1/status", None).await;
     let st: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
-        (
-            st["keystore_unreachable"].clone(),
-            st["keystore_unavailable"].clone()
-        ),
+        (st["keystore_unreachable"].clone(), st["keystore_unavailable"].clone()),
         (json!(true), json!(true))
     );
 
     store.down.store(false, std::sync::atomic::Ordering::SeqCst);
     tokio::time::sleep(ms(200)).await;
     assert_eq!(s.call(&admin, "GET", "/v1/ready", None).await.0, 200);
-    assert_eq!(
-        s.call(&admin, "POST", "/v1/key/generate/cold", None)
-            .await
-            .0,
-        200
-    );
+    assert_eq!(s.call(&admin, "POST", "/v1/key/generate/cold", None).await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -729,16 +619,10 @@ async fn without_offline_mode_keys_expire_during_an_outage() {
     let s = start_with(store.clone(), expiry).await;
     let admin = s.admin();
     s.call(&admin, "POST", "/v1/key/create/k", None).await;
-    assert_eq!(
-        s.call(&admin, "POST", "/v1/key/generate/k", None).await.0,
-        200
-    );
+    assert_eq!(s.call(&admin, "POST", "/v1/key/generate/k", None).await.0, 200);
     store.down.store(true, std::sync::atomic::Ordering::SeqCst);
     tokio::time::sleep(ms(500)).await;
-    assert_eq!(
-        s.call(&admin, "POST", "/v1/key/generate/k", None).await.0,
-        502
-    );
+    assert_eq!(s.call(&admin, "POST", "/v1/key/generate/k", None).await.0, 502);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -748,12 +632,7 @@ async fn metrics_count_requests_with_kes_names() {
     for path in ["/v1/key/create/a", "/v1/key/create/b", "/v1/key/generate/a"] {
         assert_eq!(s.call(&admin, "POST", path, None).await.0, 200);
     }
-    assert_eq!(
-        s.call(&admin, "POST", "/v1/key/generate/missing", None)
-            .await
-            .0,
-        404
-    );
+    assert_eq!(s.call(&admin, "POST", "/v1/key/generate/missing", None).await.0, 404);
     assert_eq!(
         s.call(&admin, "GET", "/v1/status", None).await.0,
         200,
@@ -800,21 +679,14 @@ async fn lines(resp: reqwest::Response, want: usize) -> Vec<Value> {
 async fn audit_subscribers_see_every_request_as_it_happens() {
     let s = start(|_| {}).await;
     let admin = s.admin();
-    let resp = admin
-        .get(format!("{}/v1/log/audit", s.url))
-        .send()
-        .await
-        .unwrap();
+    let resp = admin.get(format!("{}/v1/log/audit", s.url)).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
     s.call(&admin, "POST", "/v1/key/create/audited", None).await;
     s.call(&s.app(), "POST", "/v1/key/create/app-x", None).await;
     let events = lines(resp, 2).await;
     assert_eq!(events[0]["request"]["path"], "/v1/key/create/audited");
-    assert_eq!(
-        events[0]["request"]["identity"],
-        s.creds.admin.identity().as_str()
-    );
+    assert_eq!(events[0]["request"]["identity"], s.creds.admin.identity().as_str());
     assert_eq!(events[0]["response"]["code"], 200);
     assert_eq!(events[1]["request"]["identity"], s.app.identity().as_str());
     assert_eq!(events[1]["response"]["code"], 403);
@@ -826,16 +698,9 @@ async fn error_subscribers_see_keystore_failures() {
     let store = Arc::new(Switch::default());
     let s = start_with(store.clone(), keyhost_server::CacheExpiry::default()).await;
     let admin = s.admin();
-    let resp = admin
-        .get(format!("{}/v1/log/error", s.url))
-        .send()
-        .await
-        .unwrap();
+    let resp = admin.get(format!("{}/v1/log/error", s.url)).send().await.unwrap();
     store.down.store(true, std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(
-        s.call(&admin, "POST", "/v1/key/create/k", None).await.0,
-        502
-    );
+    assert_eq!(s.call(&admin, "POST", "/v1/key/create/k", None).await.0, 502);
     let events = lines(resp, 1).await;
     let message = events[0]["message"].as_str().unwrap();
     assert!(

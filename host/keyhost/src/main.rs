@@ -12,12 +12,7 @@ mod units;
 
 /// A KES-compatible key server whose keystores are sandboxed WebAssembly plugins.
 #[derive(Debug, Parser)]
-#[command(
-    name = "keyhost",
-    version,
-    propagate_version = true,
-    arg_required_else_help = true
-)]
+#[command(name = "keyhost", version, propagate_version = true, arg_required_else_help = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,10 +36,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

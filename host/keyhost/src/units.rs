@@ -33,13 +33,10 @@ pub fn size(s: &str) -> Result<usize, String> {
         "MiB" | "M" | "MB" => 1 << 20,
         "GiB" | "G" | "GB" => 1 << 30,
         other => {
-            return Err(format!(
-                "'{s}': unknown unit '{other}'; use KiB, MiB or GiB"
-            ));
+            return Err(format!("'{s}': unknown unit '{other}'; use KiB, MiB or GiB"));
         }
     };
-    n.checked_mul(factor)
-        .ok_or_else(|| format!("'{s}' is too large"))
+    n.checked_mul(factor).ok_or_else(|| format!("'{s}' is too large"))
 }
 
 #[cfg(test)]

@@ -47,9 +47,7 @@ fn the_bundled_fs_plugin_passes_and_writes_reports() {
 
 #[test]
 fn a_broken_plugin_exits_1_naming_the_failed_case() {
-    let wasm = keyhost_plugin_build::build(&["keyhost-test-faulty"])
-        .unwrap_or_else(|e| panic!("{e}"))[0]
-        .clone();
+    let wasm = keyhost_plugin_build::build(&["keyhost-test-faulty"]).unwrap_or_else(|e| panic!("{e}"))[0].clone();
     let data = tempfile::tempdir().unwrap();
     let out = keyhost()
         .args(["plugin", "test"])
@@ -81,10 +79,7 @@ fn load_errors_exit_2_with_a_hint() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("pass --allow-dir DIR"), "{stderr}");
 
-    let out = keyhost()
-        .args(["plugin", "test", "builtin:nope"])
-        .output()
-        .unwrap();
+    let out = keyhost().args(["plugin", "test", "builtin:nope"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bundled: builtin:fs"));
 

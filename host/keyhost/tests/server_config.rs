@@ -27,10 +27,7 @@ fn start(config: &std::path::Path, env: &[(&str, &str)]) -> Result<Running, Stri
         .arg(config)
         .envs(env.iter().copied())
         .env("KEYHOST_LOG", "warn")
-        .env(
-            "XDG_CACHE_HOME",
-            std::env::temp_dir().join("keyhost-test-cache"),
-        )
+        .env("XDG_CACHE_HOME", std::env::temp_dir().join("keyhost-test-cache"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -75,9 +72,7 @@ fn write_identity(dir: &std::path::Path, who: &str, key: &ApiKey) {
 fn the_seed_procedure_with_the_fs_keystore() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let creds =
-        keyhost_server::dev::DevCredentials::generate(&["localhost".into(), "127.0.0.1".into()])
-            .unwrap();
+    let creds = keyhost_server::dev::DevCredentials::generate(&["localhost".into(), "127.0.0.1".into()]).unwrap();
     std::fs::write(d.join("server.cert"), &creds.server_cert_pem).unwrap();
     std::fs::write(d.join("server.key"), creds.server_key_pem.as_str()).unwrap();
     let minio = ApiKey::from_seed([3; 32]);
@@ -111,11 +106,7 @@ keystore:
         ),
     )
     .unwrap();
-    let server = start(
-        &config,
-        &[("MINIO_IDENTITY_HASH", minio.identity().as_str())],
-    )
-    .unwrap();
+    let server = start(&config, &[("MINIO_IDENTITY_HASH", minio.identity().as_str())]).unwrap();
     let url = &server.url;
     assert!(
         d.join("keys/minio-encryption-key-alpha").is_file(),
@@ -144,9 +135,7 @@ keystore:
     let (status, body) = curl(
         d,
         "minio",
-        &format!(
-            "-X POST -d '{{\"context\":\"e30=\"}}' {url}/v1/key/generate/minio-backend-default-key"
-        ),
+        &format!("-X POST -d '{{\"context\":\"e30=\"}}' {url}/v1/key/generate/minio-backend-default-key"),
     );
     assert_eq!(status, 200, "{body}");
     let dek: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -169,10 +158,7 @@ keystore:
         "minio",
         &format!("-X DELETE {url}/v1/key/delete/minio-backend-default-key"),
     );
-    assert_eq!(
-        (status, body.as_str()),
-        (403, r#"{"message":"prohibited by policy"}"#)
-    );
+    assert_eq!((status, body.as_str()), (403, r#"{"message":"prohibited by policy"}"#));
     let (status, _) = curl(
         d,
         "stranger",
@@ -180,10 +166,7 @@ keystore:
     );
     assert_eq!(status, 403, "an identity without a policy is denied");
     // v0.16 globs: `*` does not cross '/'.
-    assert_eq!(
-        curl(d, "minio", &format!("-X POST {url}/v1/key/create/a/b")).0,
-        403
-    );
+    assert_eq!(curl(d, "minio", &format!("-X POST {url}/v1/key/create/a/b")).0, 403);
 }
 
 #[test]
@@ -204,4 +187,49 @@ fn a_broken_configuration_names_the_file_and_the_line() {
     .unwrap();
     let err = start(&config, &[]).err().expect("must not start");
     assert!(err.contains("cannot read /nonexistent.cert"), "{err}");
+}
+
+/// Kubernetes probes: `api.<route>.skip_auth` lets clients without a certificate
+/// reach that route, and only that route.
+#[test]
+fn skip_auth_routes_answer_clients_without_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let creds = keyhost_server::dev::DevCredentials::generate(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+    std::fs::write(d.join("server.cert"), &creds.server_cert_pem).unwrap();
+    std::fs::write(d.join("server.key"), creds.server_key_pem.as_str()).unwrap();
+    write_identity(d, "admin", &creds.admin);
+    let config = d.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: v1\nadmin:\n  identity: {}\ntls:\n  key: {d}/server.key\n  cert: {d}/server.cert\napi:\n  /v1/ready:\n    skip_auth: true\n    timeout: 3s\n",
+            creds.admin.identity(),
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let server = start(&config, &[]).unwrap();
+    let url = &server.url;
+    let anonymous = |path: &str| {
+        let out = Command::new("curl")
+            .args(["-sS", "-w", "\n%{http_code}", "--cacert"])
+            .arg(d.join("server.cert"))
+            .arg(format!("{url}{path}"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.parse::<u16>().unwrap(), body.to_owned())
+    };
+    assert_eq!(anonymous("/v1/ready").0, 200);
+    let (status, body) = anonymous("/v1/key/list/");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("tls: client certificate is required"), "{body}");
+    // Clients with a certificate are served as before.
+    assert_eq!(curl(d, "admin", &format!("{url}/v1/key/list/")).0, 200);
+    let (_, api) = curl(d, "admin", &format!("{url}/v1/api"));
+    let api: Vec<serde_json::Value> = serde_json::from_str(&api).unwrap();
+    let ready = api.iter().find(|r| r["path"] == "/v1/ready").unwrap();
+    assert_eq!(ready["timeout"], 3, "the override shows in /v1/api");
 }

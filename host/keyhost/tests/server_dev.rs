@@ -12,10 +12,7 @@ fn the_printed_curl_commands_work_as_shown() {
     let mut server = Command::new(env!("CARGO_BIN_EXE_keyhost"))
         .args(["server", "--dev", "--addr", "127.0.0.1:0"])
         .env("KEYHOST_LOG", "warn")
-        .env(
-            "XDG_CACHE_HOME",
-            std::env::temp_dir().join("keyhost-test-cache"),
-        )
+        .env("XDG_CACHE_HOME", std::env::temp_dir().join("keyhost-test-cache"))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

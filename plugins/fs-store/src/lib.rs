@@ -41,10 +41,7 @@ impl DirStore {
         match fs::metadata(&root) {
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => {
-                return Err(Error::InvalidArgument(format!(
-                    "{} is not a directory",
-                    root.display()
-                )));
+                return Err(Error::InvalidArgument(format!("{} is not a directory", root.display())));
             }
             Err(e) => {
                 return Err(Error::InvalidArgument(format!(
@@ -55,9 +52,7 @@ impl DirStore {
         }
         let store = Self {
             root,
-            instance: std::collections::hash_map::RandomState::new()
-                .build_hasher()
-                .finish(),
+            instance: std::collections::hash_map::RandomState::new().build_hasher().finish(),
             counter: AtomicU64::new(0),
         };
         store.remove_stale_temporaries();
@@ -98,9 +93,7 @@ impl DirStore {
             None
         };
         match reason {
-            Some(reason) => Err(Error::InvalidArgument(format!(
-                "key name {name:?} {reason}"
-            ))),
+            Some(reason) => Err(Error::InvalidArgument(format!("key name {name:?} {reason}"))),
             None => Ok(self.root.join(name)),
         }
     }
@@ -153,9 +146,7 @@ impl DirStore {
             .read_to_end(&mut value)
             .map_err(|e| io_error("cannot read the record", &e))?;
         if value.len() as u64 > MAX_RECORD {
-            return Err(Error::Other(format!(
-                "the file of key {name:?} is larger than 1 MiB"
-            )));
+            return Err(Error::Other(format!("the file of key {name:?} is larger than 1 MiB")));
         }
         Ok(value)
     }
@@ -172,8 +163,7 @@ impl DirStore {
 
     /// Every stored name (unsorted).
     pub fn names(&self) -> Result<Vec<String>, Error> {
-        let entries =
-            fs::read_dir(&self.root).map_err(|e| io_error("cannot list the directory", &e))?;
+        let entries = fs::read_dir(&self.root).map_err(|e| io_error("cannot list the directory", &e))?;
         let mut names = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| io_error("cannot list the directory", &e))?;
@@ -190,19 +180,13 @@ impl DirStore {
 
     /// A page of names, as the contract requires.
     pub fn list(&self, prefix: &str, after: Option<&str>, limit: u32) -> Result<Page, Error> {
-        Ok(keyhost_plugin_sdk::page(
-            self.names()?,
-            prefix,
-            after,
-            limit,
-        ))
+        Ok(keyhost_plugin_sdk::page(self.names()?, prefix, after, limit))
     }
 
     /// The directory can be read.
     pub fn status(&self) -> Result<Status, Error> {
         let start = Instant::now();
-        fs::read_dir(&self.root)
-            .map_err(|e| Error::Unavailable(format!("cannot read the directory: {e}")))?;
+        fs::read_dir(&self.root).map_err(|e| Error::Unavailable(format!("cannot read the directory: {e}")))?;
         Ok(Status {
             latency_ms: Some(u32::try_from(start.elapsed().as_millis()).unwrap_or(u32::MAX)),
             detail: Some(format!("directory {}", self.root.display())),
@@ -229,12 +213,8 @@ fn write_synced(path: &Path, value: &[u8]) -> Result<(), Error> {
 
 fn io_error(what: &str, e: &std::io::Error) -> Error {
     match e.kind() {
-        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => {
-            Error::AccessDenied(format!("{what}: {e}"))
-        }
-        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => {
-            Error::Unavailable(format!("{what}: {e}"))
-        }
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => Error::AccessDenied(format!("{what}: {e}")),
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => Error::Unavailable(format!("{what}: {e}")),
         _ => Error::Other(format!("{what}: {e}")),
     }
 }

@@ -44,9 +44,7 @@ pub mod __bindings {
     });
 }
 
-pub use __bindings::keyhost::keystore::types::{
-    Error, Health as Status, Page, PluginInfo as Info, Setting,
-};
+pub use __bindings::keyhost::keystore::types::{Error, Health as Status, Page, PluginInfo as Info, Setting};
 
 /// The settings the operator gave this plugin (`keystore.plugin.config` in keyhost's
 /// configuration), already checked against [`Keystore::info`]'s list.
@@ -64,14 +62,9 @@ impl std::fmt::Debug for Config {
 
 impl Config {
     /// Settings from explicit pairs (for unit tests of a plugin's `open`).
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(
-        pairs: impl IntoIterator<Item = (K, V)>,
-    ) -> Self {
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
         Self {
-            values: pairs
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
+            values: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
         }
     }
 
@@ -105,10 +98,7 @@ impl Config {
 
     /// The value of `key`, if set and not empty.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.values
-            .get(key)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
+        self.values.get(key).map(String::as_str).filter(|v| !v.is_empty())
     }
 
     /// The value of `key`, or `invalid-argument` naming it.
@@ -159,12 +149,7 @@ pub trait Keystore: Sized + 'static {
 /// unfiltered, with duplicates): sorted by bytes, deduplicated, filtered by `prefix`,
 /// after `after`, at most `limit` long (at least one), with `next` set exactly when
 /// more names follow.
-pub fn page(
-    names: impl IntoIterator<Item = String>,
-    prefix: &str,
-    after: Option<&str>,
-    limit: u32,
-) -> Page {
+pub fn page(names: impl IntoIterator<Item = String>, prefix: &str, after: Option<&str>, limit: u32) -> Page {
     let mut names: Vec<String> = names
         .into_iter()
         .filter(|n| n.starts_with(prefix) && after.is_none_or(|a| n.as_str() > a))
@@ -201,9 +186,7 @@ pub mod __glue {
         INSTANCE.with(
             |slot| match slot.borrow().as_ref().and_then(|s| s.downcast_ref::<T>()) {
                 Some(store) => f(store),
-                None => Err(Error::Other(
-                    "the plugin was called before a successful open".into(),
-                )),
+                None => Err(Error::Other("the plugin was called before a successful open".into())),
             },
         )
     }

@@ -335,11 +335,7 @@ pub fn matches_filter(pattern: &str, id: &str) -> bool {
 ///
 /// Returns the load error when the plugin cannot be loaded with `spec` at all;
 /// every other problem is a failed case in the report.
-pub async fn run(
-    runtime: &Runtime,
-    spec: PluginSpec,
-    options: &KitOptions,
-) -> Result<Report, LoadError> {
+pub async fn run(runtime: &Runtime, spec: PluginSpec, options: &KitOptions) -> Result<Report, LoadError> {
     let plugin = runtime.load(spec.clone()).await?;
     let info = plugin.info();
     let prefix = format!("kc{}-", random_token(8));
@@ -366,10 +362,7 @@ pub async fn run(
         let start = Instant::now();
         let outcome = match tokio::time::timeout(timeout, kit.run_case(case.id)).await {
             Ok(outcome) => outcome,
-            Err(_) => Outcome::Fail(format!(
-                "the case did not finish within {} s",
-                timeout.as_secs()
-            )),
+            Err(_) => Outcome::Fail(format!("the case did not finish within {} s", timeout.as_secs())),
         };
         results.push(CaseResult {
             id: case.id,
@@ -477,10 +470,9 @@ impl Kit {
     }
 
     async fn cleanup(&self) {
-        let names: Vec<String> =
-            std::mem::take(&mut *self.created.lock().unwrap_or_else(|p| p.into_inner()))
-                .into_iter()
-                .collect();
+        let names: Vec<String> = std::mem::take(&mut *self.created.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_iter()
+            .collect();
         for_each_concurrent(names, 8, |name| {
             let plugin = self.plugin.clone();
             async move {
@@ -501,13 +493,7 @@ impl Kit {
             "info.name {:?} must be a short lowercase identifier ([a-z0-9-]+)",
             info.name
         );
-        let parts: Vec<&str> = info
-            .version
-            .split(['-', '+'])
-            .next()
-            .unwrap_or("")
-            .split('.')
-            .collect();
+        let parts: Vec<&str> = info.version.split(['-', '+']).next().unwrap_or("").split('.').collect();
         ensure!(
             parts.len() == 3
                 && parts
@@ -519,11 +505,7 @@ impl Kit {
         let mut seen = BTreeSet::new();
         for s in &info.settings {
             ensure!(!s.name.is_empty(), "a setting has an empty name");
-            ensure!(
-                seen.insert(s.name.as_str()),
-                "setting {:?} is listed twice",
-                s.name
-            );
+            ensure!(seen.insert(s.name.as_str()), "setting {:?} is listed twice", s.name);
             ensure!(
                 !s.description.trim().is_empty(),
                 "setting {:?} has no description",
@@ -568,10 +550,7 @@ impl Kit {
                 }
                 Err(other) => return Err(format!("without setting {:?}: {other}", setting.name)),
                 Ok(_) => {
-                    return Err(format!(
-                        "open succeeded without required setting {:?}",
-                        setting.name
-                    ));
+                    return Err(format!("open succeeded without required setting {:?}", setting.name));
                 }
             }
         }
@@ -590,9 +569,7 @@ impl Kit {
                 "with unknown setting {UNKNOWN_SETTING:?}, open failed with {error:?}; expected invalid-argument naming it"
             )),
             Err(other) => Err(format!("with an unknown setting: {other}")),
-            Ok(_) => Err(format!(
-                "open accepted the unknown setting {UNKNOWN_SETTING:?}"
-            )),
+            Ok(_) => Err(format!("open accepted the unknown setting {UNKNOWN_SETTING:?}")),
         }
     }
 
@@ -621,16 +598,10 @@ impl Kit {
             Err(Error::AlreadyExists) => {}
             Ok(()) => return Err("the second create of the same name succeeded".into()),
             Err(e) => {
-                return Err(format!(
-                    "the second create returned {e:?}, expected already-exists"
-                ));
+                return Err(format!("the second create returned {e:?}, expected already-exists"));
             }
         }
-        let got = self
-            .plugin
-            .get(&name)
-            .await
-            .map_err(|e| format!("get failed: {e}"))?;
+        let got = self.plugin.get(&name).await.map_err(|e| format!("get failed: {e}"))?;
         ensure!(
             &got[..] == b"first",
             "after a refused create the record reads {:?}, expected the first value",
@@ -660,28 +631,19 @@ impl Kit {
             Err(Error::NotFound) => {}
             Ok(_) => return Err("get after delete still returns the record".into()),
             Err(e) => {
-                return Err(format!(
-                    "get after delete returned {e:?}, expected not-found"
-                ));
+                return Err(format!("get after delete returned {e:?}, expected not-found"));
             }
         }
         let listed = self.list_all(&name, 100).await?;
-        ensure!(
-            listed.is_empty(),
-            "list after delete still shows {listed:?}"
-        );
+        ensure!(listed.is_empty(), "list after delete still shows {listed:?}");
         Ok(None)
     }
 
     async fn delete_missing(&self) -> CaseResultInner {
         match self.plugin.delete(&self.name("never-created")).await {
             Err(Error::NotFound) => Ok(None),
-            Ok(()) => {
-                Err("delete of a missing name succeeded; the contract requires not-found".into())
-            }
-            Err(e) => Err(format!(
-                "delete of a missing name returned {e:?}, expected not-found"
-            )),
+            Ok(()) => Err("delete of a missing name succeeded; the contract requires not-found".into()),
+            Err(e) => Err(format!("delete of a missing name returned {e:?}, expected not-found")),
         }
     }
 
@@ -697,9 +659,7 @@ impl Kit {
                 .plugin
                 .list(prefix, after.as_deref(), limit)
                 .await
-                .map_err(|e| {
-                    format!("list({prefix:?}, after {after:?}, limit {limit}) failed: {e}")
-                })?;
+                .map_err(|e| format!("list({prefix:?}, after {after:?}, limit {limit}) failed: {e}"))?;
             ensure!(
                 page.names.len() <= limit as usize,
                 "a page with limit {limit} held {} names",
@@ -711,20 +671,14 @@ impl Kit {
                     "list({prefix:?}) returned {name:?}, which lacks the prefix"
                 );
                 if let Some(a) = &after {
-                    ensure!(
-                        name > a,
-                        "list after {a:?} returned {name:?}, which is not greater"
-                    );
+                    ensure!(name > a, "list after {a:?} returned {name:?}, which is not greater");
                 }
             }
             all.extend(page.names.iter().cloned());
             match page.next {
                 None => break,
                 Some(next) => {
-                    ensure!(
-                        !page.names.is_empty(),
-                        "an empty page set `next` to {next:?}"
-                    );
+                    ensure!(!page.names.is_empty(), "an empty page set `next` to {next:?}");
                     ensure!(
                         page.names.last() == Some(&next),
                         "`next` is {next:?}, but the page's last name is {:?}",
@@ -802,19 +756,13 @@ impl Kit {
             self.name("pfx-a")
         );
         let none = self.list_all(&self.name("pfx-c"), 1000).await?;
-        ensure!(
-            none.is_empty(),
-            "a prefix matching nothing returned {none:?}"
-        );
+        ensure!(none.is_empty(), "a prefix matching nothing returned {none:?}");
         Ok(None)
     }
 
     async fn list_after(&self) -> CaseResultInner {
         let base = self.name("after-");
-        let names: Vec<String> = ["a", "c", "e"]
-            .iter()
-            .map(|s| format!("{base}{s}"))
-            .collect();
+        let names: Vec<String> = ["a", "c", "e"].iter().map(|s| format!("{base}{s}")).collect();
         self.create_many(&names).await?;
         for (after, expected) in [
             ("b", &names[1..]),
@@ -848,20 +796,14 @@ impl Kit {
         names.sort();
         // Small pages over few names, large pages over many: every page boundary
         // case is covered without listing thousands of pages.
-        let limits: &[u32] = if count <= 100 {
-            &[1, 7, 100]
-        } else {
-            &[97, 1000]
-        };
+        let limits: &[u32] = if count <= 100 { &[1, 7, 100] } else { &[97, 1000] };
         for &limit in limits {
             let listed = self.list_all(&base, limit).await?;
             if listed != names {
                 let got: BTreeSet<&String> = listed.iter().collect();
-                let missing: Vec<&String> =
-                    names.iter().filter(|n| !got.contains(n)).take(5).collect();
+                let missing: Vec<&String> = names.iter().filter(|n| !got.contains(n)).take(5).collect();
                 let mut seen = BTreeSet::new();
-                let dup: Vec<&String> =
-                    listed.iter().filter(|n| !seen.insert(*n)).take(5).collect();
+                let dup: Vec<&String> = listed.iter().filter(|n| !seen.insert(*n)).take(5).collect();
                 return Err(format!(
                     "paging with limit {limit} over {count} names returned {} names; missing e.g. {missing:?}, duplicated e.g. {dup:?}{}",
                     listed.len(),
@@ -901,10 +843,7 @@ impl Kit {
                 .get(name)
                 .await
                 .map_err(|e| format!("get({name:?}) failed: {e}"))?;
-            ensure!(
-                got[..] == *value.as_bytes(),
-                "get({name:?}) returned other bytes"
-            );
+            ensure!(got[..] == *value.as_bytes(), "get({name:?}) returned other bytes");
             let listed = self.list_all(name, 1000).await?;
             ensure!(
                 listed.first() == Some(name),
@@ -914,10 +853,7 @@ impl Kit {
                 .delete(name)
                 .await
                 .map_err(|e| format!("delete({name:?}) failed: {e}"))?;
-            self.created
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(name);
+            self.created.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
         }
         ensure!(used > 0, "no edge name could be used");
         Ok(None)
@@ -930,11 +866,7 @@ impl Kit {
             async move { (i, self.create(&name, &[i; 16]).await) }
         }))
         .await;
-        let winners: Vec<u8> = attempts
-            .iter()
-            .filter(|(_, r)| r.is_ok())
-            .map(|(i, _)| *i)
-            .collect();
+        let winners: Vec<u8> = attempts.iter().filter(|(_, r)| r.is_ok()).map(|(i, _)| *i).collect();
         let others: Vec<String> = attempts
             .iter()
             .filter_map(|(_, r)| match r {
@@ -951,11 +883,7 @@ impl Kit {
             "{} of 16 concurrent creates of one name succeeded",
             winners.len()
         );
-        let got = self
-            .plugin
-            .get(&name)
-            .await
-            .map_err(|e| format!("get failed: {e}"))?;
+        let got = self.plugin.get(&name).await.map_err(|e| format!("get failed: {e}"))?;
         ensure!(
             got[..] == [winners[0]; 16],
             "the stored record is not the value of the create that succeeded"
@@ -964,11 +892,8 @@ impl Kit {
     }
 
     async fn concurrent_distinct(&self) -> CaseResultInner {
-        let names: Vec<String> = (0..32)
-            .map(|i| self.name(&format!("distinct-{i:02}")))
-            .collect();
-        let results =
-            futures::future::join_all(names.iter().map(|n| self.create(n, n.as_bytes()))).await;
+        let names: Vec<String> = (0..32).map(|i| self.name(&format!("distinct-{i:02}"))).collect();
+        let results = futures::future::join_all(names.iter().map(|n| self.create(n, n.as_bytes()))).await;
         let failed: Vec<String> = names
             .iter()
             .zip(&results)
@@ -986,10 +911,7 @@ impl Kit {
                 .get(name)
                 .await
                 .map_err(|e| format!("get({name:?}) failed: {e}"))?;
-            ensure!(
-                got[..] == *name.as_bytes(),
-                "get({name:?}) returned another record"
-            );
+            ensure!(got[..] == *name.as_bytes(), "get({name:?}) returned another record");
         }
         Ok(None)
     }
@@ -1009,9 +931,7 @@ impl Kit {
 }
 
 fn pattern(len: usize) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i.wrapping_mul(31) ^ (i >> 8)) as u8)
-        .collect()
+    (0..len).map(|i| (i.wrapping_mul(31) ^ (i >> 8)) as u8).collect()
 }
 
 fn first_difference(a: &[u8], b: &[u8]) -> String {
@@ -1028,9 +948,7 @@ where
     Fut: Future<Output = ()>,
 {
     use futures::StreamExt;
-    futures::stream::iter(items)
-        .for_each_concurrent(width, f)
-        .await;
+    futures::stream::iter(items).for_each_concurrent(width, f).await;
 }
 
 #[cfg(test)]

@@ -7,9 +7,7 @@ use keyhost_keystore::{Error, Keystore};
 use keyhost_plugin_host::{Grants, PluginSource, PluginSpec, Runtime, RuntimeOptions};
 
 async fn fs_plugin(dir: &std::path::Path) -> keyhost_plugin_host::Plugin {
-    let wasm = keyhost_plugin_build::build(&["keyhost-plugin-fs"])
-        .unwrap_or_else(|e| panic!("{e}"))[0]
-        .clone();
+    let wasm = keyhost_plugin_build::build(&["keyhost-plugin-fs"]).unwrap_or_else(|e| panic!("{e}"))[0].clone();
     let mut spec = PluginSpec::new("fs", PluginSource::File(wasm));
     spec.grants = Grants {
         http: vec![],
@@ -46,10 +44,7 @@ async fn names_that_are_not_plain_file_names_are_refused() {
             "create {name:?}: {got:?}"
         );
         let got = plugin.get(name).await;
-        assert!(
-            matches!(got, Err(Error::InvalidArgument(_))),
-            "get {name:?}: {got:?}"
-        );
+        assert!(matches!(got, Err(Error::InvalidArgument(_))), "get {name:?}: {got:?}");
         let got = plugin.delete(name).await;
         assert!(
             matches!(got, Err(Error::InvalidArgument(_))),
@@ -89,10 +84,7 @@ async fn one_file_per_key_holds_exactly_the_record() {
     std::fs::write(dir.path().join("from-kes"), b"{\"bytes\":\"x\"}").unwrap();
     std::fs::write(dir.path().join(".hidden"), b"x").unwrap();
     std::fs::create_dir(dir.path().join("subdir")).unwrap();
-    assert_eq!(
-        &plugin.get("from-kes").await.unwrap()[..],
-        b"{\"bytes\":\"x\"}"
-    );
+    assert_eq!(&plugin.get("from-kes").await.unwrap()[..], b"{\"bytes\":\"x\"}");
     let page = plugin.list("", None, 100).await.unwrap();
     assert_eq!(page.names, ["from-kes", "my-key"]);
 
@@ -114,17 +106,12 @@ async fn a_file_larger_than_a_record_is_an_error_not_a_truncated_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_directory_grant_the_plugin_refuses_to_open() {
-    let wasm = keyhost_plugin_build::build(&["keyhost-plugin-fs"])
-        .unwrap_or_else(|e| panic!("{e}"))[0]
-        .clone();
+    let wasm = keyhost_plugin_build::build(&["keyhost-plugin-fs"]).unwrap_or_else(|e| panic!("{e}"))[0].clone();
     let spec = PluginSpec::new("fs", PluginSource::File(wasm));
     let err = Runtime::new(RuntimeOptions::default())
         .unwrap()
         .load(spec)
         .await
         .unwrap_err();
-    assert!(
-        err.to_string().contains("grant one with `allow.dir`"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("grant one with `allow.dir`"), "{err}");
 }

@@ -13,17 +13,12 @@ use keyhost_plugin_host::{Grants, PluginSource, PluginSpec, Runtime, RuntimeOpti
 fn wasm(package: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        keyhost_plugin_build::build(&["keyhost-plugin-fs", "keyhost-test-faulty"])
-            .unwrap_or_else(|e| panic!("{e}"));
+        keyhost_plugin_build::build(&["keyhost-plugin-fs", "keyhost-test-faulty"]).unwrap_or_else(|e| panic!("{e}"));
     });
     keyhost_plugin_build::wasm_path(package)
 }
 
-async fn kit(
-    package: &str,
-    config: &[(&str, &str)],
-    skip: Option<&str>,
-) -> (Report, tempfile::TempDir) {
+async fn kit(package: &str, config: &[(&str, &str)], skip: Option<&str>) -> (Report, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut spec = PluginSpec::new(package, PluginSource::File(wasm(package)));
     spec.config = config
@@ -39,9 +34,7 @@ async fn kit(
         skip: skip.map(str::to_owned),
         ..KitOptions::default()
     };
-    let report = keyhost_conformance::run(&runtime, spec, &options)
-        .await
-        .unwrap();
+    let report = keyhost_conformance::run(&runtime, spec, &options).await.unwrap();
     (report, dir)
 }
 
@@ -69,12 +62,7 @@ async fn the_fs_plugin_passes_every_case_and_leaves_nothing_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_control_plugin_without_a_defect_passes() {
-    let (report, _dir) = kit(
-        "keyhost-test-faulty",
-        &[("defect", "none")],
-        Some("list.pages.2500"),
-    )
-    .await;
+    let (report, _dir) = kit("keyhost-test-faulty", &[("defect", "none")], Some("list.pages.2500")).await;
     assert_eq!(report.failed(), 0, "{}", report.to_text());
     assert!(report.passed() > 20);
 }
@@ -113,25 +101,14 @@ async fn every_broken_plugin_fails_the_case_that_names_its_defect() {
 async fn missing_and_unknown_settings_are_checked() {
     // The faulty plugin requires `defect`: the kit removes it and expects a refusal.
     let (report, _dir) = kit("keyhost-test-faulty", &[("defect", "none")], Some("list.*")).await;
-    let outcome = |id: &str| {
-        report
-            .cases
-            .iter()
-            .find(|c| c.id == id)
-            .map(|c| c.outcome.clone())
-    };
+    let outcome = |id: &str| report.cases.iter().find(|c| c.id == id).map(|c| c.outcome.clone());
     assert_eq!(outcome("open.missing-setting"), Some(Outcome::Pass));
     assert_eq!(outcome("open.unknown-setting"), Some(Outcome::Pass));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_render_as_junit_and_json() {
-    let (report, _dir) = kit(
-        "keyhost-test-faulty",
-        &[("defect", "wrong-error-case")],
-        Some("list.*"),
-    )
-    .await;
+    let (report, _dir) = kit("keyhost-test-faulty", &[("defect", "wrong-error-case")], Some("list.*")).await;
     let junit = report.to_junit();
     assert!(junit.contains("<testcase classname=\"keyhost.conformance\" name=\"get.missing\""));
     assert!(junit.contains("<failure message="));

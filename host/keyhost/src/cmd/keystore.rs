@@ -4,9 +4,7 @@ use std::sync::Arc;
 
 use keyhost_config::KeystoreConfig;
 use keyhost_keystore::{Keystore, MemStore};
-use keyhost_plugin_host::{
-    Grants, Limits, Origin, PluginSource, PluginSpec, Runtime, RuntimeOptions,
-};
+use keyhost_plugin_host::{Grants, Limits, Origin, PluginSource, PluginSpec, Runtime, RuntimeOptions};
 
 /// One line naming the keystore, for the start-up banner.
 pub fn describe(config: &KeystoreConfig) -> String {
@@ -36,12 +34,7 @@ pub async fn open(config: &KeystoreConfig, file: &str) -> Result<Arc<dyn Keystor
                 .recursive(true)
                 .mode(0o700)
                 .create(path)
-                .map_err(|e| {
-                    format!(
-                        "{file}: keystore.fs.path: cannot create {}: {e}",
-                        path.display()
-                    )
-                })?;
+                .map_err(|e| format!("{file}: keystore.fs.path: cannot create {}: {e}", path.display()))?;
             let mut spec = PluginSpec::new("fs", builtin("builtin:fs", file)?);
             spec.grants.dir = Some(path.clone());
             spec
@@ -52,19 +45,16 @@ pub async fn open(config: &KeystoreConfig, file: &str) -> Result<Arc<dyn Keystor
             } else {
                 PluginSource::File(p.path.clone().into())
             };
-            let name = std::path::Path::new(&p.path).file_stem().map_or_else(
-                || "plugin".to_owned(),
-                |s| s.to_string_lossy().replace("builtin:", ""),
-            );
+            let name = std::path::Path::new(&p.path)
+                .file_stem()
+                .map_or_else(|| "plugin".to_owned(), |s| s.to_string_lossy().replace("builtin:", ""));
             let mut spec = PluginSpec::new(name, source);
             spec.sha256 = p.sha256.clone();
             spec.config = p.config.clone();
             let http = p
                 .allow_http
                 .iter()
-                .map(|o| {
-                    Origin::parse(o).map_err(|e| format!("{file}: keystore.plugin.allow.http: {e}"))
-                })
+                .map(|o| Origin::parse(o).map_err(|e| format!("{file}: keystore.plugin.allow.http: {e}")))
                 .collect::<Result<Vec<_>, _>>()?;
             spec.grants = Grants {
                 http,
@@ -73,8 +63,9 @@ pub async fn open(config: &KeystoreConfig, file: &str) -> Result<Arc<dyn Keystor
             let defaults = Limits::default();
             spec.limits = Limits {
                 memory: match &p.memory {
-                    Some(m) => crate::units::size(m)
-                        .map_err(|e| format!("{file}: keystore.plugin.limits.memory: {e}"))?,
+                    Some(m) => {
+                        crate::units::size(m).map_err(|e| format!("{file}: keystore.plugin.limits.memory: {e}"))?
+                    }
                     None => defaults.memory,
                 },
                 timeout: p.timeout.unwrap_or(defaults.timeout),
@@ -89,17 +80,13 @@ pub async fn open(config: &KeystoreConfig, file: &str) -> Result<Arc<dyn Keystor
         ..RuntimeOptions::default()
     })
     .map_err(|e| e.to_string())?;
-    let plugin = runtime
-        .load(spec)
-        .await
-        .map_err(|e| format!("{file}: keystore: {e}"))?;
+    let plugin = runtime.load(spec).await.map_err(|e| format!("{file}: keystore: {e}"))?;
     Ok(Arc::new(plugin))
 }
 
 fn builtin(path: &str, file: &str) -> Result<PluginSource, String> {
-    let bundled = keyhost_bundled::find(path).ok_or_else(|| {
-        format!("{file}: keystore.plugin.path: there is no bundled plugin '{path}'")
-    })?;
+    let bundled = keyhost_bundled::find(path)
+        .ok_or_else(|| format!("{file}: keystore.plugin.path: there is no bundled plugin '{path}'"))?;
     Ok(PluginSource::Embedded {
         label: format!("builtin:{}", bundled.name),
         bytes: bundled.wasm,

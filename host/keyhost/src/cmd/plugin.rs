@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use keyhost_conformance::KitOptions;
-use keyhost_plugin_host::{
-    Grants, Limits, Origin, PluginSource, PluginSpec, Runtime, RuntimeOptions,
-};
+use keyhost_plugin_host::{Grants, Limits, Origin, PluginSource, PluginSpec, Runtime, RuntimeOptions};
 
 use crate::units;
 
@@ -175,10 +173,7 @@ impl PluginCommand {
 }
 
 async fn test(args: TestArgs) -> ExitCode {
-    let prepared = args
-        .plugin
-        .runtime()
-        .and_then(|rt| Ok((rt, args.plugin.spec()?)));
+    let prepared = args.plugin.runtime().and_then(|rt| Ok((rt, args.plugin.spec()?)));
     let (runtime, spec) = match prepared {
         Ok(x) => x,
         Err(e) => {
@@ -203,10 +198,7 @@ async fn test(args: TestArgs) -> ExitCode {
     };
     // Write without panicking: stdout may be a closed pipe (`… | head`).
     let _ = std::io::Write::write_all(&mut std::io::stdout(), report.to_text().as_bytes());
-    for (path, content) in [
-        (&args.junit, report.to_junit()),
-        (&args.json, report.to_json()),
-    ] {
+    for (path, content) in [(&args.junit, report.to_junit()), (&args.json, report.to_json())] {
         if let Some(path) = path
             && let Err(e) = std::fs::write(path, content)
         {

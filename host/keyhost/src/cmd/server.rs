@@ -49,10 +49,17 @@ pub struct ServerArgs {
     /// (KES v0.16 flag; newer configurations use tls.auth).
     #[arg(long, value_name = "on|off", value_parser = ["on", "off"])]
     auth: Option<String>,
+    /// Lock memory so keys are never swapped (KES v0.16 flag). Accepted for
+    /// compatibility; not applied yet — disable swap on key servers meanwhile.
+    #[arg(long)]
+    mlock: bool,
 }
 
 impl ServerArgs {
     pub async fn run(self) -> ExitCode {
+        if self.mlock {
+            tracing::warn!("--mlock is accepted but memory locking is not implemented yet; disable swap instead");
+        }
         if !self.dev {
             return match self.configured().await {
                 Ok(()) => ExitCode::SUCCESS,
@@ -62,11 +69,7 @@ impl ServerArgs {
                 }
             };
         }
-        match dev(self
-            .addr
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7373))))
-        .await
-        {
+        match dev(self.addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7373)))).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -97,8 +100,8 @@ impl ServerArgs {
         };
         let mut authorizer = Authorizer::new(admin.clone());
         for p in &config.policies {
-            let policy = Policy::parse(&p.allow, &p.deny, syntax)
-                .map_err(|e| format!("{file}: policy.{}: {e}", p.name))?;
+            let policy =
+                Policy::parse(&p.allow, &p.deny, syntax).map_err(|e| format!("{file}: policy.{}: {e}", p.name))?;
             let mut identities = Vec::new();
             for text in &p.identities {
                 match Identity::parse(text) {
@@ -113,10 +116,12 @@ impl ServerArgs {
                 .map_err(|e| format!("{file}: policy.{}: {e}", p.name))?;
         }
 
-        let key =
-            config.tls.key.clone().or(self.key.clone()).ok_or_else(|| {
-                format!("{file}: tls.key: missing: the server's private key (PEM)")
-            })?;
+        let key = config
+            .tls
+            .key
+            .clone()
+            .or(self.key.clone())
+            .ok_or_else(|| format!("{file}: tls.key: missing: the server's private key (PEM)"))?;
         let cert = config
             .tls
             .cert
@@ -130,34 +135,28 @@ impl ServerArgs {
         }
         let chain = keyhost_server::tls::load_chain(&cert).map_err(|e| e.to_string())?;
         let private = keyhost_server::tls::load_key(&key).map_err(|e| e.to_string())?;
-        let verify = config.tls.verify_clients
-            || self.auth.as_deref() == Some("on") && config.schema == Schema::V016;
+        let require_cert = !config.api.values().any(|o| o.skip_auth);
+        let verify = config.tls.verify_clients || self.auth.as_deref() == Some("on") && config.schema == Schema::V016;
         let tls = if verify {
             let ca = config.tls.ca.clone().ok_or_else(|| {
                 format!("{file}: tls.ca: missing: verifying client certificates (tls.auth: on) needs the CA that signed them")
             })?;
             let roots = keyhost_server::tls::load_roots(&ca).map_err(|e| e.to_string())?;
-            keyhost_server::tls::server_config_verifying(chain, private, roots)
+            keyhost_server::tls::server_config_verifying(chain, private, roots, require_cert)
                 .map_err(|e| e.to_string())?
         } else {
-            keyhost_server::tls::server_config(chain, private).map_err(|e| e.to_string())?
+            keyhost_server::tls::server_config(chain, private, require_cert).map_err(|e| e.to_string())?
         };
 
         let not_yet: Vec<&str> = [
-            (
-                !config.api.is_empty(),
-                "api (per-route skip_auth and timeout)",
-            ),
+            (!config.api.is_empty(), "api (per-route skip_auth and timeout)"),
             (!config.tls.proxy_identities.is_empty(), "tls.proxy"),
         ]
         .into_iter()
         .filter_map(|(set, name)| set.then_some(name))
         .collect();
         if !not_yet.is_empty() {
-            tracing::warn!(
-                "these settings are read but not applied yet: {}",
-                not_yet.join(", ")
-            );
+            tracing::warn!("these settings are read but not applied yet: {}", not_yet.join(", "));
         }
 
         let keystore = super::keystore::open(&config.keystore, &file.to_string()).await?;
@@ -169,6 +168,22 @@ impl ServerArgs {
             ..keyhost_server::CacheExpiry::default()
         };
         state.observer.audit_stdout = config.log.audit;
+        for (route, o) in &config.api {
+            if !keyhost_server::ROUTES.iter().any(|r| r.path == route) {
+                let known: Vec<&str> = keyhost_server::ROUTES.iter().map(|r| r.path).collect();
+                return Err(format!(
+                    "{file}: api.{route}: no such route; routes are {}",
+                    known.join(", ")
+                ));
+            }
+            state.overrides.insert(
+                route.clone(),
+                keyhost_server::RouteOverride {
+                    skip_auth: o.skip_auth,
+                    timeout: o.timeout,
+                },
+            );
+        }
         state.era = match config.schema {
             Schema::V016 => Era::V016,
             Schema::Newest => Era::Newest,
@@ -183,9 +198,9 @@ impl ServerArgs {
 
         let addr: SocketAddr = match (self.addr, &config.address) {
             (Some(addr), _) => addr,
-            (None, Some(text)) => text.parse().map_err(|_| {
-                format!("{file}: address: '{text}' is not IP:PORT, e.g. 0.0.0.0:7373")
-            })?,
+            (None, Some(text)) => text
+                .parse()
+                .map_err(|_| format!("{file}: address: '{text}' is not IP:PORT, e.g. 0.0.0.0:7373"))?,
             (None, None) => SocketAddr::from(([0, 0, 0, 0], 7373)),
         };
         let listener = tokio::net::TcpListener::bind(addr)
@@ -265,18 +280,12 @@ async fn dev(addr: SocketAddr) -> Result<(), String> {
         dir: Some(keys.clone()),
     };
     let keystore = runtime.load(spec).await.map_err(|e| e.to_string())?;
-    let state = State::new(
-        Arc::new(keystore),
-        Authorizer::new(Some(creds.admin.identity())),
-    );
+    let state = State::new(Arc::new(keystore), Authorizer::new(Some(creds.admin.identity())));
     let tls = creds.server_config().map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e} (choose another with --addr)"))?;
-    let url = format!(
-        "https://{}",
-        listener.local_addr().map_err(|e| e.to_string())?
-    );
+    let url = format!("https://{}", listener.local_addr().map_err(|e| e.to_string())?);
     let curl = format!(
         "curl --cacert {} --cert {} --key {}",
         server_crt.display(),

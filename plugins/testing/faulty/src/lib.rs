@@ -106,12 +106,7 @@ impl Keystore for Faulty {
 
     fn get(&self, name: &str) -> Result<Vec<u8>, Error> {
         let result = match self.defect {
-            Defect::MemoryOnly => self
-                .memory
-                .borrow()
-                .get(name)
-                .cloned()
-                .ok_or(Error::NotFound),
+            Defect::MemoryOnly => self.memory.borrow().get(name).cloned().ok_or(Error::NotFound),
             _ => self.dir.get(name),
         };
         match (self.defect, result) {
@@ -122,9 +117,7 @@ impl Keystore for Faulty {
                 }
                 Ok(value)
             }
-            (Defect::WrongErrorCase, Err(Error::NotFound)) => {
-                Err(Error::Other("no such file".into()))
-            }
+            (Defect::WrongErrorCase, Err(Error::NotFound)) => Err(Error::Other("no such file".into())),
             (_, result) => result,
         }
     }
@@ -132,12 +125,7 @@ impl Keystore for Faulty {
     fn delete(&self, name: &str) -> Result<(), Error> {
         match self.defect {
             Defect::DeleteDoesNothing => Ok(()),
-            Defect::MemoryOnly => self
-                .memory
-                .borrow_mut()
-                .remove(name)
-                .map(drop)
-                .ok_or(Error::NotFound),
+            Defect::MemoryOnly => self.memory.borrow_mut().remove(name).map(drop).ok_or(Error::NotFound),
             _ => self.dir.delete(name),
         }
     }

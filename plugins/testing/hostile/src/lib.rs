@@ -73,9 +73,7 @@ impl Keystore for Hostile {
                 let args: Vec<String> = std::env::args().collect();
                 Ok(format!("vars={vars:?} args={args:?}").into_bytes())
             }
-            "read" => {
-                std::fs::read(arg).map_err(|e| Error::AccessDenied(format!("read {arg}: {e}")))
-            }
+            "read" => std::fs::read(arg).map_err(|e| Error::AccessDenied(format!("read {arg}: {e}"))),
             "write" => std::fs::write(arg, b"escaped")
                 .map(|()| b"written".to_vec())
                 .map_err(|e| Error::AccessDenied(format!("write {arg}: {e}"))),
@@ -89,9 +87,7 @@ impl Keystore for Hostile {
                 Ok(Vec::new())
             }
             "big" => {
-                let len: usize = arg
-                    .parse()
-                    .map_err(|_| Error::InvalidArgument("big:<bytes>".into()))?;
+                let len: usize = arg.parse().map_err(|_| Error::InvalidArgument("big:<bytes>".into()))?;
                 Ok(vec![0x5a; len])
             }
             _ => Err(Error::NotFound),
