@@ -29,6 +29,7 @@ pub use api::{Auth, ROUTES, Route};
 pub use cache::CacheExpiry;
 pub use error::{ApiError, Era};
 pub use observe::Observer;
+pub use rustls::ServerConfig as TlsConfig;
 
 /// Everything the API needs to answer requests.
 #[derive(Debug)]
@@ -93,14 +94,54 @@ pub struct Peer {
     pub identity: Result<Identity, ApiError>,
 }
 
-/// Serves the API on `listener` until the task is dropped.
+/// The configuration a running server uses: TLS and state, replaceable while it
+/// runs (SIGHUP). Connections accepted after [`Live::replace`] use the new TLS
+/// configuration, requests started after it the new state; requests in flight
+/// finish with the old one.
+#[derive(Debug)]
+pub struct Live {
+    tls: arc_swap::ArcSwap<rustls::ServerConfig>,
+    state: arc_swap::ArcSwap<State>,
+    maintenance: std::sync::Mutex<Option<AbortOnDrop>>,
+}
+
+impl Live {
+    /// A live configuration; call from within a tokio runtime.
+    pub fn new(tls: Arc<rustls::ServerConfig>, state: Arc<State>) -> Arc<Self> {
+        let live = Arc::new(Self {
+            tls: arc_swap::ArcSwap::new(tls),
+            state: arc_swap::ArcSwap::new(state.clone()),
+            maintenance: std::sync::Mutex::new(None),
+        });
+        live.start_maintenance(&state);
+        live
+    }
+
+    fn start_maintenance(&self, state: &State) {
+        let task = cache::spawn_maintenance(state.cache.clone(), state.keystore.clone(), state.cache_expiry);
+        *self.maintenance.lock().unwrap_or_else(|p| p.into_inner()) = Some(AbortOnDrop(task));
+    }
+
+    /// Switches to a new TLS configuration and state.
+    pub fn replace(&self, tls: Arc<rustls::ServerConfig>, state: Arc<State>) {
+        self.tls.store(tls);
+        self.start_maintenance(&state);
+        self.state.store(state);
+    }
+
+    /// The state requests use now.
+    pub fn state(&self) -> Arc<State> {
+        self.state.load_full()
+    }
+}
+
+/// Serves the API on `listener` with a fixed configuration until the task is dropped.
 pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, state: Arc<State>) -> std::io::Result<()> {
-    let acceptor = TlsAcceptor::from(tls);
-    let _maintenance = AbortOnDrop(cache::spawn_maintenance(
-        state.cache.clone(),
-        state.keystore.clone(),
-        state.cache_expiry,
-    ));
+    serve_live(listener, Live::new(tls, state)).await
+}
+
+/// Serves the API on `listener` with a replaceable configuration.
+pub async fn serve_live(listener: TcpListener, live: Arc<Live>) -> std::io::Result<()> {
     loop {
         let (tcp, addr) = match listener.accept().await {
             Ok(conn) => conn,
@@ -112,8 +153,8 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, state:
             }
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let state = state.clone();
+        let acceptor = TlsAcceptor::from(live.tls.load_full());
+        let live = live.clone();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
@@ -140,7 +181,7 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, state:
             };
             let peer = Arc::new(Peer { addr, identity });
             let service = hyper::service::service_fn(move |req| {
-                let state = state.clone();
+                let state = live.state();
                 let peer = peer.clone();
                 async move { Ok::<_, std::convert::Infallible>(api::handle(&state, &peer, req).await) }
             });
@@ -160,6 +201,7 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, state:
 }
 
 /// Stops a background task when the server stops.
+#[derive(Debug)]
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {

@@ -233,3 +233,58 @@ fn skip_auth_routes_answer_clients_without_a_certificate() {
     let ready = api.iter().find(|r| r["path"] == "/v1/ready").unwrap();
     assert_eq!(ready["timeout"], 3, "the override shows in /v1/api");
 }
+
+/// SIGHUP re-reads the configuration: a changed policy applies to new requests; a
+/// broken file is refused and the previous configuration keeps serving.
+#[test]
+fn sighup_reloads_and_a_broken_file_keeps_the_old_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let creds = keyhost_server::dev::DevCredentials::generate(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+    std::fs::write(d.join("server.cert"), &creds.server_cert_pem).unwrap();
+    std::fs::write(d.join("server.key"), creds.server_key_pem.as_str()).unwrap();
+    let app = ApiKey::from_seed([9; 32]);
+    write_identity(d, "app", &app);
+    let config = d.join("config.yaml");
+    let write = |allow: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "version: v1\nadmin: {{identity: disabled}}\ntls: {{key: {d}/server.key, cert: {d}/server.cert}}\n\
+                 policy:\n  app:\n    allow: [{allow}]\n    identities: [{id}]\nkeystore: {{fs: {{path: {d}/keys}}}}\n",
+                d = d.display(),
+                id = app.identity()
+            ),
+        )
+        .unwrap();
+    };
+    write("/v1/key/create/*");
+    let server = start(&config, &[]).unwrap();
+    let url = server.url.clone();
+    let hup = || {
+        Command::new("kill")
+            .args(["-HUP", &server.child.id().to_string()])
+            .status()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert_eq!(curl(d, "app", &format!("-X POST {url}/v1/key/create/k")).0, 200);
+    assert_eq!(curl(d, "app", &format!("-X DELETE {url}/v1/key/delete/k")).0, 403);
+
+    write("/v1/key/create/*, /v1/key/delete/*");
+    hup();
+    assert_eq!(curl(d, "app", &format!("-X DELETE {url}/v1/key/delete/k")).0, 200);
+
+    std::fs::write(&config, "version: v1\nadmin: [broken\n").unwrap();
+    hup();
+    assert_eq!(
+        curl(d, "app", &format!("-X POST {url}/v1/key/create/k2")).0,
+        200,
+        "still serving"
+    );
+    assert_eq!(
+        curl(d, "app", &format!("-X DELETE {url}/v1/key/delete/k2")).0,
+        200,
+        "with the last good configuration"
+    );
+}

@@ -81,10 +81,8 @@ impl ServerArgs {
 
 impl ServerArgs {
     /// Runs the server a configuration file describes.
-    async fn configured(self) -> Result<(), String> {
-        let Some(path) = &self.config else {
-            return Err("give a configuration file with --config FILE, or try --dev".into());
-        };
+    /// Reads the configuration file and builds everything the server runs with.
+    async fn build(&self, path: &Path) -> Result<(Arc<keyhost_server::TlsConfig>, Arc<State>, Config), String> {
         let config = Config::load(path).map_err(|e| e.to_string())?;
         let file = path.display();
         let admin_text = config.admin.clone().or(self.root.clone());
@@ -195,7 +193,17 @@ impl ServerArgs {
                 .await
                 .map_err(|e| format!("{file}: keys: '{name}': {e}"))?;
         }
+        Ok((Arc::new(tls), Arc::new(state), config))
+    }
 
+    /// Runs the server a configuration file describes; SIGHUP re-reads the file.
+    async fn configured(self) -> Result<(), String> {
+        let Some(path) = self.config.clone() else {
+            return Err("give a configuration file with --config FILE, or try --dev".into());
+        };
+        let (tls, state, config) = self.build(&path).await?;
+        let file = path.display();
+        let admin = state.authorizer.admin().cloned();
         let addr: SocketAddr = match (self.addr, &config.address) {
             (Some(addr), _) => addr,
             (None, Some(text)) => text
@@ -221,9 +229,23 @@ impl ServerArgs {
             config.policies.len(),
             super::keystore::describe(&config.keystore),
         );
-        tokio::select! {
-            result = keyhost_server::serve(listener, Arc::new(tls), Arc::new(state)) => result.map_err(|e| e.to_string()),
-            _ = tokio::signal::ctrl_c() => Ok(()),
+        let live = keyhost_server::Live::new(tls, state);
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| format!("cannot watch for SIGHUP: {e}"))?;
+        let server = keyhost_server::serve_live(listener, live.clone());
+        tokio::pin!(server);
+        loop {
+            tokio::select! {
+                result = &mut server => return result.map_err(|e| e.to_string()),
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+                _ = hangup.recv() => match self.build(&path).await {
+                    Ok((tls, state, _)) => {
+                        live.replace(tls, state);
+                        tracing::info!(config = %file, "configuration reloaded");
+                    }
+                    Err(e) => tracing::error!("reloading failed, still serving the previous configuration: {e}"),
+                },
+            }
         }
     }
 }
