@@ -293,6 +293,12 @@ async fn dispatch(state: &State, peer: &Peer, req: Request<hyper::body::Incoming
     {
         return Err(ApiError::NotAllowed);
     }
+    // KES v0.16 clients ask for listings as NDJSON.
+    let ndjson = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/x-ndjson"));
     let body = if route.max_body > 0 {
         Limited::new(req.into_body(), route.max_body)
             .collect()
@@ -303,7 +309,7 @@ async fn dispatch(state: &State, peer: &Peer, req: Request<hyper::body::Incoming
         Bytes::new()
     };
     let resource = resource.to_owned();
-    let call = run(state, route.handler, &resource, identity.as_ref(), body);
+    let call = run(state, route.handler, &resource, identity.as_ref(), body, ndjson);
     if timeout.is_zero() {
         return call.await;
     }
@@ -329,6 +335,25 @@ fn ok<T: Serialize>(value: &T) -> Result<Response<Body>, ApiError> {
 
 fn empty() -> Result<Response<Body>, ApiError> {
     Ok(Response::new(full(Bytes::new())))
+}
+
+/// A finished NDJSON listing as KES v0.16 sent it: lines, then the trailers
+/// `Status: 200` and an empty `Error`.
+fn ndjson_with_trailers(lines: Vec<String>) -> Result<Response<Body>, ApiError> {
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("status", HeaderValue::from_static("200"));
+    trailers.insert("error", HeaderValue::from_static(""));
+    let frames = lines
+        .into_iter()
+        .map(|line| Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from(line))))
+        .chain(std::iter::once(Ok(hyper::body::Frame::trailers(trailers))));
+    let mut response = Response::new(BodyExt::boxed(http_body_util::StreamBody::new(futures::stream::iter(
+        frames,
+    ))));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    headers.insert(header::TRAILER, HeaderValue::from_static("Status,Error"));
+    Ok(response)
 }
 
 /// An NDJSON stream of the events a channel carries, from now on, until the client
@@ -403,7 +428,7 @@ mod b64_field {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct CryptoRequest {
     #[serde(default, deserialize_with = "b64_field::de")]
     context: Zeroizing<Vec<u8>>,
@@ -417,12 +442,7 @@ struct CryptoRequest {
 
 fn crypto_request(body: &[u8], required: bool) -> Result<CryptoRequest, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) && !required {
-        return Ok(CryptoRequest {
-            context: Zeroizing::new(Vec::new()),
-            plaintext: Zeroizing::new(Vec::new()),
-            ciphertext: Zeroizing::new(Vec::new()),
-            message: Zeroizing::new(Vec::new()),
-        });
+        return Ok(CryptoRequest::default());
     }
     serde_json::from_slice(body).map_err(|_| ApiError::InvalidBody)
 }
@@ -435,6 +455,11 @@ struct ImportRequest {
     bytes: Zeroizing<Vec<u8>>,
     #[serde(default)]
     cipher: Option<String>,
+}
+
+/// Policy rules as the newest KES writes them: an object keyed by pattern.
+fn rules(list: &[keyhost_policy::Pattern]) -> Value {
+    Value::Object(list.iter().map(|p| (p.as_str().to_owned(), json!({}))).collect())
 }
 
 /// A time as Go's JSON encoding writes it; the zero time for "unknown", as KES.
@@ -475,6 +500,7 @@ async fn run(
     resource: &str,
     identity: Option<&Identity>,
     body: Bytes,
+    ndjson: bool,
 ) -> Result<Response<Body>, ApiError> {
     let caller = identity.map(Identity::as_str).unwrap_or_default();
     match handler {
@@ -567,6 +593,37 @@ async fn run(
             }
             ok(&out)
         }
+        Handler::KeyList if ndjson => {
+            // KES v0.16: the resource is a glob; one `{"Name":…}` line per key, and the
+            // outcome in the trailers `Status` and `Error`.
+            let pattern = if resource.is_empty() { "*" } else { resource };
+            let glob = keyhost_policy::Pattern::parse(pattern, keyhost_policy::PatternSyntax::Glob).map_err(|_| {
+                ApiError::InvalidName {
+                    kind: "listing pattern",
+                    name: resource.to_owned(),
+                }
+            })?;
+            let mut lines = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let page = state
+                    .keystore
+                    .list("", after.as_deref(), 1000)
+                    .await
+                    .map_err(|error| ApiError::Store {
+                        op: StoreOp::List,
+                        error,
+                    })?;
+                for name in page.names.iter().filter(|n| glob.matches(n)) {
+                    lines.push(json!({ "Name": name }).to_string() + "\n");
+                }
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            ndjson_with_trailers(lines)
+        }
         Handler::KeyList => {
             let prefix = list_prefix(resource).ok_or_else(|| ApiError::InvalidName {
                 kind: "listing pattern",
@@ -640,11 +697,8 @@ async fn run(
             let mut out =
                 json!({ "name": resource, "created_at": rfc3339(Some(state.started_at)), "created_by": admin });
             if handler == Handler::PolicyRead {
-                let rules = |list: &[keyhost_policy::Pattern]| -> serde_json::Map<String, Value> {
-                    list.iter().map(|p| (p.as_str().to_owned(), json!({}))).collect()
-                };
-                out["allow"] = Value::Object(rules(&policy.allow));
-                out["deny"] = Value::Object(rules(&policy.deny));
+                out["allow"] = rules(&policy.allow);
+                out["deny"] = rules(&policy.deny);
             }
             ok(&out)
         }
@@ -681,12 +735,9 @@ async fn run(
             }
             let mut out = json!({ "identity": id.as_str(), "admin": false, "created_at": created_at });
             if let Some((name, policy)) = state.authorizer.policy_of(id) {
-                let rules = |list: &[keyhost_policy::Pattern]| -> serde_json::Map<String, Value> {
-                    list.iter().map(|p| (p.as_str().to_owned(), json!({}))).collect()
-                };
                 out["policy"] = json!(name);
-                out["allow"] = Value::Object(rules(&policy.allow));
-                out["deny"] = Value::Object(rules(&policy.deny));
+                out["allow"] = rules(&policy.allow);
+                out["deny"] = rules(&policy.deny);
             }
             ok(&out)
         }

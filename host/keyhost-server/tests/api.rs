@@ -708,3 +708,33 @@ async fn error_subscribers_see_keystore_failures() {
         "{message}"
     );
 }
+
+/// KES v0.16 clients list keys as NDJSON, with a glob, and read the result from
+/// trailers.
+#[tokio::test]
+async fn v016_clients_get_ndjson_listings() {
+    let s = start(|_| {}).await;
+    let admin = s.admin();
+    for name in ["my-key", "my-key2", "other"] {
+        s.call(&admin, "POST", &format!("/v1/key/create/{name}"), None).await;
+    }
+    let resp = admin
+        .get(format!("{}/v1/key/list/my-*", s.url))
+        .header("accept", "application/x-ndjson")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
+    assert_eq!(resp.headers()["trailer"], "Status,Error");
+    let body = resp.text().await.unwrap();
+    assert_eq!(body, "{\"Name\":\"my-key\"}\n{\"Name\":\"my-key2\"}\n");
+    // The v0.16 CLI escapes the star.
+    let resp = admin
+        .get(format!("{}/v1/key/list/%2A", s.url))
+        .header("accept", "application/x-ndjson")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap().lines().count(), 3);
+}

@@ -2,21 +2,9 @@
 
 use std::time::Duration;
 
-/// Parses `500ms`, `10s`, `2m` or `1h`.
+/// Parses a duration as KES configurations write it: `500ms`, `10s`, `2m`, `1h30m`.
 pub fn duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration; write e.g. 500ms, 10s or 2m"))?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "s" | "" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("'{s}': unknown unit '{unit}'; use ms, s, m or h")),
-    })
+    keyhost_config::parse_duration(s)
 }
 
 /// Parses `64MiB`, `512KiB`, `1GiB` or a plain number of bytes.
@@ -49,6 +37,7 @@ mod tests {
         assert_eq!(duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
         assert!(duration("ten").is_err());
+        assert!(duration("10").is_err(), "a unit is required");
         assert!(duration("5d").is_err());
         assert_eq!(size("64MiB"), Ok(64 << 20));
         assert_eq!(size("4096"), Ok(4096));
