@@ -206,6 +206,18 @@ pub struct ApiOverride {
     pub timeout: Option<Duration>,
 }
 
+/// keyhost's own compatibility switches (`compat:`), for fleets where old KES
+/// servers must still read what keyhost writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Compat {
+    /// Write ciphertexts in KES's JSON framing (readable by KES ≤ v0.19.1) instead of
+    /// the raw framing of KES 2024+ (`compat.ciphertext: json`).
+    pub json_ciphertexts: bool,
+    /// Store new keys as KES v0.16's `{"bytes"}` records, readable by KES v0.16,
+    /// without an HMAC key (`compat.key_format: v0.16`).
+    pub v016_records: bool,
+}
+
 /// A parsed configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -232,6 +244,8 @@ pub struct Config {
     pub keystore: KeystoreConfig,
     /// Per-route overrides, by exact route path.
     pub api: BTreeMap<String, ApiOverride>,
+    /// Compatibility switches.
+    pub compat: Compat,
 }
 
 impl Config {

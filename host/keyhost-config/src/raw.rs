@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use crate::{
-    ApiOverride, AwsSecretsManager, Cache, Config, ConfigError, KeystoreConfig, Log, PluginConfig, PolicyConfig,
-    Schema, Tls, parse_duration,
+    ApiOverride, AwsSecretsManager, Cache, Compat, Config, ConfigError, KeystoreConfig, Log, PluginConfig,
+    PolicyConfig, Schema, Tls, parse_duration,
 };
 
 /// A scalar as written: strings, numbers and booleans all read as text, so that
@@ -61,6 +61,14 @@ struct RawConfig {
     keys: Option<Vec<RawKey>>,
     keystore: Option<RawKeystore>,
     api: Option<BTreeMap<String, RawApi>>,
+    compat: Option<RawCompat>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCompat {
+    ciphertext: Option<Val>,
+    key_format: Option<Val>,
 }
 
 #[derive(Deserialize, Default)]
@@ -430,6 +438,20 @@ pub(crate) fn parse(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String
         );
     }
 
+    let raw_compat = raw.compat.unwrap_or_default();
+    let compat = Compat {
+        json_ciphertexts: match ctx.opt("compat.ciphertext", &raw_compat.ciphertext)?.as_deref() {
+            None | Some("raw") => false,
+            Some("json") => true,
+            Some(other) => return Err(ctx.err("compat.ciphertext", format!("'{other}' is not raw or json"))),
+        },
+        v016_records: match ctx.opt("compat.key_format", &raw_compat.key_format)?.as_deref() {
+            None | Some("current") => false,
+            Some("v0.16") => true,
+            Some(other) => return Err(ctx.err("compat.key_format", format!("'{other}' is not current or v0.16"))),
+        },
+    };
+
     Ok(Config {
         file: file.to_owned(),
         schema,
@@ -442,6 +464,7 @@ pub(crate) fn parse(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String
         keys,
         keystore,
         api,
+        compat,
     })
 }
 

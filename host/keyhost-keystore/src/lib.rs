@@ -111,6 +111,25 @@ pub trait Keystore: Send + Sync + fmt::Debug + 'static {
     async fn list(&self, prefix: &str, after: Option<&str>, limit: u32) -> Result<Page>;
     /// Checks that the backend can serve requests.
     async fn status(&self) -> Result<Status>;
+    /// Counters of the machinery behind the keystore (plugin instances), if any.
+    fn runtime_stats(&self) -> Option<RuntimeStats> {
+        None
+    }
+}
+
+/// Counters of a keystore's runtime, for metrics: a plugin's instance pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RuntimeStats {
+    /// Instances started.
+    pub instances_started: u64,
+    /// Instances discarded (after a trap, a missed deadline, the memory limit, or a recycle).
+    pub instances_discarded: u64,
+    /// Calls that trapped.
+    pub traps: u64,
+    /// Calls that missed their deadline.
+    pub timeouts: u64,
+    /// Calls that hit the memory limit.
+    pub memory_exhausted: u64,
 }
 
 /// A native, in-memory keystore for tests and `server --dev`. Nothing survives a

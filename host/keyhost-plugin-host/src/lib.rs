@@ -1036,6 +1036,17 @@ impl Keystore for Plugin {
         }
     }
 
+    fn runtime_stats(&self) -> Option<keyhost_keystore::RuntimeStats> {
+        let s = self.stats();
+        Some(keyhost_keystore::RuntimeStats {
+            instances_started: s.instances_started,
+            instances_discarded: s.instances_discarded,
+            traps: s.traps,
+            timeouts: s.timeouts,
+            memory_exhausted: s.memory_exhausted,
+        })
+    }
+
     async fn status(&self) -> Result<Status, Error> {
         let start = Instant::now();
         match self.shared.call(Op::Status).await? {

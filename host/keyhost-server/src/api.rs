@@ -538,7 +538,11 @@ async fn run(
             ok(&status)
         }
         Handler::Metrics => {
-            let text = state.observer.render(state.started.elapsed(), state.cache.len());
+            let text = state.observer.render(
+                state.started.elapsed(),
+                state.cache.len(),
+                state.keystore.runtime_stats(),
+            );
             let mut response = Response::new(full(text));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -12,6 +12,7 @@ mod api;
 mod cache;
 pub mod dev;
 pub mod error;
+mod measured;
 mod observe;
 pub mod tls;
 
@@ -60,6 +61,8 @@ pub struct State {
 impl State {
     /// State with KES's defaults: newest texts, current record format, raw ciphertexts.
     pub fn new(keystore: Arc<dyn Keystore>, authorizer: Authorizer) -> Self {
+        let observer = Observer::default();
+        let keystore: Arc<dyn Keystore> = Arc::new(measured::Measured::new(keystore, observer.registry()));
         Self {
             keystore,
             authorizer,
@@ -69,7 +72,7 @@ impl State {
             started: Instant::now(),
             started_at: time::OffsetDateTime::now_utc(),
             cache_expiry: CacheExpiry::default(),
-            observer: Observer::default(),
+            observer,
             overrides: Default::default(),
             cache: Arc::default(),
         }

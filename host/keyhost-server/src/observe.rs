@@ -22,6 +22,7 @@ pub struct Observer {
     audit_events: IntCounter,
     up_time: IntGauge,
     cached_keys: IntGauge,
+    plugin: [IntGauge; 5],
     audit: broadcast::Sender<Bytes>,
     errors: broadcast::Sender<Bytes>,
     /// Print audit events to stdout (`log.audit: on`).
@@ -92,6 +93,22 @@ impl Default for Observer {
                 "The time the server has been up and running in seconds.",
             ),
             cached_keys: gauge("keyhost_cache_keys", "Number of keys in the key cache."),
+            plugin: [
+                gauge(
+                    "keyhost_plugin_instances_started",
+                    "Plugin instances started since the keystore was loaded.",
+                ),
+                gauge(
+                    "keyhost_plugin_instances_discarded",
+                    "Plugin instances discarded (trap, deadline, memory limit, recycle).",
+                ),
+                gauge("keyhost_plugin_traps", "Plugin calls that trapped."),
+                gauge("keyhost_plugin_timeouts", "Plugin calls that missed their deadline."),
+                gauge(
+                    "keyhost_plugin_memory_exhausted",
+                    "Plugin calls that hit the memory limit.",
+                ),
+            ],
             registry,
             audit: broadcast::channel(1024).0,
             errors: broadcast::channel(1024).0,
@@ -171,10 +188,31 @@ impl Observer {
         self.errors.subscribe()
     }
 
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The Prometheus text exposition (format 0.0.4, KES's metric names).
-    pub(crate) fn render(&self, uptime: Duration, cached_keys: usize) -> Vec<u8> {
+    pub(crate) fn render(
+        &self,
+        uptime: Duration,
+        cached_keys: usize,
+        runtime: Option<keyhost_keystore::RuntimeStats>,
+    ) -> Vec<u8> {
         self.up_time.set(uptime.as_secs() as i64);
         self.cached_keys.set(cached_keys as i64);
+        if let Some(r) = runtime {
+            let values = [
+                r.instances_started,
+                r.instances_discarded,
+                r.traps,
+                r.timeouts,
+                r.memory_exhausted,
+            ];
+            for (gauge, value) in self.plugin.iter().zip(values) {
+                gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+            }
+        }
         let mut out = Vec::new();
         let _ = prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &self.registry.gather(), &mut out);
         out

@@ -649,6 +649,9 @@ async fn metrics_count_requests_with_kes_names() {
         "kes_system_num_cpu ",
         "kes_system_up_time ",
         "kes_http_request_active 1",
+        "keyhost_keystore_operations{op=\"create\",result=\"ok\"} 2",
+        "keyhost_keystore_operations{op=\"get\",result=\"not_found\"} 1",
+        "# TYPE keyhost_keystore_latency_seconds histogram",
     ] {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }

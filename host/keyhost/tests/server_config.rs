@@ -288,3 +288,46 @@ fn sighup_reloads_and_a_broken_file_keeps_the_old_configuration() {
         "with the last good configuration"
     );
 }
+
+/// `compat:` makes keyhost write what old KES servers read: JSON ciphertexts and
+/// `{"bytes"}` key records.
+#[test]
+fn compat_writes_formats_old_kes_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let creds = keyhost_server::dev::DevCredentials::generate(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+    std::fs::write(d.join("server.cert"), &creds.server_cert_pem).unwrap();
+    std::fs::write(d.join("server.key"), creds.server_key_pem.as_str()).unwrap();
+    write_identity(d, "admin", &creds.admin);
+    let config = d.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "admin: {{identity: {id}}}\ntls: {{key: {d}/server.key, cert: {d}/server.cert}}\n\
+             keystore: {{fs: {{path: {d}/keys}}}}\ncompat: {{ciphertext: json, key_format: v0.16}}\n",
+            id = creds.admin.identity(),
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let server = start(&config, &[]).unwrap();
+    let url = &server.url;
+    assert_eq!(curl(d, "admin", &format!("-X POST {url}/v1/key/create/old")).0, 200);
+    let record = std::fs::read_to_string(d.join("keys/old")).unwrap();
+    assert!(record.starts_with("{\"bytes\":\"") && record.len() < 60, "{record}");
+    let (status, body) = curl(d, "admin", &format!("-X POST {url}/v1/key/generate/old"));
+    assert_eq!(status, 200, "{body}");
+    let dek: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let ct = dek["ciphertext"].as_str().unwrap();
+    let decoded = Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo {ct} | base64 -d"))
+        .output()
+        .unwrap()
+        .stdout;
+    assert!(
+        decoded.starts_with(b"{\"aead\":\""),
+        "{}",
+        String::from_utf8_lossy(&decoded)
+    );
+}

@@ -48,6 +48,26 @@ fn the_printed_curl_commands_work_as_shown() {
         outputs.push(String::from_utf8(out.stdout).unwrap());
     }
     let dek: serde_json::Value = serde_json::from_str(&outputs[1]).unwrap();
+    // The metrics show the plugin behind the keystore.
+    let base = commands[0].split(" -X ").next().unwrap();
+    let url = commands[0]
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .split("/v1/")
+        .next()
+        .unwrap();
+    let metrics = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{base} -sS {url}/v1/metrics"))
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8(metrics.stdout).unwrap();
+    assert!(metrics.contains("keyhost_plugin_instances_started 1"), "{metrics}");
+    assert!(
+        metrics.contains("keyhost_keystore_operations{op=\"create\",result=\"ok\"} 1"),
+        "{metrics}"
+    );
     assert!(
         dek["plaintext"].is_string() && dek["ciphertext"].is_string(),
         "{}",

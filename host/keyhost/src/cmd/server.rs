@@ -166,6 +166,12 @@ impl ServerArgs {
             ..keyhost_server::CacheExpiry::default()
         };
         state.observer.audit_stdout = config.log.audit;
+        if config.compat.json_ciphertexts {
+            state.ciphertext_format = keyhost_crypto::CiphertextFormat::Json;
+        }
+        if config.compat.v016_records {
+            state.record_format = keyhost_crypto::RecordFormat::V016;
+        }
         for (route, o) in &config.api {
             if !keyhost_server::ROUTES.iter().any(|r| r.path == route) {
                 let known: Vec<&str> = keyhost_server::ROUTES.iter().map(|r| r.path).collect();
