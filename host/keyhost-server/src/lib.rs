@@ -14,6 +14,7 @@ pub mod dev;
 pub mod error;
 mod measured;
 mod observe;
+mod pem_key;
 pub mod tls;
 
 use std::net::SocketAddr;

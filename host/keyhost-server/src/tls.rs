@@ -149,17 +149,22 @@ pub fn load_chain(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>
     Ok(chain)
 }
 
-/// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1). Encrypted keys are refused
-/// with a hint.
-pub fn load_key(path: &std::path::Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+/// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1), decrypting it with `password`
+/// when it is encrypted (OpenSSL's traditional encryption or PKCS#8 PBES2).
+pub fn load_key(path: &std::path::Path, password: Option<&str>) -> Result<PrivateKeyDer<'static>, TlsError> {
     use rustls::pki_types::pem::PemObject;
-    let bytes = read(path)?;
-    if bytes.windows(9).any(|w| w == b"ENCRYPTED") {
-        return Err(TlsError::Pem {
+    let bytes = zeroize::Zeroizing::new(read(path)?);
+    let text = String::from_utf8_lossy(&bytes);
+    if crate::pem_key::is_encrypted(&text) {
+        let Some(password) = password else {
+            return Err(TlsError::Pem {
+                path: path.to_owned(),
+                what: "the private key is encrypted; give its password as tls.password".into(),
+            });
+        };
+        return crate::pem_key::decrypt(&text, password).map_err(|what| TlsError::Pem {
             path: path.to_owned(),
-            what: "the private key is encrypted; keyhost reads unencrypted keys only for now \
-                   (decrypt it with `openssl pkey -in KEY -out KEY.plain`)"
-                .into(),
+            what: format!("cannot decrypt the private key: {what}"),
         });
     }
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| TlsError::Pem {

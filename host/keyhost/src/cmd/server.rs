@@ -126,13 +126,8 @@ impl ServerArgs {
             .clone()
             .or(self.cert.clone())
             .ok_or_else(|| format!("{file}: tls.cert: missing: the server's certificate (PEM)"))?;
-        if config.tls.password.is_some() {
-            return Err(format!(
-                "{file}: tls.password: encrypted private keys are not supported yet; decrypt it with `openssl pkey`"
-            ));
-        }
         let chain = keyhost_server::tls::load_chain(&cert).map_err(|e| e.to_string())?;
-        let private = keyhost_server::tls::load_key(&key).map_err(|e| e.to_string())?;
+        let private = keyhost_server::tls::load_key(&key, config.tls.password.as_deref()).map_err(|e| e.to_string())?;
         let require_cert = !config.api.values().any(|o| o.skip_auth);
         let verify = config.tls.verify_clients || self.auth.as_deref() == Some("on") && config.schema == Schema::V016;
         let tls = if verify {
