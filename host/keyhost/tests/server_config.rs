@@ -62,6 +62,15 @@ fn curl(dir: &std::path::Path, who: &str, args: &str) -> (u16, String) {
     (code.parse().unwrap(), body.to_owned())
 }
 
+/// Writes `server.cert` and `server.key` for localhost into `dir`; returns the
+/// credentials (with an admin API key).
+fn server_files(dir: &std::path::Path) -> keyhost_server::dev::DevCredentials {
+    let creds = keyhost_server::dev::DevCredentials::generate(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+    std::fs::write(dir.join("server.cert"), &creds.server_cert_pem).unwrap();
+    std::fs::write(dir.join("server.key"), creds.server_key_pem.as_str()).unwrap();
+    creds
+}
+
 fn write_identity(dir: &std::path::Path, who: &str, key: &ApiKey) {
     let (cert, private) = keyhost_server::dev::client_certificate(key).unwrap();
     std::fs::write(dir.join(format!("{who}.cert")), cert).unwrap();
@@ -72,9 +81,7 @@ fn write_identity(dir: &std::path::Path, who: &str, key: &ApiKey) {
 fn the_seed_procedure_with_the_fs_keystore() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let creds = keyhost_server::dev::DevCredentials::generate(&["localhost".into(), "127.0.0.1".into()]).unwrap();
-    std::fs::write(d.join("server.cert"), &creds.server_cert_pem).unwrap();
-    std::fs::write(d.join("server.key"), creds.server_key_pem.as_str()).unwrap();
+    server_files(d);
     let minio = ApiKey::from_seed([3; 32]);
     write_identity(d, "minio", &minio);
     write_identity(d, "stranger", &ApiKey::from_seed([4; 32]));
@@ -195,9 +202,7 @@ fn a_broken_configuration_names_the_file_and_the_line() {
 fn skip_auth_routes_answer_clients_without_a_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let creds = keyhost_server::dev::DevCredentials::generate(&["localhost".into(), "127.0.0.1".into()]).unwrap();
-    std::fs::write(d.join("server.cert"), &creds.server_cert_pem).unwrap();
-    std::fs::write(d.join("server.key"), creds.server_key_pem.as_str()).unwrap();
+    let creds = server_files(d);
     write_identity(d, "admin", &creds.admin);
     let config = d.join("config.yaml");
     std::fs::write(
@@ -240,9 +245,7 @@ fn skip_auth_routes_answer_clients_without_a_certificate() {
 fn sighup_reloads_and_a_broken_file_keeps_the_old_configuration() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let creds = keyhost_server::dev::DevCredentials::generate(&["localhost".into(), "127.0.0.1".into()]).unwrap();
-    std::fs::write(d.join("server.cert"), &creds.server_cert_pem).unwrap();
-    std::fs::write(d.join("server.key"), creds.server_key_pem.as_str()).unwrap();
+    server_files(d);
     let app = ApiKey::from_seed([9; 32]);
     write_identity(d, "app", &app);
     let config = d.join("config.yaml");
@@ -295,9 +298,7 @@ fn sighup_reloads_and_a_broken_file_keeps_the_old_configuration() {
 fn compat_writes_formats_old_kes_reads() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let creds = keyhost_server::dev::DevCredentials::generate(&["localhost".into(), "127.0.0.1".into()]).unwrap();
-    std::fs::write(d.join("server.cert"), &creds.server_cert_pem).unwrap();
-    std::fs::write(d.join("server.key"), creds.server_key_pem.as_str()).unwrap();
+    let creds = server_files(d);
     write_identity(d, "admin", &creds.admin);
     let config = d.join("config.yaml");
     std::fs::write(
