@@ -285,7 +285,7 @@ async fn dispatch(state: &State, peer: &Peer, req: Request<hyper::body::Incoming
     let timeout = overridden.and_then(|o| o.timeout).unwrap_or(route.timeout);
     let identity = match auth {
         Auth::None => None,
-        Auth::Identify | Auth::Policy => Some(peer.identity.clone()?),
+        Auth::Identify | Auth::Policy => Some(client_identity(state, peer, req.headers())?),
     };
     if auth == Auth::Policy
         && let Some(identity) = &identity
@@ -374,6 +374,34 @@ fn event_stream(rx: tokio::sync::broadcast::Receiver<Bytes>) -> Result<Response<
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
     Ok(response)
+}
+
+/// The identity of the request's client: the connection's, or — when the connection
+/// comes from a trusted TLS proxy — that of the certificate the proxy forwarded.
+fn client_identity(state: &State, peer: &Peer, headers: &http::HeaderMap) -> Result<Identity, ApiError> {
+    let direct = peer.identity.clone()?;
+    let Some(proxy) = state.proxy.as_ref().filter(|p| p.identities.contains(&direct)) else {
+        return Ok(direct);
+    };
+    let value = headers
+        .get(&proxy.header)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .ok_or(ApiError::ProxyNoCert)?;
+    // Go's url.QueryUnescape: '+' is a space.
+    let pem = percent_encoding::percent_decode_str(&value.replace('+', " "))
+        .decode_utf8()
+        .map_err(|_| ApiError::ProxyInvalidCert)?
+        .into_owned();
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|_| ApiError::ProxyInvalidCert)?;
+    match certs.as_slice() {
+        [] => Err(ApiError::ProxyNoCert),
+        [cert] => keyhost_policy::identity_of_chain([cert.as_ref()]).map_err(|_| ApiError::ProxyInvalidCert),
+        _ => Err(ApiError::ProxyTooManyCerts),
+    }
 }
 
 /// KES's `validName`: 1–80 bytes of `0-9 A-Z a-z _ -`, not starting or ending with

@@ -110,6 +110,15 @@ pub enum ApiError {
         /// The route's method.
         expected: &'static str,
     },
+    /// A trusted proxy forwarded no client certificate.
+    #[error("no client certificate is present")]
+    ProxyNoCert,
+    /// A trusted proxy forwarded more than one certificate.
+    #[error("too many client certificates are present")]
+    ProxyTooManyCerts,
+    /// A trusted proxy forwarded something that is not a certificate.
+    #[error("invalid client certificate")]
+    ProxyInvalidCert,
     /// No route.
     #[error("404 page not found")]
     NoRoute,
@@ -182,6 +191,7 @@ impl ApiError {
             ),
             Method { .. } if v016 => (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed".into()),
             e @ Method { .. } => (StatusCode::METHOD_NOT_ALLOWED, e.to_string().into()),
+            e @ (ProxyNoCert | ProxyTooManyCerts | ProxyInvalidCert) => (StatusCode::BAD_REQUEST, e.to_string().into()),
             NoRoute => (StatusCode::NOT_FOUND, "404 page not found".into()),
             Timeout => (StatusCode::SERVICE_UNAVAILABLE, "".into()),
         }

@@ -54,6 +54,8 @@ pub struct State {
     pub cache_expiry: CacheExpiry,
     /// Metrics and the audit and error streams.
     pub observer: Observer,
+    /// TLS-terminating proxies allowed to name the real client (`tls.proxy`).
+    pub proxy: Option<Proxy>,
     /// Per-route settings (`api.<route>` of the configuration), by route path.
     pub overrides: std::collections::HashMap<String, RouteOverride>,
     cache: Arc<cache::KeyCache>,
@@ -75,9 +77,21 @@ impl State {
             cache_expiry: CacheExpiry::default(),
             observer,
             overrides: Default::default(),
+            proxy: None,
             cache: Arc::default(),
         }
     }
+}
+
+/// TLS-terminating proxies (KES v0.16's `tls.proxy`): when a connection comes from
+/// one of `identities`, the request's real client is the certificate in `header`
+/// (URL-escaped PEM), as the proxy verified it.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    /// The proxies' identities.
+    pub identities: Vec<Identity>,
+    /// The header carrying the client certificate, e.g. `X-Tls-Client-Cert`.
+    pub header: http::HeaderName,
 }
 
 /// Per-route settings from the configuration.

@@ -741,3 +741,57 @@ async fn v016_clients_get_ndjson_listings() {
         .unwrap();
     assert_eq!(resp.text().await.unwrap().lines().count(), 3);
 }
+
+/// KES v0.16's `tls.proxy`: a trusted TLS-terminating proxy names the real client in
+/// a header; anyone else's header is ignored.
+#[tokio::test]
+async fn a_trusted_proxy_forwards_the_client_certificate() {
+    let proxy_key = ApiKey::from_seed([5; 32]);
+    let proxy_identity = proxy_key.identity();
+    let s = start(move |state| {
+        state.proxy = Some(keyhost_server::Proxy {
+            identities: vec![proxy_identity],
+            header: http::HeaderName::from_static("x-tls-client-cert"),
+        });
+    })
+    .await;
+    let (proxy_cert, proxy_private) = client_certificate(&proxy_key).unwrap();
+    let proxy = s.client_for(Some((&proxy_cert, &proxy_private)));
+    let escaped: String = s.creds.admin_cert_pem.bytes().map(|b| format!("%{b:02X}")).collect();
+    let who = |client: &reqwest::Client, header: Option<&str>| {
+        let mut req = client.get(format!("{}/v1/identity/self/describe", s.url));
+        if let Some(h) = header {
+            req = req.header("X-Tls-Client-Cert", h);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    let (status, body) = who(&proxy, Some(&escaped)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["identity"],
+        s.creds.admin.identity().as_str()
+    );
+    let (status, body) = who(&proxy, None).await;
+    assert_eq!(
+        (status, message(&body).as_str()),
+        (400, "no client certificate is present")
+    );
+    let (status, body) = who(&proxy, Some("garbage")).await;
+    assert_eq!(status, 400, "{body}");
+    let twice = format!("{escaped}{escaped}");
+    let (status, body) = who(&proxy, Some(&twice)).await;
+    assert_eq!(
+        (status, message(&body).as_str()),
+        (400, "too many client certificates are present")
+    );
+    // A client that is not a trusted proxy cannot borrow an identity.
+    let (status, body) = who(&s.app(), Some(&escaped)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["identity"],
+        s.app.identity().as_str()
+    );
+}

@@ -141,17 +141,6 @@ impl ServerArgs {
             keyhost_server::tls::server_config(chain, private, require_cert).map_err(|e| e.to_string())?
         };
 
-        let not_yet: Vec<&str> = [
-            (!config.api.is_empty(), "api (per-route skip_auth and timeout)"),
-            (!config.tls.proxy_identities.is_empty(), "tls.proxy"),
-        ]
-        .into_iter()
-        .filter_map(|(set, name)| set.then_some(name))
-        .collect();
-        if !not_yet.is_empty() {
-            tracing::warn!("these settings are read but not applied yet: {}", not_yet.join(", "));
-        }
-
         let keystore = super::keystore::open(&config.keystore, &file.to_string()).await?;
         let mut state = State::new(keystore, authorizer);
         state.cache_expiry = keyhost_server::CacheExpiry {
@@ -161,6 +150,23 @@ impl ServerArgs {
             ..keyhost_server::CacheExpiry::default()
         };
         state.observer.audit_stdout = config.log.audit;
+        if !config.tls.proxy_identities.is_empty() {
+            let header = http::HeaderName::from_bytes(config.tls.proxy_header.as_bytes()).map_err(|_| {
+                format!(
+                    "{file}: tls.proxy.header.cert: '{}' is not a header name",
+                    config.tls.proxy_header
+                )
+            })?;
+            state.proxy = Some(keyhost_server::Proxy {
+                identities: config
+                    .tls
+                    .proxy_identities
+                    .iter()
+                    .filter_map(|i| Identity::parse(i))
+                    .collect(),
+                header,
+            });
+        }
         if config.compat.json_ciphertexts {
             state.ciphertext_format = keyhost_crypto::CiphertextFormat::Json;
         }
