@@ -20,7 +20,6 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the KES-compatible key server (try `keyhost server --dev`).
     Server(cmd::server::ServerArgs),
     /// Work with keystore plugins: run the conformance kit.
     #[command(subcommand)]

@@ -13,7 +13,7 @@ use keyhost_policy::{Authorizer, Identity, PatternSyntax, Policy};
 use keyhost_server::dev::DevCredentials;
 use keyhost_server::{Era, State};
 
-/// Run the KES-compatible key server.
+/// Run the KES-compatible key server (try `keyhost server --dev`).
 ///
 /// With --config, keyhost reads a KES configuration file (the v0.16 schema or the
 /// newest one) and serves it. With --dev, it needs no files: it makes a throw-away
@@ -30,7 +30,8 @@ pub struct ServerArgs {
     /// Run a throw-away development server (no configuration needed).
     #[arg(long)]
     dev: bool,
-    /// The address to listen on [default: 127.0.0.1:7373 with --dev].
+    /// The address to listen on [default: the configuration's `address`, else
+    /// 0.0.0.0:7373; with --dev 127.0.0.1:7373].
     #[arg(long, value_name = "IP:PORT")]
     addr: Option<SocketAddr>,
     /// A configuration file (KES v0.16 or newest schema).
