@@ -130,6 +130,9 @@ pub enum AssignError {
         /// The identity.
         identity: String,
     },
+    /// No policy of that name.
+    #[error("policy '{0}' does not exist")]
+    UnknownPolicy(String),
     /// The admin identity in a policy.
     #[error("cannot assign policy '{policy}' to the admin identity '{identity}'")]
     Admin {
@@ -178,6 +181,39 @@ impl Authorizer {
         }
         self.policies.insert(name.to_owned(), policy);
         Ok(())
+    }
+
+    /// Adds or replaces the policy `name`, keeping its assignments (KES v0.16's
+    /// `/v1/policy/write`).
+    pub fn set_policy(&mut self, name: &str, policy: Policy) {
+        self.policies.insert(name.to_owned(), policy);
+    }
+
+    /// Removes the policy `name` and every assignment to it; whether it existed.
+    pub fn remove_policy(&mut self, name: &str) -> bool {
+        self.assigned.retain(|_, p| p != name);
+        self.policies.remove(name).is_some()
+    }
+
+    /// Assigns the existing policy `name` to `identity`, replacing its previous one
+    /// (KES v0.16's `/v1/identity/assign`).
+    pub fn assign(&mut self, name: &str, identity: Identity) -> Result<(), AssignError> {
+        if !self.policies.contains_key(name) {
+            return Err(AssignError::UnknownPolicy(name.to_owned()));
+        }
+        if Some(&identity) == self.admin.as_ref() {
+            return Err(AssignError::Admin {
+                policy: name.to_owned(),
+                identity: identity.to_string(),
+            });
+        }
+        self.assigned.insert(identity, name.to_owned());
+        Ok(())
+    }
+
+    /// Removes `identity`'s policy assignment; whether it had one.
+    pub fn forget(&mut self, identity: &Identity) -> bool {
+        self.assigned.remove(identity).is_some()
     }
 
     /// The admin identity, if enabled.

@@ -54,6 +54,10 @@ enum Handler {
     Metrics,
     LogAudit,
     LogError,
+    PolicyWrite,
+    PolicyDelete,
+    IdentityAssign,
+    IdentityForget,
 }
 
 /// One route of the API.
@@ -186,6 +190,39 @@ pub const ROUTES: &[Route] = &[
     ),
     route("/v1/log/error", Method::GET, Auth::Policy, 0, 0, Handler::LogError),
     route("/v1/log/audit", Method::GET, Auth::Policy, 0, 0, Handler::LogAudit),
+    // KES v0.16's routes that change policies and assignments (in memory, this node).
+    route(
+        "/v1/policy/write/",
+        Method::POST,
+        Auth::Policy,
+        1 << 20,
+        10,
+        Handler::PolicyWrite,
+    ),
+    route(
+        "/v1/policy/delete/",
+        Method::DELETE,
+        Auth::Policy,
+        0,
+        10,
+        Handler::PolicyDelete,
+    ),
+    route(
+        "/v1/identity/assign/",
+        Method::POST,
+        Auth::Policy,
+        1 << 20,
+        10,
+        Handler::IdentityAssign,
+    ),
+    route(
+        "/v1/identity/forget/",
+        Method::DELETE,
+        Auth::Policy,
+        0,
+        10,
+        Handler::IdentityForget,
+    ),
     // KES v0.16's names of the log streams.
     route(
         "/v1/log/error/trace",
@@ -289,7 +326,7 @@ async fn dispatch(state: &State, peer: &Peer, req: Request<hyper::body::Incoming
     };
     if auth == Auth::Policy
         && let Some(identity) = &identity
-        && state.authorizer.authorize(identity, &path) == Decision::Denied
+        && state.authorizer().authorize(identity, &path) == Decision::Denied
     {
         return Err(ApiError::NotAllowed);
     }
@@ -402,6 +439,15 @@ fn client_identity(state: &State, peer: &Peer, headers: &http::HeaderMap) -> Res
         [cert] => keyhost_policy::identity_of_chain([cert.as_ref()]).map_err(|_| ApiError::ProxyInvalidCert),
         _ => Err(ApiError::ProxyTooManyCerts),
     }
+}
+
+/// A v0.16 listing glob (`*` when empty).
+fn v016_glob(resource: &str) -> Result<keyhost_policy::Pattern, ApiError> {
+    let pattern = if resource.is_empty() { "*" } else { resource };
+    keyhost_policy::Pattern::parse(pattern, keyhost_policy::PatternSyntax::Glob).map_err(|_| ApiError::InvalidName {
+        kind: "listing pattern",
+        name: resource.to_owned(),
+    })
 }
 
 /// KES's `validName`: 1–80 bytes of `0-9 A-Z a-z _ -`, not starting or ending with
@@ -565,6 +611,56 @@ async fn run(
             }
             ok(&status)
         }
+        Handler::PolicyWrite => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Written {
+                #[serde(default)]
+                allow: Vec<String>,
+                #[serde(default)]
+                deny: Vec<String>,
+            }
+            if !valid_name(resource, Era::V016) {
+                return Err(ApiError::InvalidName {
+                    kind: "policy name",
+                    name: resource.to_owned(),
+                });
+            }
+            let written: Written = serde_json::from_slice(&body).map_err(|_| ApiError::InvalidBody)?;
+            let syntax = match state.era {
+                Era::V016 => keyhost_policy::PatternSyntax::Glob,
+                Era::Newest => keyhost_policy::PatternSyntax::Prefix,
+            };
+            let policy = keyhost_policy::Policy::parse(&written.allow, &written.deny, syntax)
+                .map_err(|_| ApiError::InvalidBody)?;
+            state.authorizer_mut().set_policy(resource, policy);
+            empty()
+        }
+        Handler::PolicyDelete => {
+            state.authorizer_mut().remove_policy(resource);
+            empty()
+        }
+        Handler::IdentityAssign => {
+            let (policy, id) = resource.split_once('/').ok_or(ApiError::IdentityUnknown)?;
+            let id = Identity::parse(id).ok_or(ApiError::IdentityUnknown)?;
+            if Some(&id) == identity {
+                return Err(ApiError::AssignSelf);
+            }
+            state.authorizer_mut().assign(policy, id).map_err(|e| match e {
+                keyhost_policy::AssignError::UnknownPolicy(_) => ApiError::PolicyNotFound,
+                _ => ApiError::IdentityIsRoot,
+            })?;
+            empty()
+        }
+        Handler::IdentityForget => {
+            let id = Identity::parse(resource).ok_or(ApiError::IdentityUnknown)?;
+            let mut auth = state.authorizer_mut();
+            if Some(&id) == auth.admin() {
+                return Err(ApiError::IdentityIsRoot);
+            }
+            auth.forget(&id);
+            empty()
+        }
         Handler::Metrics => {
             let text = state.observer.render(
                 state.started.elapsed(),
@@ -723,9 +819,33 @@ async fn run(
             let hmac = key.hmac.as_ref().ok_or(ApiError::NoHmac)?;
             ok(&json!({ "hmac": B64.encode(hmac.sign(&req.message)) }))
         }
+        Handler::PolicyRead if state.era == Era::V016 => {
+            let auth = state.authorizer();
+            let policy = auth.policy(resource).ok_or(ApiError::PolicyNotFound)?;
+            let list = |l: &[keyhost_policy::Pattern]| l.iter().map(|p| p.as_str().to_owned()).collect::<Vec<_>>();
+            ok(&json!({ "allow": list(&policy.allow), "deny": list(&policy.deny) }))
+        }
+        Handler::PolicyList if state.era == Era::V016 => {
+            let auth = state.authorizer();
+            let glob = v016_glob(resource)?;
+            let names: Vec<&str> = auth.policy_names().filter(|n| glob.matches(n)).collect();
+            ok(&names)
+        }
+        Handler::IdentityList if state.era == Era::V016 => {
+            let lines: Vec<String> = {
+                let auth = state.authorizer();
+                let glob = v016_glob(resource)?;
+                auth.identities()
+                    .filter(|(i, _)| glob.matches(i.as_str()))
+                    .map(|(i, p)| json!({ "identity": i.as_str(), "policy": p }).to_string() + "\n")
+                    .collect()
+            };
+            ndjson_with_trailers(lines)
+        }
         Handler::PolicyDescribe | Handler::PolicyRead => {
-            let policy = state.authorizer.policy(resource).ok_or(ApiError::PolicyNotFound)?;
-            let admin = state.authorizer.admin().map(Identity::as_str).unwrap_or_default();
+            let auth = state.authorizer();
+            let policy = auth.policy(resource).ok_or(ApiError::PolicyNotFound)?;
+            let admin = auth.admin().map(Identity::as_str).unwrap_or_default();
             let mut out =
                 json!({ "name": resource, "created_at": rfc3339(Some(state.started_at)), "created_by": admin });
             if handler == Handler::PolicyRead {
@@ -735,24 +855,22 @@ async fn run(
             ok(&out)
         }
         Handler::PolicyList => {
+            let auth = state.authorizer();
             let prefix = list_prefix(resource).ok_or_else(|| ApiError::InvalidName {
                 kind: "listing pattern",
                 name: resource.to_owned(),
             })?;
-            let names: Vec<&str> = state
-                .authorizer
-                .policy_names()
-                .filter(|n| n.starts_with(prefix))
-                .collect();
+            let names: Vec<&str> = auth.policy_names().filter(|n| n.starts_with(prefix)).collect();
             ok(&json!({ "names": names }))
         }
         Handler::IdentityDescribe => {
+            let auth = state.authorizer();
             let id = Identity::parse(resource).ok_or(ApiError::IdentityNotFound)?;
-            let admin = state.authorizer.admin();
+            let admin = auth.admin();
             if Some(&id) == admin {
                 return ok(&json!({ "admin": true, "created_at": rfc3339(Some(state.started_at)) }));
             }
-            let (policy, _) = state.authorizer.policy_of(&id).ok_or(ApiError::IdentityNotFound)?;
+            let (policy, _) = auth.policy_of(&id).ok_or(ApiError::IdentityNotFound)?;
             ok(&json!({
                 "policy": policy,
                 "created_at": rfc3339(Some(state.started_at)),
@@ -760,13 +878,14 @@ async fn run(
             }))
         }
         Handler::IdentitySelf => {
+            let auth = state.authorizer();
             let id = identity.ok_or(ApiError::CertRequired)?;
             let created_at = rfc3339(Some(state.started_at));
-            if Some(id) == state.authorizer.admin() {
+            if Some(id) == auth.admin() {
                 return ok(&json!({ "identity": id.as_str(), "admin": true, "created_at": created_at }));
             }
             let mut out = json!({ "identity": id.as_str(), "admin": false, "created_at": created_at });
-            if let Some((name, policy)) = state.authorizer.policy_of(id) {
+            if let Some((name, policy)) = auth.policy_of(id) {
                 out["policy"] = json!(name);
                 out["allow"] = rules(&policy.allow);
                 out["deny"] = rules(&policy.deny);
@@ -774,12 +893,12 @@ async fn run(
             ok(&out)
         }
         Handler::IdentityList => {
+            let auth = state.authorizer();
             let prefix = resource.strip_suffix('*').unwrap_or(resource);
-            let mut ids: Vec<&str> = state
-                .authorizer
+            let mut ids: Vec<&str> = auth
                 .identities()
                 .map(|(i, _)| i.as_str())
-                .chain(state.authorizer.admin().map(Identity::as_str))
+                .chain(auth.admin().map(Identity::as_str))
                 .filter(|i| i.starts_with(prefix))
                 .collect();
             ids.sort_unstable();

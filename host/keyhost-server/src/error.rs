@@ -110,6 +110,15 @@ pub enum ApiError {
         /// The route's method.
         expected: &'static str,
     },
+    /// v0.16: the admin identity cannot be assigned a policy or forgotten.
+    #[error("identity is root")]
+    IdentityIsRoot,
+    /// v0.16: not an identity.
+    #[error("identity is unknown")]
+    IdentityUnknown,
+    /// v0.16: an identity cannot assign a policy to itself.
+    #[error("identity cannot assign policy to itself")]
+    AssignSelf,
     /// A trusted proxy forwarded no client certificate.
     #[error("no client certificate is present")]
     ProxyNoCert,
@@ -191,7 +200,10 @@ impl ApiError {
             ),
             Method { .. } if v016 => (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed".into()),
             e @ Method { .. } => (StatusCode::METHOD_NOT_ALLOWED, e.to_string().into()),
-            e @ (ProxyNoCert | ProxyTooManyCerts | ProxyInvalidCert) => (StatusCode::BAD_REQUEST, e.to_string().into()),
+            e @ (ProxyNoCert | ProxyTooManyCerts | ProxyInvalidCert | IdentityIsRoot | IdentityUnknown) => {
+                (StatusCode::BAD_REQUEST, e.to_string().into())
+            }
+            e @ AssignSelf => (StatusCode::FORBIDDEN, e.to_string().into()),
             NoRoute => (StatusCode::NOT_FOUND, "404 page not found".into()),
             Timeout => (StatusCode::SERVICE_UNAVAILABLE, "".into()),
         }

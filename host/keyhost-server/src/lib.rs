@@ -38,8 +38,9 @@ pub use rustls::ServerConfig as TlsConfig;
 pub struct State {
     /// Where keys are stored.
     pub keystore: Arc<dyn Keystore>,
-    /// The admin identity and the policies.
-    pub authorizer: Authorizer,
+    /// The admin identity and the policies (changed at run time only by KES v0.16's
+    /// policy and identity routes).
+    authorizer: std::sync::RwLock<Authorizer>,
     /// Which KES release's texts to speak.
     pub era: Era,
     /// How new keys are written to the keystore.
@@ -68,7 +69,7 @@ impl State {
         let keystore: Arc<dyn Keystore> = Arc::new(measured::Measured::new(keystore, observer.registry()));
         Self {
             keystore,
-            authorizer,
+            authorizer: std::sync::RwLock::new(authorizer),
             era: Era::Newest,
             record_format: RecordFormat::Current,
             ciphertext_format: CiphertextFormat::Raw,
@@ -229,6 +230,15 @@ impl Drop for AbortOnDrop {
 }
 
 impl State {
+    /// The admin identity and the policies, as they are now.
+    pub fn authorizer(&self) -> std::sync::RwLockReadGuard<'_, Authorizer> {
+        self.authorizer.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn authorizer_mut(&self) -> std::sync::RwLockWriteGuard<'_, Authorizer> {
+        self.authorizer.write().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// How many keys are cached right now.
     pub fn cached_keys(&self) -> usize {
         self.cache.len()

@@ -795,3 +795,72 @@ async fn a_trusted_proxy_forwards_the_client_certificate() {
         s.app.identity().as_str()
     );
 }
+
+/// KES v0.16's policy and identity routes, as its `kes policy add` and
+/// `kes identity assign|forget` use them.
+#[tokio::test]
+async fn v016_clients_change_policies_and_assignments() {
+    let s = start(|state| state.era = keyhost_server::Era::V016).await;
+    let (admin, app) = (s.admin(), s.app());
+    let app_id = s.app.identity();
+    s.call(&admin, "POST", "/v1/key/create/shared", None).await;
+    let (status, body) = s.call(&app, "POST", "/v1/key/generate/shared", Some(json!({}))).await;
+    assert_eq!((status, message(&body).as_str()), (403, "prohibited by policy"));
+
+    let written = json!({"allow": ["/v1/key/generate/*"], "deny": []});
+    assert_eq!(
+        s.call(&admin, "POST", "/v1/policy/write/gen", Some(written)).await.0,
+        200
+    );
+    let (status, body) = s.call(&admin, "GET", "/v1/policy/read/gen", None).await;
+    assert_eq!(
+        (status, serde_json::from_str::<Value>(&body).unwrap()),
+        (200, json!({"allow": ["/v1/key/generate/*"], "deny": []}))
+    );
+    let (_, body) = s.call(&admin, "GET", "/v1/policy/list/*", None).await;
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!(["app", "gen"]));
+
+    assert_eq!(
+        s.call(&admin, "POST", &format!("/v1/identity/assign/gen/{app_id}"), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(s.call(&app, "POST", "/v1/key/generate/shared", Some(json!({}))).await.0, 200);
+    let resp = admin.get(format!("{}/v1/identity/list/*", s.url)).send().await.unwrap();
+    assert_eq!(
+        resp.text().await.unwrap(),
+        format!("{{\"identity\":\"{app_id}\",\"policy\":\"gen\"}}\n")
+    );
+
+    let admin_id = s.creds.admin.identity();
+    let (status, body) = s
+        .call(&admin, "POST", &format!("/v1/identity/assign/gen/{admin_id}"), None)
+        .await;
+    assert_eq!(
+        (status, message(&body).as_str()),
+        (403, "identity cannot assign policy to itself")
+    );
+    let (status, body) = s
+        .call(&admin, "DELETE", &format!("/v1/identity/forget/{admin_id}"), None)
+        .await;
+    assert_eq!((status, message(&body).as_str()), (400, "identity is root"));
+    let (status, _) = s
+        .call(&admin, "POST", &format!("/v1/identity/assign/nope/{app_id}"), None)
+        .await;
+    assert_eq!(status, 404);
+
+    assert_eq!(
+        s.call(&admin, "DELETE", &format!("/v1/identity/forget/{app_id}"), None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(s.call(&app, "POST", "/v1/key/generate/shared", Some(json!({}))).await.0, 403);
+    assert_eq!(s.call(&admin, "DELETE", "/v1/policy/delete/gen", None).await.0, 200);
+    assert_eq!(s.call(&admin, "GET", "/v1/policy/read/gen", None).await.0, 404);
+    let (status, _) = s
+        .call(&admin, "POST", "/v1/policy/write/bad", Some(json!({"allow": ["[a-"]})))
+        .await;
+    assert_eq!(status, 400, "malformed globs are refused");
+}

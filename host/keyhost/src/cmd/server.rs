@@ -211,7 +211,7 @@ impl ServerArgs {
         };
         let (tls, state, config) = self.build(&path).await?;
         let file = path.display();
-        let admin = state.authorizer.admin().cloned();
+        let admin = state.authorizer().admin().cloned();
         let addr: SocketAddr = match (self.addr, &config.address) {
             (Some(addr), _) => addr,
             (None, Some(text)) => text
