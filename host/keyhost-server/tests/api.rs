@@ -826,7 +826,10 @@ async fn v016_clients_change_policies_and_assignments() {
             .0,
         200
     );
-    assert_eq!(s.call(&app, "POST", "/v1/key/generate/shared", Some(json!({}))).await.0, 200);
+    assert_eq!(
+        s.call(&app, "POST", "/v1/key/generate/shared", Some(json!({}))).await.0,
+        200
+    );
     let resp = admin.get(format!("{}/v1/identity/list/*", s.url)).send().await.unwrap();
     assert_eq!(
         resp.text().await.unwrap(),
@@ -856,7 +859,10 @@ async fn v016_clients_change_policies_and_assignments() {
             .0,
         200
     );
-    assert_eq!(s.call(&app, "POST", "/v1/key/generate/shared", Some(json!({}))).await.0, 403);
+    assert_eq!(
+        s.call(&app, "POST", "/v1/key/generate/shared", Some(json!({}))).await.0,
+        403
+    );
     assert_eq!(s.call(&admin, "DELETE", "/v1/policy/delete/gen", None).await.0, 200);
     assert_eq!(s.call(&admin, "GET", "/v1/policy/read/gen", None).await.0, 404);
     let (status, _) = s
