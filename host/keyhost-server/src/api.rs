@@ -54,6 +54,7 @@ enum Handler {
     Metrics,
     LogAudit,
     LogError,
+    KeyBulkDecrypt,
     PolicyWrite,
     PolicyDelete,
     IdentityAssign,
@@ -190,6 +191,15 @@ pub const ROUTES: &[Route] = &[
     ),
     route("/v1/log/error", Method::GET, Auth::Policy, 0, 0, Handler::LogError),
     route("/v1/log/audit", Method::GET, Auth::Policy, 0, 0, Handler::LogAudit),
+    // KES 2022–2023: decrypt up to 1,000 ciphertexts of one key at once.
+    route(
+        "/v1/key/bulk/decrypt/",
+        Method::PUT,
+        Auth::Policy,
+        MB,
+        15,
+        Handler::KeyBulkDecrypt,
+    ),
     // KES v0.16's routes that change policies and assignments (in memory, this node).
     route(
         "/v1/policy/write/",
@@ -610,6 +620,20 @@ async fn run(
                 }
             }
             ok(&status)
+        }
+        Handler::KeyBulkDecrypt => {
+            let name = key_name(resource, state.era)?;
+            let requests: Vec<CryptoRequest> = serde_json::from_slice(&body).map_err(|_| ApiError::InvalidBody)?;
+            if requests.len() > 1000 {
+                return Err(ApiError::TooManyCiphertexts);
+            }
+            let key = state.cache.get(&*state.keystore, name).await?;
+            let mut out = Vec::with_capacity(requests.len());
+            for req in &requests {
+                let plaintext = key.key.open(&req.ciphertext, &req.context).map_err(ApiError::Decrypt)?;
+                out.push(json!({ "plaintext": Zeroizing::new(B64.encode(&plaintext[..])).as_str() }));
+            }
+            ok(&out)
         }
         Handler::PolicyWrite => {
             #[derive(Deserialize)]

@@ -110,6 +110,9 @@ pub enum ApiError {
         /// The route's method.
         expected: &'static str,
     },
+    /// A bulk decrypt of more than 1,000 ciphertexts.
+    #[error("too many ciphertexts")]
+    TooManyCiphertexts,
     /// v0.16: the admin identity cannot be assigned a policy or forgotten.
     #[error("identity is root")]
     IdentityIsRoot,
@@ -200,9 +203,8 @@ impl ApiError {
             ),
             Method { .. } if v016 => (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed".into()),
             e @ Method { .. } => (StatusCode::METHOD_NOT_ALLOWED, e.to_string().into()),
-            e @ (ProxyNoCert | ProxyTooManyCerts | ProxyInvalidCert | IdentityIsRoot | IdentityUnknown) => {
-                (StatusCode::BAD_REQUEST, e.to_string().into())
-            }
+            e @ (ProxyNoCert | ProxyTooManyCerts | ProxyInvalidCert | IdentityIsRoot | IdentityUnknown
+            | TooManyCiphertexts) => (StatusCode::BAD_REQUEST, e.to_string().into()),
             e @ AssignSelf => (StatusCode::FORBIDDEN, e.to_string().into()),
             NoRoute => (StatusCode::NOT_FOUND, "404 page not found".into()),
             Timeout => (StatusCode::SERVICE_UNAVAILABLE, "".into()),

@@ -870,3 +870,35 @@ async fn v016_clients_change_policies_and_assignments() {
         .await;
     assert_eq!(status, 400, "malformed globs are refused");
 }
+
+/// 2022–2023 MinIO decrypts many object keys at once (§11.5 vectors).
+#[tokio::test]
+async fn bulk_decrypt() {
+    let s = start(|_| {}).await;
+    let admin = s.admin();
+    let key = json!({"key": "pQLPe6/f87AMSItvZzEbrxYdRUzmM81ziXF95HOFE4Y=", "cipher": "AES256"});
+    assert_eq!(s.call(&admin, "PUT", "/v1/key/import/gw", Some(key)).await.0, 200);
+    let hello = "eyJhZWFkIjoiQUVTLTI1Ni1HQ00tSE1BQy1TSEEtMjU2IiwiaWQiOiI2MmNmMjEzMDY2OTI3MmYzOWY3ZGU2MDU4Y2YzNzEyMyIsIml2IjoiQkpDU2FRZ1MrMUovZ3ZhcWZNaXJYUT09Iiwibm9uY2UiOiJHZkllRHdSdjByRDBIYncrIiwiYnl0ZXMiOiIvNndhelRQbnREMHhra0w5RWFGWjduK0s5SEJhem5YaDlKYjcifQ==";
+    let with_context = "eyJhZWFkIjoiQUVTLTI1Ni1HQ00tSE1BQy1TSEEtMjU2IiwiaWQiOiI2MmNmMjEzMDY2OTI3MmYzOWY3ZGU2MDU4Y2YzNzEyMyIsIml2IjoiR3pFcFI0am1JMWRWTzJsdXZvdG9xQT09Iiwibm9uY2UiOiJCV2c1eE54eU4yck9sLzV3IiwiYnl0ZXMiOiJmVXlycTI1Q3VDeEp4TW5XOXVZSSsrSjVsVzdGbVFtcmZpdEoifQ==";
+    let ctx = B64.encode("Hello World Context");
+    let body = json!([{"ciphertext": hello}, {"ciphertext": with_context, "context": ctx}]);
+    let (status, out) = s.call(&admin, "POST", "/v1/key/bulk/decrypt/gw", Some(body)).await;
+    assert_eq!(status, 200, "{out}");
+    let hello_b64 = B64.encode("Hello World");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap(),
+        json!([{"plaintext": hello_b64}, {"plaintext": hello_b64}])
+    );
+    // Without its context the second one fails, and so does the whole request.
+    let body = json!([{"ciphertext": hello}, {"ciphertext": with_context}]);
+    let (status, out) = s.call(&admin, "POST", "/v1/key/bulk/decrypt/gw", Some(body)).await;
+    assert_eq!(
+        (status, message(&out).as_str()),
+        (400, "decryption failed: ciphertext is not authentic")
+    );
+    let many: Vec<Value> = (0..1001).map(|_| json!({"ciphertext": hello})).collect();
+    let (status, out) = s
+        .call(&admin, "POST", "/v1/key/bulk/decrypt/gw", Some(Value::Array(many)))
+        .await;
+    assert_eq!((status, message(&out).as_str()), (400, "too many ciphertexts"));
+}
