@@ -81,3 +81,76 @@ fn the_printed_curl_commands_work_as_shown() {
         .unwrap();
     assert!(server.wait().unwrap().success());
 }
+
+/// Whether this process may lock unlimited memory (`CAP_IPC_LOCK`, bit 14 of the
+/// effective capability set).
+fn may_lock_memory() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let caps = status.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap().trim();
+    u64::from_str_radix(caps, 16).unwrap() & (1 << 14) != 0
+}
+
+/// A figure in kilobytes from `/proc/PID/status` (`VmLck`, `VmRSS`, …).
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find_map(|l| l.strip_prefix(field)).unwrap();
+    line.trim().trim_end_matches("kB").trim().parse().unwrap()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn mlock_locks_the_servers_memory_or_says_what_it_needs() {
+    let mut server = Command::new(env!("CARGO_BIN_EXE_keyhost"))
+        .args(["server", "--dev", "--mlock", "--addr", "127.0.0.1:0"])
+        .env("KEYHOST_LOG", "warn")
+        .env("XDG_CACHE_HOME", std::env::temp_dir().join("keyhost-test-cache"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if !may_lock_memory() {
+        // Without the capability, locking all memory must fail at start-up with a
+        // message that says what is missing, rather than later at some allocation.
+        let out = server.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("CAP_IPC_LOCK"), "{stderr}");
+        return;
+    }
+    let stdout = BufReader::new(server.stdout.take().unwrap());
+    let mut commands = Vec::new();
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        if line.trim().starts_with("curl ") {
+            commands.push(line.trim().to_owned());
+        }
+        if line.starts_with("Stop with Ctrl-C") {
+            break;
+        }
+    }
+    assert_eq!(commands.len(), 2);
+    // The plugin instance and the keystore work with every page locked.
+    for command in &commands {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{command} -sS --fail-with-body"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Every mapping is locked, but only touched pages are resident: the plugin
+    // runtime's gigabytes of reserved address space must not be populated.
+    let locked = status_kib(server.id(), "VmLck:");
+    let resident = status_kib(server.id(), "VmRSS:");
+    assert!(locked > 4 * 1024, "VmLck is {locked} kB");
+    assert!(resident < 512 * 1024, "VmRSS is {resident} kB");
+    Command::new("kill")
+        .args(["-INT", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(server.wait().unwrap().success());
+}

@@ -50,8 +50,8 @@ pub struct ServerArgs {
     /// (KES v0.16 flag; newer configurations use tls.auth).
     #[arg(long, value_name = "on|off", value_parser = ["on", "off"])]
     auth: Option<String>,
-    /// Lock memory so keys are never swapped (KES v0.16 flag). Accepted for
-    /// compatibility; not applied yet — disable swap on key servers meanwhile.
+    /// Lock all memory pages so that keys are never written to swap (Linux; needs
+    /// CAP_IPC_LOCK or a `ulimit -l` large enough for the whole process).
     #[arg(long)]
     mlock: bool,
 }
@@ -59,7 +59,11 @@ pub struct ServerArgs {
 impl ServerArgs {
     pub async fn run(self) -> ExitCode {
         if self.mlock {
-            tracing::warn!("--mlock is accepted but memory locking is not implemented yet; disable swap instead");
+            if let Err(e) = lock_memory() {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+            tracing::info!("memory locked: pages of this process will not be swapped");
         }
         if !self.dev {
             return match self.configured().await {
@@ -78,6 +82,28 @@ impl ServerArgs {
             }
         }
     }
+}
+
+/// Locks the pages of this process in memory, now and in future, so that key
+/// material never reaches swap.
+///
+/// `MCL_ONFAULT` locks a page when it is first touched rather than at mapping time:
+/// the plugin runtime reserves gigabytes of address space per instance that it never
+/// touches, and populating those reservations would exhaust memory.
+#[cfg(target_os = "linux")]
+fn lock_memory() -> Result<(), String> {
+    use rustix::mm::{MlockAllFlags, mlockall};
+    mlockall(MlockAllFlags::CURRENT | MlockAllFlags::FUTURE | MlockAllFlags::ONFAULT).map_err(|e| {
+        format!(
+            "--mlock: cannot lock memory: {e}; the server needs the CAP_IPC_LOCK capability \
+             (or an unlimited `ulimit -l`), or run it without --mlock on a machine without swap"
+        )
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lock_memory() -> Result<(), String> {
+    Err("--mlock: memory locking is implemented on Linux only; run without --mlock on a machine without swap".into())
 }
 
 impl ServerArgs {
