@@ -310,19 +310,53 @@ pub(crate) async fn handle(state: &State, peer: &Peer, req: Request<hyper::body:
     response
 }
 
+/// Reads and discards what is left of a request body (at most 1 MiB, for at most a
+/// second) before an early error answer. Over HTTP/2, answering while the client is
+/// still sending makes the server reset the stream, and some clients (curl) then
+/// report a framing error instead of the answer.
+async fn drain(body: hyper::body::Incoming) {
+    let read = Limited::new(body, 1 << 20).collect();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), read).await;
+}
+
 async fn dispatch(state: &State, peer: &Peer, req: Request<hyper::body::Incoming>) -> Result<Response<Body>, ApiError> {
-    let raw_path = req.uri().path().to_owned();
-    let path = percent_encoding::percent_decode_str(&raw_path)
-        .decode_utf8()
-        .map_err(|_| ApiError::NoRoute)?
-        .into_owned();
-    let (route, resource) = find(&path).ok_or(ApiError::NoRoute)?;
-    let method_ok = req.method() == route.method || (route.method == Method::PUT && req.method() == Method::POST);
+    let (parts, body) = req.into_parts();
+    match dispatch_parts(state, peer, &parts, body).await {
+        Err((error, Some(body))) => {
+            drain(body).await;
+            Err(error)
+        }
+        Err((error, None)) => Err(error),
+        Ok(response) => Ok(response),
+    }
+}
+
+type Early = (ApiError, Option<hyper::body::Incoming>);
+
+async fn dispatch_parts(
+    state: &State,
+    peer: &Peer,
+    req: &http::request::Parts,
+    body: hyper::body::Incoming,
+) -> Result<Response<Body>, Early> {
+    let early = |e: ApiError, body| Err((e, Some(body)));
+    let raw_path = req.uri.path().to_owned();
+    let Ok(path) = percent_encoding::percent_decode_str(&raw_path).decode_utf8() else {
+        return early(ApiError::NoRoute, body);
+    };
+    let path = path.into_owned();
+    let Some((route, resource)) = find(&path) else {
+        return early(ApiError::NoRoute, body);
+    };
+    let method_ok = req.method == route.method || (route.method == Method::PUT && req.method == Method::POST);
     if !method_ok {
-        return Err(ApiError::Method {
-            got: req.method().to_string(),
-            expected: route.method.as_str(),
-        });
+        return early(
+            ApiError::Method {
+                got: req.method.to_string(),
+                expected: route.method.as_str(),
+            },
+            body,
+        );
     }
     let overridden = state.overrides.get(route.path);
     let auth = match overridden {
@@ -332,37 +366,41 @@ async fn dispatch(state: &State, peer: &Peer, req: Request<hyper::body::Incoming
     let timeout = overridden.and_then(|o| o.timeout).unwrap_or(route.timeout);
     let identity = match auth {
         Auth::None => None,
-        Auth::Identify | Auth::Policy => Some(client_identity(state, peer, req.headers())?),
+        Auth::Identify | Auth::Policy => match client_identity(state, peer, &req.headers) {
+            Ok(identity) => Some(identity),
+            Err(e) => return early(e, body),
+        },
     };
     if auth == Auth::Policy
         && let Some(identity) = &identity
         && state.authorizer().authorize(identity, &path) == Decision::Denied
     {
-        return Err(ApiError::NotAllowed);
+        return early(ApiError::NotAllowed, body);
     }
     // KES v0.16 clients ask for listings as NDJSON.
     let ndjson = req
-        .headers()
+        .headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/x-ndjson"));
     let body = if route.max_body > 0 {
-        Limited::new(req.into_body(), route.max_body)
+        Limited::new(body, route.max_body)
             .collect()
             .await
-            .map_err(|_| ApiError::InvalidBody)?
+            .map_err(|_| (ApiError::InvalidBody, None))?
             .to_bytes()
     } else {
+        drain(body).await;
         Bytes::new()
     };
     let resource = resource.to_owned();
     let call = run(state, route.handler, &resource, identity.as_ref(), body, ndjson);
     if timeout.is_zero() {
-        return call.await;
+        return call.await.map_err(|e| (e, None));
     }
     match tokio::time::timeout(timeout, call).await {
-        Ok(result) => result,
-        Err(_) => Err(ApiError::Timeout),
+        Ok(result) => result.map_err(|e| (e, None)),
+        Err(_) => Err((ApiError::Timeout, None)),
     }
 }
 
