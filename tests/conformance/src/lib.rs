@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::future::Future;
+use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -296,7 +297,7 @@ fn xml(s: &str) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct KitOptions {
     /// Run only cases whose id matches (`*` matches any run of characters; without
-    /// `*`, any id containing the pattern matches).
+    /// `*`, any id containing the pattern matches; `a,b` matches either).
     pub filter: Option<String>,
     /// Skip the cases whose id matches (same syntax as `filter`).
     pub skip: Option<String>,
@@ -304,8 +305,16 @@ pub struct KitOptions {
     pub case_timeout: Option<Duration>,
 }
 
-/// Whether `id` is selected by `pattern`.
+/// Whether `id` is selected by `pattern`: one or more comma-separated patterns.
 pub fn matches_filter(pattern: &str, id: &str) -> bool {
+    pattern
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .any(|p| matches_one(p, id))
+}
+
+fn matches_one(pattern: &str, id: &str) -> bool {
     if !pattern.contains('*') {
         return id.contains(pattern);
     }
@@ -339,7 +348,9 @@ pub async fn run(runtime: &Runtime, spec: PluginSpec, options: &KitOptions) -> R
     let plugin = runtime.load(spec.clone()).await?;
     let info = plugin.info();
     let prefix = format!("kc{}-", random_token(8));
+    let record_sizes = record_sizes(&info.features).unwrap_or(0..=MAX_RECORD);
     let kit = Kit {
+        record_sizes,
         runtime: runtime.clone(),
         spec,
         plugin: plugin.clone(),
@@ -389,7 +400,30 @@ fn random_token(len: usize) -> String {
         .collect()
 }
 
+/// The largest record the contract knows.
+const MAX_RECORD: usize = 1 << 20;
+
+/// The sizes a plugin's `record-size=MIN..MAX` feature declares: `None` without the
+/// feature, `Some(Err)` when it is malformed or out of the contract's bounds.
+fn declared_record_sizes(features: &[String]) -> Option<Result<RangeInclusive<usize>, String>> {
+    let raw = features.iter().find_map(|f| f.strip_prefix("record-size="))?;
+    let parsed = raw
+        .split_once("..")
+        .and_then(|(min, max)| Some((min.parse::<usize>().ok()?, max.parse::<usize>().ok()?)));
+    Some(match parsed {
+        Some((min, max)) if min <= 1 && (4096..=MAX_RECORD).contains(&max) => Ok(min..=max),
+        _ => Err(format!(
+            "feature record-size={raw} must read MIN..MAX with MIN at most 1 and MAX from 4096 to {MAX_RECORD}"
+        )),
+    })
+}
+
+fn record_sizes(features: &[String]) -> Option<RangeInclusive<usize>> {
+    declared_record_sizes(features).and_then(Result::ok)
+}
+
 struct Kit {
+    record_sizes: RangeInclusive<usize>,
     runtime: Runtime,
     spec: PluginSpec,
     plugin: Plugin,
@@ -502,6 +536,9 @@ impl Kit {
             "info.version {:?} is not a semver version such as 1.2.3",
             info.version
         );
+        if let Some(Err(why)) = declared_record_sizes(&info.features) {
+            return Err(why);
+        }
         let mut seen = BTreeSet::new();
         for s in &info.settings {
             ensure!(!s.name.is_empty(), "a setting has an empty name");
@@ -575,6 +612,33 @@ impl Kit {
 
     async fn roundtrip(&self, suffix: &str, value: Vec<u8>) -> CaseResultInner {
         let name = self.name(suffix);
+        if !self.record_sizes.contains(&value.len()) {
+            // Outside the sizes the plugin declares: refused, and nothing stored.
+            match self.create(&name, &value).await {
+                Err(Error::InvalidArgument(_)) => {}
+                Ok(()) => {
+                    return Err(format!(
+                        "create of a {}-byte record succeeded although the plugin declares record-size={}..{}",
+                        value.len(),
+                        self.record_sizes.start(),
+                        self.record_sizes.end()
+                    ));
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "create of a {}-byte record, outside the declared sizes, failed with {e} instead of invalid-argument",
+                        value.len()
+                    ));
+                }
+            }
+            return match self.plugin.get(&name).await {
+                Err(Error::NotFound) => Ok(None),
+                other => Err(format!(
+                    "after a refused create, get({name:?}) returned {:?} instead of not-found",
+                    other.map(|v| v.len())
+                )),
+            };
+        }
         self.create_ok(&name, &value).await?;
         let got = self
             .plugin
@@ -963,6 +1027,25 @@ mod tests {
         assert!(matches_filter("create.*.empty", "create.roundtrip.empty"));
         assert!(!matches_filter("create.*", "list.sorted"));
         assert!(!matches_filter("list.pages", "create.exists"));
+        assert!(matches_filter("list.pages.*,create.*.64kib", "create.roundtrip.64kib"));
+        assert!(matches_filter("list.pages.*, create.*.64kib", "list.pages.1000"));
+        assert!(!matches_filter("list.pages.*,create.*.64kib", "create.exists"));
+    }
+
+    #[test]
+    fn record_size_feature() {
+        let f = |s: &str| vec![s.to_owned()];
+        assert_eq!(record_sizes(&f("record-size=1..65536")), Some(1..=65536));
+        assert_eq!(record_sizes(&f("record-size=0..1048576")), Some(0..=1048576));
+        assert_eq!(record_sizes(&[]), None);
+        for bad in [
+            "record-size=2..65536",
+            "record-size=1..100",
+            "record-size=1..2000000",
+            "record-size=1-5000",
+        ] {
+            assert!(matches!(declared_record_sizes(&f(bad)), Some(Err(_))), "{bad}");
+        }
     }
 
     #[test]

@@ -72,7 +72,8 @@ pub struct PluginArgs {
 pub struct TestArgs {
     #[command(flatten)]
     plugin: PluginArgs,
-    /// Run only the cases whose id matches (e.g. `list.*`; without `*`, a substring).
+    /// Run only the cases whose id matches (e.g. `list.*`; without `*`, a substring;
+    /// several patterns separated by commas).
     #[arg(long, value_name = "PATTERN")]
     filter: Option<String>,
     /// Skip the cases whose id matches (same syntax as --filter).
