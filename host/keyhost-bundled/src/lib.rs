@@ -25,8 +25,16 @@ pub const FS: Bundled = Bundled {
     wasm: include_bytes!(concat!(env!("OUT_DIR"), "/keyhost-plugin-fs.wasm")),
 };
 
+/// The AWS keystore: key records as secrets in AWS Secrets Manager, optionally
+/// under a customer KMS key. `keystore.aws.secretsmanager` selects it.
+pub const AWS: Bundled = Bundled {
+    name: "aws",
+    description: "key records as secrets in AWS Secrets Manager, optionally under a KMS key",
+    wasm: include_bytes!(concat!(env!("OUT_DIR"), "/keyhost-plugin-aws.wasm")),
+};
+
 /// Every bundled plugin.
-pub const ALL: &[Bundled] = &[FS];
+pub const ALL: &[Bundled] = &[FS, AWS];
 
 /// The bundled plugin called `name` (with or without the `builtin:` prefix).
 pub fn find(name: &str) -> Option<Bundled> {

@@ -129,6 +129,10 @@ pub struct AwsSecretsManager {
     pub region: String,
     /// The KMS key that encrypts the secrets, if any.
     pub kms_key: Option<String>,
+    /// The KMS endpoint (keyhost extension; default derived from the region).
+    pub kms_endpoint: Option<String>,
+    /// Wrap each record with KMS Encrypt before storing it (keyhost extension).
+    pub kms_envelope: bool,
     /// Static credentials, if configured.
     pub access_key: Option<String>,
     /// Static credentials, if configured.
@@ -143,6 +147,8 @@ impl fmt::Debug for AwsSecretsManager {
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
             .field("kms_key", &self.kms_key)
+            .field("kms_endpoint", &self.kms_endpoint)
+            .field("kms_envelope", &self.kms_envelope)
             .field("access_key", &self.access_key.as_ref().map(|_| "…"))
             .finish_non_exhaustive()
     }

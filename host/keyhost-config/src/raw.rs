@@ -181,6 +181,8 @@ struct RawSecretsManager {
     endpoint: Option<Val>,
     region: Option<Val>,
     kmskey: Option<Val>,
+    kms_endpoint: Option<Val>,
+    kms_envelope: Option<Val>,
     credentials: Option<RawAwsCredentials>,
 }
 
@@ -525,6 +527,8 @@ fn keystore(ctx: &Ctx<'_>, raw: RawKeystore) -> Result<KeystoreConfig, ConfigErr
             endpoint,
             region,
             kms_key: ctx.opt(&format!("{field}.kmskey"), &sm.kmskey)?,
+            kms_endpoint: ctx.opt(&format!("{field}.kms_endpoint"), &sm.kms_endpoint)?,
+            kms_envelope: ctx.switch(&format!("{field}.kms_envelope"), &sm.kms_envelope, false)?,
             access_key: ctx.opt(&format!("{field}.credentials.accesskey"), &creds.accesskey)?,
             secret_key: ctx.opt(&format!("{field}.credentials.secretkey"), &creds.secretkey)?,
             session_token: ctx.opt(&format!("{field}.credentials.token"), &creds.token)?,

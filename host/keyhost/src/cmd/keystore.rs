@@ -22,12 +22,7 @@ pub fn describe(config: &KeystoreConfig) -> String {
 pub async fn open(config: &KeystoreConfig, file: &str) -> Result<Arc<dyn Keystore>, String> {
     let spec = match config {
         KeystoreConfig::Memory => return Ok(Arc::new(MemStore::new())),
-        KeystoreConfig::AwsSecretsManager(_) => {
-            return Err(format!(
-                "{file}: keystore.aws.secretsmanager: the AWS plugin is not part of this build yet; \
-                 use keystore.fs or keystore.plugin"
-            ));
-        }
+        KeystoreConfig::AwsSecretsManager(aws) => super::aws::spec(aws, file, &super::aws::ProcessEnv)?,
         KeystoreConfig::Fs { path } => {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new()

@@ -1,0 +1,242 @@
+//! The AWS plugin against moto (AWS Secrets Manager and KMS, emulated on a loopback
+//! port): the whole kit in each mode, credentials from the instance metadata
+//! service, KMS health, envelopes bound to their key name, secrets written by KES,
+//! and no reach beyond the granted endpoints.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use keyhost_conformance::{KitOptions, Report};
+use keyhost_keystore::{Error, Keystore};
+use keyhost_plugin_host::{Grants, Origin, Plugin, PluginSource, PluginSpec, Runtime, RuntimeOptions};
+use keyhost_test_support::{ACCESS_KEY, Moto, REGION, SECRET_KEY};
+
+fn wasm() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            keyhost_plugin_build::build(&["keyhost-plugin-aws"]).unwrap_or_else(|e| panic!("{e}"))[0].clone()
+        })
+        .clone()
+}
+
+/// The plugin's settings for `moto` with static credentials, plus `extra`.
+fn spec(moto: &Moto, extra: &[(&str, &str)]) -> PluginSpec {
+    let mut spec = PluginSpec::new("aws", PluginSource::File(wasm()));
+    for (k, v) in [
+        ("endpoint", moto.url().as_str()),
+        ("region", REGION),
+        ("accesskey", ACCESS_KEY),
+        ("secretkey", SECRET_KEY),
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    {
+        spec.config.insert(k.to_owned(), v.to_owned());
+    }
+    spec.config.retain(|_, v| !v.is_empty());
+    spec.grants = Grants {
+        http: vec![Origin::parse(&moto.url()).unwrap()],
+        dir: None,
+    };
+    spec
+}
+
+async fn load(spec: PluginSpec) -> Plugin {
+    Runtime::new(RuntimeOptions::default())
+        .unwrap()
+        .load(spec)
+        .await
+        .unwrap()
+}
+
+async fn kit(spec: PluginSpec, skip: Option<&str>) -> Report {
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let options = KitOptions {
+        skip: skip.map(str::to_owned),
+        ..KitOptions::default()
+    };
+    keyhost_conformance::run(&runtime, spec, &options).await.unwrap()
+}
+
+fn assert_passed(report: &Report, expected: usize) {
+    assert_eq!(report.failed(), 0, "{}", report.to_text());
+    assert_eq!(report.passed(), expected, "{}", report.to_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kit_passes_on_the_aws_plugin() {
+    let moto = Moto::start();
+    let report = kit(spec(&moto, &[]), None).await;
+    assert_passed(&report, keyhost_conformance::CASES.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kit_passes_with_a_kms_key_and_with_envelopes() {
+    let moto = Moto::start();
+    let key = moto.create_kms_key();
+    // Paging is the same code in every mode and takes most of a run: the first
+    // test covers it.
+    let paging = keyhost_conformance::CASES
+        .iter()
+        .filter(|c| c.id.starts_with("list.pages."))
+        .count();
+    let all = keyhost_conformance::CASES.len();
+    let report = kit(
+        spec(&moto, &[("kmskey", &key), ("kms_endpoint", &moto.url())]),
+        Some("list.pages.*"),
+    )
+    .await;
+    assert_passed(&report, all - paging);
+    // KMS wraps at most 4 KiB: the 64 KiB record is beyond the envelope mode.
+    let report = kit(
+        spec(
+            &moto,
+            &[
+                ("kmskey", &key),
+                ("kms_endpoint", &moto.url()),
+                ("kms_envelope", "true"),
+            ],
+        ),
+        Some("list.pages.*,create.roundtrip.64kib"),
+    )
+    .await;
+    assert_passed(&report, all - paging - 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelopes_hide_the_record_and_are_bound_to_their_name() {
+    let moto = Moto::start();
+    let key = moto.create_kms_key();
+    let plugin = load(spec(
+        &moto,
+        &[
+            ("kmskey", &key),
+            ("kms_endpoint", &moto.url()),
+            ("kms_envelope", "true"),
+        ],
+    ))
+    .await;
+    let record = br#"{"bytes":"WMm3jVnCwERDIhaOZWVVyCt5fbHwIgeClIfjFuStpEk="}"#;
+    plugin.create("envelope-a", record).await.unwrap();
+    assert_eq!(*plugin.get("envelope-a").await.unwrap(), record[..]);
+    let stored = moto.python("print(sm.get_secret_value(SecretId='envelope-a')['SecretString'])");
+    assert!(stored.starts_with("keyhost:kms-envelope:v1:"), "{stored}");
+    assert!(
+        !stored.contains("WMm3jVnC"),
+        "the record is visible in the secret: {stored}"
+    );
+    // The same envelope under another name does not open.
+    moto.python(&format!("sm.create_secret(Name='envelope-b', SecretString='{stored}')"));
+    match plugin.get("envelope-b").await {
+        Err(Error::AccessDenied(why)) => assert!(why.contains("envelope-b"), "{why}"),
+        other => panic!("a moved envelope opened: {other:?}"),
+    }
+    // Without the KMS key configured, an envelope is refused with the reason.
+    let plain = load(spec(&moto, &[])).await;
+    match plain.get("envelope-a").await {
+        Err(Error::InvalidArgument(why)) => assert!(why.contains("kmskey"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_fails_when_the_kms_key_is_disabled() {
+    let moto = Moto::start();
+    let key = moto.create_kms_key();
+    let plugin = load(spec(&moto, &[("kmskey", &key), ("kms_endpoint", &moto.url())])).await;
+    let health = plugin.status().await.unwrap();
+    assert!(health.detail.unwrap_or_default().contains("usable"));
+    moto.python(&format!("kms.disable_key(KeyId='{key}')"));
+    // A fresh instance has no cached probe.
+    plugin.recycle();
+    match plugin.status().await {
+        Err(Error::Unavailable(why) | Error::AccessDenied(why)) => {
+            assert!(why.contains(&key) || why.contains("Disabled"), "{why}");
+        }
+        other => panic!("status with a disabled KMS key: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_written_by_kes_read_back_verbatim() {
+    let moto = Moto::start();
+    // KES v0.16 stores {"bytes": …}; newer KES a base64 protobuf; both as the
+    // secret string under the key's own name.
+    let v016 = r#"{"bytes":"WMm3jVnCwERDIhaOZWVVyCt5fbHwIgeClIfjFuStpEk="}"#;
+    let newest = "CiDuRyZJc7AHn4qgv6J0yS7hFfMxcsR2QWFMkErNw4gE3BIMCJrq9qwGEJCg/a8CGgVhZG1pbg==";
+    moto.python(&format!(
+        "sm.create_secret(Name='minio-key-v016', SecretString='{v016}')\n\
+         sm.create_secret(Name='minio-key-newest', SecretString='{newest}')\n\
+         sm.create_secret(Name='binary-secret', SecretBinary=b'\\x00\\x01\\xff')"
+    ));
+    let plugin = load(spec(&moto, &[])).await;
+    assert_eq!(*plugin.get("minio-key-v016").await.unwrap(), *v016.as_bytes());
+    assert_eq!(*plugin.get("minio-key-newest").await.unwrap(), *newest.as_bytes());
+    assert_eq!(*plugin.get("binary-secret").await.unwrap(), [0, 1, 0xff]);
+    let page = plugin.list("minio-key-", None, 10).await.unwrap();
+    assert_eq!(page.names, ["minio-key-newest", "minio-key-v016"]);
+    // keyhost writes text records as the secret string, as KES does.
+    plugin.create("written-by-keyhost", v016.as_bytes()).await.unwrap();
+    let stored = moto.python("print(sm.get_secret_value(SecretId='written-by-keyhost')['SecretString'])");
+    assert_eq!(stored, v016);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_from_the_instance_metadata_service() {
+    let moto = Moto::start();
+    // moto answers IMDSv2 (token, role, credentials) on its own port.
+    let plugin = load(spec(
+        &moto,
+        &[("accesskey", ""), ("secretkey", ""), ("imds_endpoint", &moto.url())],
+    ))
+    .await;
+    plugin.create("via-imds", b"record").await.unwrap();
+    assert_eq!(*plugin.get("via-imds").await.unwrap(), *b"record");
+
+    // Neither static credentials nor a metadata service: refused at open.
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let err = runtime
+        .load(spec(&moto, &[("accesskey", ""), ("secretkey", "")]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no credentials"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plugin_reaches_only_the_granted_endpoints() {
+    let moto = Moto::start();
+    let bait = TcpListener::bind("127.0.0.1:0").unwrap();
+    bait.set_nonblocking(true).unwrap();
+    let bait_url = format!("http://{}", bait.local_addr().unwrap());
+    // The Secrets Manager endpoint points elsewhere than the grant.
+    let mut to_bait = spec(&moto, &[("endpoint", &bait_url)]);
+    to_bait.limits.timeout = Duration::from_secs(5);
+    let plugin = load(to_bait).await;
+    let err = plugin.create("never-sent", b"x").await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_) | Error::AccessDenied(_)), "{err:?}");
+    // A KMS endpoint that is not granted: the probe in status is refused too.
+    let key = moto.create_kms_key();
+    let plugin = load(spec(&moto, &[("kmskey", &key), ("kms_endpoint", &bait_url)])).await;
+    assert!(plugin.status().await.is_err());
+    // The bait saw no connection at all.
+    match bait.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Ok((mut s, _)) => {
+            let mut buf = [0; 256];
+            let n = s.read(&mut buf).unwrap_or(0);
+            panic!(
+                "the plugin reached an endpoint it was not granted: {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            );
+        }
+        Err(e) => panic!("{e}"),
+    }
+    // Nothing was created through moto either.
+    assert_eq!(moto.python("print(len(sm.list_secrets()['SecretList']))"), "0");
+}

@@ -1,0 +1,258 @@
+//! Fixtures for keyhost's integration tests.
+//!
+//! - [`Moto`]: the AWS emulator moto (PyPI `moto[server]`, version pinned in
+//!   `scripts/moto-requirements.txt`), installed on first use into a virtual
+//!   environment under the target directory and started on a free loopback port.
+//! - [`Relay`]: a TCP relay in front of a server that a test can cut and restore,
+//!   to simulate an outage without losing the server's state.
+
+#![warn(missing_docs)]
+#![allow(clippy::missing_panics_doc)] // Fixtures panic with a message when the machine lacks something.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The virtual environment that holds moto: `<target dir>/moto-venv`, or
+/// `$KEYHOST_MOTO_VENV`.
+pub fn moto_venv() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KEYHOST_MOTO_VENV") {
+        return PathBuf::from(dir);
+    }
+    keyhost_plugin_build::target_dir()
+        .parent()
+        .map_or_else(|| PathBuf::from("target"), Path::to_path_buf)
+        .join("moto-venv")
+}
+
+/// Installs moto into [`moto_venv`] unless it is there already; safe to call from
+/// several test processes at once.
+pub fn install_moto() -> PathBuf {
+    let venv = moto_venv();
+    let server = venv.join("bin/moto_server");
+    if server.exists() {
+        return venv;
+    }
+    std::fs::create_dir_all(venv.parent().expect("the venv has a parent")).expect("create the target directory");
+    let lock_path = venv.with_extension("lock");
+    let lock = std::fs::File::create(&lock_path).expect("create the moto install lock");
+    lock.lock().expect("lock the moto install");
+    if !server.exists() {
+        let requirements = keyhost_plugin_build::repo_root().join("scripts/moto-requirements.txt");
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
+        run(Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(&requirements));
+        // scripts/test compares this copy to decide whether to reinstall.
+        std::fs::copy(&requirements, venv.join("requirements.txt")).expect("record the installed requirements");
+    }
+    drop(lock);
+    venv
+}
+
+fn run(command: &mut Command) {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e} (moto needs python3 with venv and pip)"));
+    assert!(
+        out.status.success(),
+        "{command:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A free loopback port (bound and released; the caller binds it next).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a loopback port")
+        .port()
+}
+
+/// A running moto server; stopped when dropped.
+#[derive(Debug)]
+pub struct Moto {
+    child: Child,
+    port: u16,
+    venv: PathBuf,
+}
+
+/// The region every test uses.
+pub const REGION: &str = "us-east-1";
+/// Credentials moto accepts (it checks none).
+pub const ACCESS_KEY: &str = "AKIAKEYHOSTTEST";
+/// Credentials moto accepts (it checks none).
+pub const SECRET_KEY: &str = "keyhost-test-secret";
+
+impl Moto {
+    /// Installs moto if needed and starts it on a free loopback port.
+    pub fn start() -> Self {
+        let venv = install_moto();
+        // Another process may take the port between our probe and moto's bind:
+        // then moto exits, and we try another port.
+        for _ in 0..5 {
+            let port = free_port();
+            let child = Command::new(venv.join("bin/moto_server"))
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start moto_server");
+            let mut moto = Self {
+                child,
+                port,
+                venv: venv.clone(),
+            };
+            if moto.wait_ready() {
+                return moto;
+            }
+        }
+        panic!("moto did not start on any of 5 ports");
+    }
+
+    /// Waits until moto answers its own API over HTTP; false if it exited.
+    fn wait_ready(&mut self) -> bool {
+        use std::io::{Read, Write};
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let request = "GET /moto-api/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+                let mut answer = String::new();
+                if stream.write_all(request.as_bytes()).is_ok()
+                    && stream.read_to_string(&mut answer).is_ok()
+                    && answer.starts_with("HTTP/1.")
+                {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("moto did not answer on port {} within 60 s", self.port);
+    }
+
+    /// The port moto listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// moto's URL, e.g. `http://127.0.0.1:43121`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs a Python script with boto3 against this moto. The script finds
+    /// `sm` (Secrets Manager) and `kms` clients ready; what it prints is returned.
+    pub fn python(&self, script: &str) -> String {
+        let prelude = format!(
+            "import boto3, base64, json\n\
+             _kw = dict(endpoint_url='{url}', region_name='{REGION}', aws_access_key_id='{ACCESS_KEY}', aws_secret_access_key='{SECRET_KEY}')\n\
+             sm = boto3.client('secretsmanager', **_kw)\n\
+             kms = boto3.client('kms', **_kw)\n",
+            url = self.url()
+        );
+        let out = Command::new(self.venv.join("bin/python"))
+            .arg("-c")
+            .arg(format!("{prelude}{script}"))
+            .output()
+            .expect("run the venv's python");
+        assert!(
+            out.status.success(),
+            "python failed:\n{script}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output").trim().to_owned()
+    }
+
+    /// Creates a symmetric KMS key and returns its id.
+    pub fn create_kms_key(&self) -> String {
+        self.python("print(kms.create_key()['KeyMetadata']['KeyId'])")
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP relay from a loopback port to a target that can be cut (every connection
+/// closed, new ones refused) and restored on the same port.
+#[derive(Debug)]
+pub struct Relay {
+    port: u16,
+    target: SocketAddr,
+    state: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Relay {
+    /// Starts a relay to `target` on a free loopback port.
+    pub fn start(target: SocketAddr) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("relay runtime");
+        let relay = Self {
+            port: free_port(),
+            target,
+            state: Arc::new(Mutex::new(None)),
+            runtime,
+        };
+        relay.restore();
+        relay
+    }
+
+    /// The relay's URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Closes every connection and refuses new ones until [`Relay::restore`].
+    pub fn cut(&self) {
+        if let Some(task) = self.state.lock().expect("relay state").take() {
+            task.abort();
+            // Wait for the listener to be dropped, so that connecting fails at once.
+            let _ = self.runtime.block_on(task);
+        }
+    }
+
+    /// Accepts connections again, on the same port.
+    pub fn restore(&self) {
+        let mut state = self.state.lock().expect("relay state");
+        if state.is_some() {
+            return;
+        }
+        let listener = self.runtime.block_on(async {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await {
+                    Ok(l) => return l,
+                    Err(e) if Instant::now() > deadline => panic!("relay cannot bind {}: {e}", self.port),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        let target = self.target;
+        *state = Some(self.runtime.spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+            // Aborting this task drops `connections`, which aborts every relayed
+            // connection, and drops the listener.
+        }));
+    }
+}
