@@ -55,6 +55,48 @@ pub fn client_certificate(key: &ApiKey) -> Result<(String, Zeroizing<String>), D
     Ok((cert.pem(), Zeroizing::new(pair.serialize_pem())))
 }
 
+/// What [`identity_certificate`] puts in a certificate.
+#[derive(Debug, Clone, Default)]
+pub struct CertificateRequest {
+    /// The subject's common name.
+    pub subject: String,
+    /// Subject alternative names: IP addresses.
+    pub ips: Vec<std::net::IpAddr>,
+    /// Subject alternative names: DNS names.
+    pub dns: Vec<String>,
+    /// How long the certificate is valid.
+    pub validity: std::time::Duration,
+}
+
+/// A self-signed certificate for the Ed25519 key an API key stands for, usable by
+/// clients and servers alike (client and server authentication), as
+/// `kes identity new --key --cert` writes it. Its identity is the API key's.
+pub fn identity_certificate(
+    key: &ApiKey,
+    request: &CertificateRequest,
+) -> Result<(String, Zeroizing<String>), DevError> {
+    let pkcs8 = api_key_pkcs8(key);
+    let pair = KeyPair::try_from(pkcs8.as_slice())?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, request.subject.as_str());
+    for ip in &request.ips {
+        params.subject_alt_names.push(SanType::IpAddress(*ip));
+    }
+    for name in &request.dns {
+        params
+            .subject_alt_names
+            .push(SanType::DnsName(name.clone().try_into()?));
+    }
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::minutes(5);
+    params.not_after = now + time::Duration::try_from(request.validity).unwrap_or(time::Duration::days(30));
+    let cert = params.self_signed(&pair)?;
+    Ok((cert.pem(), Zeroizing::new(pair.serialize_pem())))
+}
+
 impl DevCredentials {
     /// New credentials; the server certificate names `hosts` (DNS names or IPs).
     pub fn generate(hosts: &[String]) -> Result<Self, DevError> {

@@ -24,6 +24,21 @@ enum Command {
     /// Work with keystore plugins: run the conformance kit.
     #[command(subcommand)]
     Plugin(Box<cmd::plugin::PluginCommand>),
+    /// Make identities (API keys, certificates) and compute them.
+    #[command(subcommand)]
+    Identity(cmd::identity::IdentityCommand),
+    /// Manage keys on a running server.
+    Key(cmd::key::KeyArgs),
+    /// KES v0.16's spelling of some commands (`tool identity new|of`).
+    #[command(subcommand, hide = true)]
+    Tool(ToolCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ToolCommand {
+    /// Same as `keyhost identity`.
+    #[command(subcommand)]
+    Identity(cmd::identity::IdentityCommand),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +61,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Plugin(command) => command.run().await,
             Command::Server(args) => args.run().await,
+            Command::Identity(command) | Command::Tool(ToolCommand::Identity(command)) => command.run(),
+            Command::Key(args) => args.run().await,
         }
     })
 }
