@@ -902,3 +902,189 @@ async fn bulk_decrypt() {
         .await;
     assert_eq!((status, message(&out).as_str()), (400, "too many ciphertexts"));
 }
+
+/// Every key route answers a missing key with 404, and a key without an HMAC key
+/// with 409 on hmac (newest texts).
+#[tokio::test]
+async fn missing_keys_and_keys_without_hmac() {
+    let s = start(|_| {}).await;
+    let admin = s.admin();
+    let body = json!({"plaintext": "AAAA", "ciphertext": "AAAA", "message": "AAAA"});
+    for (method, route) in [
+        ("GET", "describe"),
+        ("PUT", "encrypt"),
+        ("PUT", "decrypt"),
+        ("PUT", "hmac"),
+        ("PUT", "generate"),
+        ("DELETE", "delete"),
+    ] {
+        let (status, text) = s
+            .call(&admin, method, &format!("/v1/key/{route}/missing"), Some(body.clone()))
+            .await;
+        assert_eq!(
+            (status, text.as_str()),
+            (404, "{\"message\":\"key does not exist\"\n}"),
+            "{route}"
+        );
+    }
+    let imported = json!({"key": B64.encode([1u8; 32]), "cipher": "AES256"});
+    assert_eq!(
+        s.call(&admin, "PUT", "/v1/key/import/legacy", Some(imported)).await.0,
+        200
+    );
+    let (status, text) = s
+        .call(&admin, "PUT", "/v1/key/hmac/legacy", Some(json!({"message": "AAAA"})))
+        .await;
+    assert_eq!((status, message(&text).as_str()), (409, "key does not support HMAC"));
+}
+
+/// The newest shapes of the policy and identity routes, and listing patterns.
+#[tokio::test]
+async fn policy_and_identity_shapes() {
+    let s = start(|_| {}).await;
+    let admin = s.admin();
+    let admin_id = s.creds.admin.identity();
+    let (status, body) = s.call(&admin, "GET", "/v1/policy/describe/app", None).await;
+    assert_eq!(status, 200, "{body}");
+    let d: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (d["name"].as_str(), d["created_by"].as_str()),
+        (Some("app"), Some(admin_id.as_str()))
+    );
+    assert!(d["created_at"].as_str().unwrap().ends_with('Z'));
+    assert!(d.get("allow").is_none(), "describe has no rules: {body}");
+    let (status, body) = s.call(&admin, "GET", "/v1/policy/describe/nope", None).await;
+    assert_eq!((status, message(&body).as_str()), (404, "policy does not exist"));
+    let (_, body) = s.call(&admin, "GET", "/v1/policy/list/a*", None).await;
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["names"], json!(["app"]));
+    let (_, body) = s.call(&admin, "GET", "/v1/policy/list/x", None).await;
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["names"], json!([]));
+
+    let (status, body) = s
+        .call(&admin, "GET", &format!("/v1/identity/describe/{admin_id}"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["admin"], true);
+    let (status, body) = s.call(&admin, "GET", "/v1/identity/self/describe", None).await;
+    assert_eq!(status, 200);
+    let me: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (me["identity"].as_str(), me["admin"].as_bool()),
+        (Some(admin_id.as_str()), Some(true))
+    );
+    let (status, body) = s.call(&admin, "GET", "/v1/identity/describe/not-hex", None).await;
+    assert_eq!((status, message(&body).as_str()), (404, "identity does not exist"));
+
+    // Listing patterns: `*` only at the end.
+    let (status, body) = s.call(&admin, "GET", "/v1/key/list/a*b", None).await;
+    assert_eq!(status, 400, "{body}");
+}
+
+/// A v0.16-style deployment gets v0.16's texts: 200 for deleting a missing key,
+/// "invalid json", "invalid key", 405 "Method Not Allowed", and the decrypt errors
+/// of KES v0.16's own test vectors.
+#[tokio::test]
+async fn v016_texts() {
+    let s = start(|state| state.era = keyhost_server::Era::V016).await;
+    let admin = s.admin();
+    assert_eq!(s.call(&admin, "DELETE", "/v1/key/delete/missing", None).await.0, 200);
+    let (status, body) = s.call(&admin, "GET", "/v1/key/create/k", None).await;
+    assert_eq!((status, message(&body).as_str()), (405, "Method Not Allowed"));
+    s.call(&admin, "POST", "/v1/key/create/k", None).await;
+    let resp = admin
+        .post(format!("{}/v1/key/encrypt/k", s.url))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/json; charset=utf-8");
+    assert_eq!(
+        (resp.status().as_u16(), resp.text().await.unwrap().as_str()),
+        (400, "{\"message\":\"invalid json\"}")
+    );
+    let (status, body) = s
+        .call(
+            &admin,
+            "POST",
+            "/v1/key/import/short",
+            Some(json!({"bytes": B64.encode([0u8; 16])})),
+        )
+        .await;
+    assert_eq!((status, message(&body).as_str()), (400, "invalid key"));
+
+    let zero = json!({"bytes": B64.encode([0u8; 32])});
+    assert_eq!(s.call(&admin, "POST", "/v1/key/import/zero", Some(zero)).await.0, 200);
+    for (ciphertext, status, text) in [
+        (
+            r#"{"aead":"AES-256-GCM-HMAC-SHA-256","iv":"xLxIN3tSCkg2xMafuvwUwg==","nonce":"gu0mGwUkwcvMEoi5","bytes":"WVgRjeIJm3w50C/l+y7y2i6mbNg5NCAqN1zvOYWZKmc="}"#,
+            200,
+            "",
+        ),
+        (
+            r#"{"aead":"AES-256-GCM","iv":"xLxIN3tSCkg2xMafuvwUwg==","nonce":"gu0mGwUkwcvMEoi5","bytes":"WVgRjeIJm3w50C/l+y7y2i6mbNg5NCAqN1zvOYWZKmc="}"#,
+            422,
+            "unsupported cryptographic algorithm",
+        ),
+        (
+            r#"{"aead":"AES-256-GCM-HMAC-SHA-256","iv":"EjOY4JKqjIrPmQ5z1KSR8zlhggY=","nonce":"gu0mGwUkwcvMEoi5","bytes":"WVgRjeIJm3w50C/l+y7y2i6mbNg5NCAqN1zvOYWZKmc="}"#,
+            400,
+            "invalid iv size",
+        ),
+        (
+            r#"{"aead":"ChaCha20Poly1305","iv":"s3fSZ6vk5m+DfQA8yZWeUg==","nonce":"SXAbms731/c=","bytes":"cw22HjLq/4cx8507SW4hhSrYbDiMuRao4b5+GE+XfbE="}"#,
+            400,
+            "invalid nonce size",
+        ),
+        (
+            r#"{"aead":"AES-256-GCM-HMAC-SHA-256","iv":"xLxIN3tSCkg2xMafuvwUwg==","nonce":"gu0mGwUkwcvMEoi5","bytes":"QTza1g5oX3f9cGJMbY1xJwWPj1F7R2VnNl6XpFKYQy0="}"#,
+            400,
+            "decryption failed: ciphertext is not authentic",
+        ),
+        (
+            r#"{"aead":"AES-256-GCM-HMAC-SHA-256" "iv":"xLxIN3tSCkg2xMafuvwUwg==","nonce":"gu0mGwUkwcvMEoi5","bytes":"WVgRjeIJm3w50C/l+y7y2i6mbNg5NCAqN1zvOYWZKmc="}"#,
+            400,
+            "invalid ciphertext",
+        ),
+        (
+            r#"{"aead":"AES-256-GCM-HMAC-SHA-256", "id":"00010203040506070809101112131415", "iv":"xLxIN3tSCkg2xMafuvwUwg==","nonce":"gu0mGwUkwcvMEoi5","bytes":"WVgRjeIJm3w50C/l+y7y2i6mbNg5NCAqN1zvOYWZKmc="}"#,
+            400,
+            "invalid ciphertext: key ID mismatch",
+        ),
+    ] {
+        let (got, body) = s
+            .call(
+                &admin,
+                "POST",
+                "/v1/key/decrypt/zero",
+                Some(json!({"ciphertext": B64.encode(ciphertext)})),
+            )
+            .await;
+        if status == 200 {
+            assert_eq!(got, 200, "{body}");
+            assert_eq!(
+                serde_json::from_str::<Value>(&body).unwrap()["plaintext"],
+                B64.encode([0u8; 16])
+            );
+        } else {
+            assert_eq!((got, message(&body).as_str()), (status, text), "{ciphertext}");
+        }
+    }
+}
+
+/// KES v0.16's `/v1/log/*/trace` names stream the same events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v016_trace_routes_stream_events() {
+    let s = start(|_| {}).await;
+    let admin = s.admin();
+    let audit = admin.get(format!("{}/v1/log/audit/trace", s.url)).send().await.unwrap();
+    assert_eq!(audit.status(), 200);
+    let errors = admin.get(format!("{}/v1/log/error/trace", s.url)).send().await.unwrap();
+    assert_eq!(errors.status(), 200);
+    s.call(&admin, "POST", "/v1/key/create/traced", None).await;
+    let events = lines(audit, 1).await;
+    assert_eq!(events[0]["request"]["path"], "/v1/key/create/traced");
+    // The app identity may not subscribe.
+    let (status, _) = s.call(&s.app(), "GET", "/v1/log/audit/trace", None).await;
+    assert_eq!(status, 403);
+    drop(errors);
+}
