@@ -10,62 +10,14 @@
 
 #![allow(clippy::unwrap_used)] // Tests and benchmarks fail loudly by design.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use keyhost_bench::{header, iterations, time_calls};
 use keyhost_keystore::{Keystore, MemStore};
 use keyhost_plugin_host::{Grants, PluginSource, PluginSpec, Runtime, RuntimeOptions};
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-struct Sample {
-    name: &'static str,
-    times: Vec<Duration>,
-}
-
-impl Sample {
-    fn mean(&self) -> Duration {
-        self.times.iter().sum::<Duration>() / self.times.len() as u32
-    }
-    fn row(&self, baseline: Option<&Sample>) -> String {
-        let mut sorted = self.times.clone();
-        sorted.sort();
-        let ratio = baseline.map_or(String::new(), |b| {
-            format!("{:>8.2}x", self.mean().as_secs_f64() / b.mean().as_secs_f64())
-        });
-        format!(
-            "| {:<38} | {:>10.2} | {:>10.2} | {:>10.2} | {ratio:>9} |",
-            self.name,
-            self.mean().as_secs_f64() * 1e6,
-            percentile(&sorted, 0.5).as_secs_f64() * 1e6,
-            percentile(&sorted, 0.99).as_secs_f64() * 1e6,
-        )
-    }
-}
-
-async fn time_calls<F, Fut>(name: &'static str, iters: usize, mut f: F) -> Sample
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    for _ in 0..iters / 10 {
-        f().await;
-    }
-    let mut times = Vec::with_capacity(iters);
-    for _ in 0..iters {
-        let start = Instant::now();
-        f().await;
-        times.push(start.elapsed());
-    }
-    Sample { name, times }
-}
-
 fn main() {
-    let iters: usize = std::env::var("KEYHOST_BENCH_ITERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+    let iters = iterations(20_000);
     let wasm = keyhost_plugin_build::build(&["keyhost-plugin-fs"]).unwrap_or_else(|e| panic!("{e}"))[0].clone();
     let size = std::fs::metadata(&wasm).map(|m| m.len()).unwrap_or(0);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -141,11 +93,7 @@ fn main() {
 
         println!();
         println!("get of a 180-byte record, {iters} calls, one at a time (µs):");
-        println!(
-            "| {:<38} | {:>10} | {:>10} | {:>10} | {:>9} |",
-            "operation", "mean", "p50", "p99", "vs native"
-        );
-        println!("|{:-<40}|{:-<12}|{:-<12}|{:-<12}|{:-<11}|", "", "", "", "", "");
+        println!("{}", header("vs native"));
         for sample in [&native, &read, &via_plugin, &fresh] {
             println!("{}", sample.row(Some(&native)));
         }
