@@ -29,6 +29,16 @@ enum Command {
     Identity(cmd::identity::IdentityCommand),
     /// Manage keys on a running server.
     Key(cmd::key::KeyArgs),
+    /// Read (and on v0.16-style servers change) a running server's policies.
+    Policy(cmd::policy::PolicyArgs),
+    Status(cmd::status::StatusArgs),
+    Metric(cmd::status::MetricArgs),
+    Log(LogCommand),
+    /// Print shell completions: `keyhost completion bash > /etc/bash_completion.d/keyhost`.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// KES v0.16's spelling of some commands (`tool identity new|of`).
     #[command(subcommand, hide = true)]
     Tool(ToolCommand),
@@ -39,6 +49,23 @@ enum ToolCommand {
     /// Same as `keyhost identity`.
     #[command(subcommand)]
     Identity(cmd::identity::IdentityCommand),
+}
+
+/// Follow a server's audit or error log, live (KES v0.16: `log trace`).
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct LogCommand {
+    #[command(flatten)]
+    args: cmd::status::LogArgs,
+    #[command(subcommand)]
+    v016: Option<LogV016>,
+}
+
+#[derive(Debug, Subcommand)]
+enum LogV016 {
+    /// KES v0.16's spelling: `log trace [--type audit|error]`.
+    #[command(hide = true)]
+    Trace(cmd::status::LogArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,8 +88,21 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Plugin(command) => command.run().await,
             Command::Server(args) => args.run().await,
-            Command::Identity(command) | Command::Tool(ToolCommand::Identity(command)) => command.run(),
+            Command::Identity(command) | Command::Tool(ToolCommand::Identity(command)) => command.run().await,
             Command::Key(args) => args.run().await,
+            Command::Policy(args) => args.run().await,
+            Command::Status(args) => args.run().await,
+            Command::Metric(args) => args.run().await,
+            Command::Log(LogCommand {
+                v016: Some(LogV016::Trace(args)),
+                ..
+            })
+            | Command::Log(LogCommand { args, v016: None }) => args.run().await,
+            Command::Completion { shell } => {
+                use clap::CommandFactory;
+                clap_complete::generate(shell, &mut Cli::command(), "keyhost", &mut std::io::stdout());
+                ExitCode::SUCCESS
+            }
         }
     })
 }

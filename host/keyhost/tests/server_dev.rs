@@ -74,6 +74,29 @@ fn the_printed_curl_commands_work_as_shown() {
         outputs[1]
     );
     assert!(banner.contains("KES_API_KEY=kes:v1:"), "{banner}");
+    // The keyhost CLI lines, run as printed with the binary on PATH.
+    let cli: Vec<&str> = banner
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("export KES_SERVER") || l.starts_with("keyhost key "))
+        .collect();
+    assert_eq!(cli.len(), 3, "{banner}");
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_keyhost")).parent().unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("set -e; {}", cli.join("; ")))
+        .env(
+            "PATH",
+            format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap()),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{cli:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ciphertext:"), "{out:?}");
     // Ctrl-C: the server removes its temporary directory.
     Command::new("kill")
         .args(["-INT", &server.id().to_string()])

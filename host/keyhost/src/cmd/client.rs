@@ -19,7 +19,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 pub struct ClientArgs {
     /// The server, e.g. https://127.0.0.1:7373 [env: KES_SERVER, MINIO_KES_SERVER,
     /// MINIO_KMS_KES_ENDPOINT; default 127.0.0.1:7373].
-    #[arg(short = 's', long = "server", value_name = "HOST:PORT", global = true)]
+    #[arg(long = "server", value_name = "HOST:PORT", global = true)]
     server: Option<String>,
     /// Skip verifying the server's certificate (self-signed test servers only).
     #[arg(short = 'k', long, global = true)]
@@ -33,10 +33,46 @@ fn first_env(names: &[&str]) -> Option<String> {
         .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
 }
 
-/// A connection to a key server.
+/// A connection to one or more key servers (`KES_SERVER=a:7373,b:7373`).
+///
+/// Endpoints are tried as kms-go tries them: a localhost endpoint first, otherwise
+/// from a random start; a transport error or a 5xx answer (other than 501) moves on
+/// to the next endpoint, a 4xx answer is returned at once, and with a single
+/// endpoint a transport error or a 503 is retried twice after 200–1000 ms.
 pub struct Client {
-    base: String,
+    endpoints: Vec<String>,
     http: HttpClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+/// Why a command failed; the exit code tells scripts which kind.
+#[derive(Debug)]
+pub enum CliError {
+    /// The server answered with an error (exit code 1).
+    Refused(String),
+    /// The server could not be reached, or the local setup is wrong (exit code 3).
+    Setup(String),
+}
+
+impl CliError {
+    /// Prints the error and returns the exit code.
+    pub fn exit(&self) -> std::process::ExitCode {
+        match self {
+            Self::Refused(m) => {
+                eprintln!("error: {m}");
+                std::process::ExitCode::from(1)
+            }
+            Self::Setup(m) => {
+                eprintln!("error: {m}");
+                std::process::ExitCode::from(3)
+            }
+        }
+    }
+}
+
+impl From<String> for CliError {
+    fn from(m: String) -> Self {
+        Self::Setup(m)
+    }
 }
 
 /// A server's answer.
@@ -67,14 +103,32 @@ impl Client {
             .clone()
             .or_else(|| first_env(&["MINIO_KES_SERVER", "KES_SERVER", "MINIO_KMS_KES_ENDPOINT"]))
             .unwrap_or_else(|| "127.0.0.1:7373".into());
-        // Several endpoints may be listed; the first one is used.
-        let server = server.split(',').next().unwrap_or_default().trim();
-        let host = server
-            .strip_prefix("https://")
-            .or_else(|| server.strip_prefix("http://"))
-            .unwrap_or(server)
-            .trim_end_matches('/');
-        let base = format!("https://{host}");
+        let mut endpoints: Vec<String> = server
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                let host = s
+                    .strip_prefix("https://")
+                    .or_else(|| s.strip_prefix("http://"))
+                    .unwrap_or(s)
+                    .trim_end_matches('/');
+                format!("https://{host}")
+            })
+            .collect();
+        if endpoints.is_empty() {
+            return Err("KES_SERVER names no endpoint".into());
+        }
+        // kms-go's order: a localhost endpoint first, else a random start.
+        if let Some(local) = endpoints.iter().position(|e| {
+            let host = e.trim_start_matches("https://");
+            host.starts_with("localhost") || host.starts_with("127.") || host.starts_with("[::1]")
+        }) {
+            endpoints.rotate_left(local);
+        } else {
+            let start = usize::from(rand::random::<u16>()) % endpoints.len();
+            endpoints.rotate_left(start);
+        }
 
         let (chain, key) = credentials()?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -99,20 +153,54 @@ impl Client {
             .enable_http1()
             .build();
         Ok(Self {
-            base,
+            endpoints,
             http: HttpClient::builder(TokioExecutor::new()).build(connector),
         })
     }
 
-    /// Sends a request; `path` starts with `/`.
+    /// The endpoint tried first.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoints[0]
+    }
+
+    /// Sends a request to the first endpoint that answers; `path` starts with `/`.
+    /// Errors are transport errors of every endpoint, not HTTP error answers.
     pub async fn send(&self, method: http::Method, path: &str, body: Option<Vec<u8>>) -> Result<Answer, String> {
+        let body = Bytes::from(body.unwrap_or_default());
+        let attempts = if self.endpoints.len() == 1 {
+            3
+        } else {
+            self.endpoints.len()
+        };
+        let mut last: Result<Answer, String> = Err("no endpoint".into());
+        for attempt in 0..attempts {
+            let base = &self.endpoints[attempt % self.endpoints.len()];
+            if attempt > 0 && self.endpoints.len() == 1 {
+                let wait = 200 + u64::from(rand::random::<u16>()) % 800;
+                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+            }
+            last = self.send_to(base, &method, path, body.clone()).await;
+            match &last {
+                Ok(a) if a.status.is_server_error() && a.status != http::StatusCode::NOT_IMPLEMENTED => {
+                    if self.endpoints.len() == 1 && a.status != http::StatusCode::SERVICE_UNAVAILABLE {
+                        break;
+                    }
+                }
+                Ok(_) => break,
+                Err(_) => {}
+            }
+        }
+        last
+    }
+
+    async fn send_to(&self, base: &str, method: &http::Method, path: &str, body: Bytes) -> Result<Answer, String> {
         let request = http::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .method(method.clone())
+            .uri(format!("{base}{path}"))
+            .body(Full::new(body))
             .map_err(|e| format!("bad request: {e}"))?;
         let response = self.http.request(request).await.map_err(|e| {
-            let mut text = format!("cannot reach {}: {e}", self.base);
+            let mut text = format!("cannot reach {base}: {e}");
             let mut source = std::error::Error::source(&e);
             while let Some(s) = source {
                 text.push_str(&format!(": {s}"));
@@ -120,6 +208,10 @@ impl Client {
             }
             if text.contains("UnknownIssuer") || text.contains("invalid peer certificate") {
                 text.push_str(" (a self-signed server? add -k/--insecure for tests)");
+            } else if text.contains("Connection refused") {
+                text.push_str(" (is the server running there? set KES_SERVER or --server)");
+            } else if text.contains("CertificateRequired") || text.contains("certificate") {
+                text.push_str(" (does the server accept this client certificate? see KES_CLIENT_CERT)");
             }
             text
         })?;
@@ -131,6 +223,48 @@ impl Client {
             .map_err(|e| format!("reading the answer: {e}"))?
             .to_bytes();
         Ok(Answer { status, body })
+    }
+
+    /// Sends a request and returns the answer of a successful one; an error answer
+    /// becomes [`CliError::Refused`] with the server's message and what to do.
+    pub async fn call(&self, method: http::Method, path: &str, body: Option<Vec<u8>>) -> Result<Answer, CliError> {
+        let answer = self.send(method, path, body).await.map_err(CliError::Setup)?;
+        if answer.status.is_success() {
+            return Ok(answer);
+        }
+        let message = answer.message();
+        let hint = match answer.status.as_u16() {
+            403 => format!(
+                " — this identity's policy does not allow {path}; ask the admin for a policy that does \
+                 (`keyhost identity self` shows yours)"
+            ),
+            502 | 504 => " — the server cannot reach its keystore".into(),
+            _ => String::new(),
+        };
+        Err(CliError::Refused(format!("{message} ({}){hint}", answer.status)))
+    }
+
+    /// Opens a streaming request (`/v1/log/…`) and returns the response to read
+    /// incrementally.
+    pub async fn stream(&self, path: &str) -> Result<hyper::Response<hyper::body::Incoming>, CliError> {
+        let mut last = String::new();
+        for base in &self.endpoints {
+            let request = http::Request::builder()
+                .uri(format!("{base}{path}"))
+                .body(Full::new(Bytes::new()))
+                .map_err(|e| CliError::Setup(format!("bad request: {e}")))?;
+            match self.http.request(request).await {
+                Ok(r) if r.status().is_success() => return Ok(r),
+                Ok(r) => {
+                    let status = r.status();
+                    let body = r.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                    let message = Answer { status, body }.message();
+                    return Err(CliError::Refused(format!("{message} ({status})")));
+                }
+                Err(e) => last = format!("cannot reach {base}: {e}"),
+            }
+        }
+        Err(CliError::Setup(last))
     }
 }
 

@@ -8,27 +8,188 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use keyhost_policy::{ApiKey, Identity};
 use keyhost_server::dev::{CertificateRequest, identity_certificate};
+use serde_json::Value;
 
-/// Make identities and compute them.
+use super::client::{CliError, Client, ClientArgs};
+use super::output::{Output, table};
+
+/// Make identities and compute them; list and describe a server's identities.
 #[derive(Debug, Subcommand)]
 pub enum IdentityCommand {
     New(NewArgs),
     Of(OfArgs),
+    /// Describe an identity on a running server (yours by default).
+    ///
+    /// Example:
+    ///
+    ///   keyhost identity info -k 3ecfcdf38fcbe141ae26a1030f81e96b753365a46760ae6b578698a97c59fd22
+    #[command(verbatim_doc_comment, visible_alias = "describe")]
+    Info {
+        #[command(flatten)]
+        remote: Remote,
+        /// The identity (64 hex digits) [default: your own].
+        identity: Option<String>,
+    },
+    /// List the identities a running server knows, with their policies.
+    ///
+    /// Example:
+    ///
+    ///   keyhost identity ls -k
+    #[command(verbatim_doc_comment, visible_alias = "list")]
+    Ls {
+        #[command(flatten)]
+        remote: Remote,
+        /// A prefix, optionally ending in `*`.
+        #[arg(default_value = "*")]
+        pattern: String,
+    },
+    /// Show your own identity, policy and rules on a running server.
+    ///
+    /// Example:
+    ///
+    ///   keyhost identity self -k
+    #[command(verbatim_doc_comment, name = "self")]
+    Own {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Assign a policy to an identity (servers with a KES v0.16-style configuration).
+    ///
+    /// Example:
+    ///
+    ///   keyhost identity assign -k 3ecfcdf3…fd22 app
+    #[command(verbatim_doc_comment)]
+    Assign {
+        #[command(flatten)]
+        remote: Remote,
+        /// The identity (64 hex digits).
+        identity: String,
+        /// The policy's name.
+        policy: String,
+    },
+    /// Remove an identity's policy (servers with a KES v0.16-style configuration).
+    ///
+    /// Example:
+    ///
+    ///   keyhost identity forget -k 3ecfcdf3…fd22
+    #[command(verbatim_doc_comment)]
+    Forget {
+        #[command(flatten)]
+        remote: Remote,
+        /// The identity (64 hex digits).
+        identity: String,
+    },
+}
+
+/// The flags of the commands that talk to a server.
+#[derive(Debug, clap::Args)]
+pub struct Remote {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(flatten)]
+    output: Output,
 }
 
 impl IdentityCommand {
-    pub fn run(self) -> ExitCode {
+    pub async fn run(self) -> ExitCode {
         let result = match self {
-            Self::New(args) => args.run(),
-            Self::Of(args) => args.run(),
+            Self::New(args) => args.run().map_err(CliError::Setup),
+            Self::Of(args) => args.run().map_err(CliError::Setup),
+            Self::Info { remote, identity } => remote.info(identity.as_deref()).await,
+            Self::Ls { remote, pattern } => remote.ls(&pattern).await,
+            Self::Own { remote } => remote.info(None).await,
+            Self::Assign {
+                remote,
+                identity,
+                policy,
+            } => {
+                remote
+                    .change(http::Method::POST, &format!("/v1/identity/assign/{policy}/{identity}"))
+                    .await
+            }
+            Self::Forget { remote, identity } => {
+                remote
+                    .change(http::Method::DELETE, &format!("/v1/identity/forget/{identity}"))
+                    .await
+            }
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
+            Err(CliError::Setup(m)) if !m.contains("reach") => {
+                eprintln!("error: {m}");
                 ExitCode::from(1)
             }
+            Err(e) => e.exit(),
         }
+    }
+}
+
+impl Remote {
+    async fn info(&self, identity: Option<&str>) -> Result<(), CliError> {
+        let client = Client::new(&self.client)?;
+        let path = match identity {
+            Some(id) => format!("/v1/identity/describe/{id}"),
+            None => "/v1/identity/self/describe".to_owned(),
+        };
+        let answer = client.call(http::Method::GET, &path, None).await?;
+        let v: Value = serde_json::from_slice(&answer.body).map_err(|e| CliError::Setup(e.to_string()))?;
+        self.output.print(&v, || {
+            let text = |k: &str| {
+                v.get(k)
+                    .map(|x| x.to_string().trim_matches('"').to_owned())
+                    .unwrap_or_default()
+            };
+            let mut lines = vec![table(
+                &["Identity", "Admin", "Policy", "Created at"],
+                &[vec![
+                    identity.map_or_else(|| text("identity"), str::to_owned),
+                    text("admin"),
+                    text("policy"),
+                    text("created_at"),
+                ]],
+            )];
+            for key in ["allow", "deny"] {
+                let list = super::policy::rules(v.get(key));
+                if !list.is_empty() {
+                    lines.push(format!("{key}:"));
+                    lines.extend(list.iter().map(|p| format!("  - {p}")));
+                }
+            }
+            lines.join("\n")
+        });
+        Ok(())
+    }
+
+    async fn ls(&self, pattern: &str) -> Result<(), CliError> {
+        let client = Client::new(&self.client)?;
+        let answer = client
+            .call(http::Method::GET, &format!("/v1/identity/list/{pattern}"), None)
+            .await?;
+        let v = super::policy::parse_any(&answer.body)?;
+        // Newest servers list identities; v0.16 ones identities with their policy.
+        let rows: Vec<Vec<String>> = match v.get("identities").and_then(Value::as_array) {
+            Some(ids) => ids
+                .iter()
+                .filter_map(|i| i.as_str().map(|s| vec![s.to_owned(), String::new()]))
+                .collect(),
+            None => v
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|i| {
+                            let f = |k: &str| i.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+                            vec![f("identity"), f("policy")]
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        self.output.print(&v, || table(&["Identity", "Policy"], &rows));
+        Ok(())
+    }
+
+    async fn change(&self, method: http::Method, path: &str) -> Result<(), CliError> {
+        Client::new(&self.client)?.call(method, path, None).await.map(|_| ())
     }
 }
 

@@ -5,5 +5,8 @@ pub mod client;
 pub mod identity;
 pub mod key;
 pub mod keystore;
+pub mod output;
 pub mod plugin;
+pub mod policy;
 pub mod server;
+pub mod status;

@@ -363,10 +363,11 @@ Create a key, then generate a data key with it:
   {curl} -X POST {url}/v1/key/create/my-key
   {curl} -X POST -d '{{}}' {url}/v1/key/generate/my-key
 
-With the kes CLI (or any KES client):
+With the keyhost CLI (the kes CLI takes the same commands and variables):
 
   export KES_SERVER={url} KES_API_KEY={api_key}
-  kes key create my-key -k
+  keyhost key create -k my-cli-key
+  keyhost key dek -k my-cli-key
 
 Stop with Ctrl-C.",
         version = env!("CARGO_PKG_VERSION"),

@@ -1,0 +1,279 @@
+//! The client commands drive a real server over mutual TLS: keys, policies,
+//! identities, status, metrics and the live audit log, with human and `--json`
+//! output, the exit codes, and the errors that say what to do.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+
+use common::start;
+use keyhost_policy::ApiKey;
+use serde_json::Value;
+
+struct Env {
+    server: common::Running,
+    admin: ApiKey,
+    app: ApiKey,
+    _dir: tempfile::TempDir,
+}
+
+fn setup() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    common::server_files(d);
+    let admin = ApiKey::from_seed([21; 32]);
+    let app = ApiKey::from_seed([22; 32]);
+    let config = d.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: v1\naddress: 0.0.0.0:7373\nadmin:\n  identity: {}\ntls:\n  key: {d}/server.key\n  cert: {d}/server.cert\n\
+             policy:\n  app:\n    allow:\n    - /v1/key/generate/app-*\n    - /v1/key/decrypt/app-*\n    - /v1/identity/self/describe\n\
+             \x20   identities:\n    - {}\nkeystore:\n  fs:\n    path: {d}/keys\n",
+            admin.identity().as_str(),
+            app.identity().as_str(),
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let server = start(&config, &[]).unwrap();
+    Env {
+        server,
+        admin,
+        app,
+        _dir: dir,
+    }
+}
+
+fn run(env: &[(&str, String)], args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keyhost"))
+        .args(args)
+        .env_remove("KES_CLIENT_CERT")
+        .env_remove("KES_CLIENT_KEY")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap()
+}
+
+impl Env {
+    fn as_key(&self, key: &ApiKey) -> Vec<(&'static str, String)> {
+        vec![
+            ("KES_SERVER", self.server.url.clone()),
+            ("KES_API_KEY", key.to_text().to_string()),
+        ]
+    }
+
+    /// Runs a command as the admin and returns its standard output; it must succeed.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = run(&self.as_key(&self.admin), args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+}
+
+fn fails(out: &Output, code: i32, text: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{stderr}");
+    assert!(stderr.contains(text), "expected {text:?} in: {stderr}");
+}
+
+#[test]
+fn key_commands() {
+    let e = setup();
+    e.ok(&["key", "create", "-k", "app-one", "app-two"]);
+    fails(
+        &run(&e.as_key(&e.admin), &["key", "create", "-k", "app-one"]),
+        1,
+        "cannot create key 'app-one': key already exists (400 Bad Request)",
+    );
+    assert_eq!(
+        e.ok(&["key", "ls", "-k", "app-*"]).lines().collect::<Vec<_>>(),
+        ["app-one", "app-two"]
+    );
+    assert_eq!(
+        e.json(&["key", "list", "-k"])["names"],
+        serde_json::json!(["app-one", "app-two"])
+    );
+    let info = e.json(&["key", "info", "-k", "app-one"]);
+    assert_eq!(
+        (info["name"].as_str(), info["algorithm"].as_str()),
+        (Some("app-one"), Some("AES256"))
+    );
+    assert!(e.ok(&["key", "describe", "-k", "app-one"]).starts_with("Name"));
+
+    let dek = e.json(&["key", "dek", "-k", "app-one", "bucket/object"]);
+    let ciphertext = dek["ciphertext"].as_str().unwrap();
+    let plain = e.json(&["key", "decrypt", "-k", "app-one", ciphertext, "bucket/object"]);
+    assert_eq!(plain["plaintext"], dek["plaintext"]);
+    fails(
+        &run(
+            &e.as_key(&e.admin),
+            &["key", "decrypt", "-k", "app-one", ciphertext, "other"],
+        ),
+        1,
+        "ciphertext is not authentic",
+    );
+    let sealed = e.ok(&["key", "encrypt", "-k", "app-two", "hello world"]);
+    assert_eq!(
+        e.ok(&["key", "decrypt", "-k", "app-two", sealed.trim()]).trim(),
+        "hello world"
+    );
+    let mac = e.ok(&["key", "hmac", "-k", "app-two", "message"]);
+    assert_eq!(mac, e.ok(&["key", "hmac", "-k", "app-two", "message"]));
+    assert_eq!(mac.trim().len(), 44, "{mac}");
+
+    e.ok(&[
+        "key",
+        "import",
+        "-k",
+        "imported",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    ]);
+    // KES v0.16's spelling of import.
+    e.ok(&[
+        "key",
+        "create",
+        "-k",
+        "imported-v016",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    ]);
+    fails(
+        &run(&e.as_key(&e.admin), &["key", "import", "-k", "x", "c2hvcnQ="]),
+        3,
+        "keys have 32",
+    );
+    e.ok(&["key", "rm", "-k", "app-two", "imported"]);
+    fails(
+        &run(&e.as_key(&e.admin), &["key", "info", "-k", "app-two"]),
+        1,
+        "key does not exist (404 Not Found)",
+    );
+
+    // The app identity may generate but not create: the error says what to do.
+    fails(
+        &run(&e.as_key(&e.app), &["key", "create", "-k", "app-three"]),
+        1,
+        "policy does not allow /v1/key/create/app-three",
+    );
+    let dek = serde_json::from_str::<Value>(
+        &String::from_utf8(run(&e.as_key(&e.app), &["key", "dek", "-k", "--json", "app-one"]).stdout).unwrap(),
+    )
+    .unwrap();
+    assert!(dek["ciphertext"].is_string());
+}
+
+#[test]
+fn policy_identity_status_metric_and_log() {
+    let e = setup();
+    assert_eq!(e.ok(&["policy", "ls", "-k"]).trim(), "app");
+    assert!(
+        e.ok(&["policy", "info", "-k", "app"])
+            .contains(e.admin.identity().as_str())
+    );
+    let shown = e.ok(&["policy", "show", "-k", "app"]);
+    assert!(shown.contains("allow:\n  - /v1/identity/self/describe"), "{shown}");
+    assert!(e.json(&["policy", "show", "-k", "app"])["allow"].is_object());
+    fails(
+        &run(&e.as_key(&e.admin), &["policy", "show", "-k", "nope"]),
+        1,
+        "policy does not exist",
+    );
+
+    let ids = e.ok(&["identity", "ls", "-k"]);
+    assert!(
+        ids.contains(e.app.identity().as_str()) && ids.contains(e.admin.identity().as_str()),
+        "{ids}"
+    );
+    let app_info = e.json(&["identity", "info", "-k", e.app.identity().as_str()]);
+    assert_eq!(app_info["policy"], "app");
+    let me = run(&e.as_key(&e.app), &["identity", "self", "-k", "--json"]);
+    let me: Value = serde_json::from_slice(&me.stdout).unwrap();
+    assert_eq!(
+        (me["identity"].as_str(), me["policy"].as_str()),
+        (Some(e.app.identity().as_str()), Some("app"))
+    );
+
+    let status = e.ok(&["status", "-k"]);
+    assert!(
+        status.contains("reachable") && status.contains(&e.server.url),
+        "{status}"
+    );
+    assert!(e.ok(&["status", "-k", "-s"]).trim().ends_with("ready"));
+    let with_api = e.json(&["status", "-k", "--api"]);
+    assert!(with_api["api"].as_array().unwrap().len() > 20);
+    let metrics = e.json(&["metric", "-k"]);
+    assert!(
+        metrics["kes_http_request_success{code=\"200\"}"].as_f64().unwrap() >= 1.0,
+        "{metrics}"
+    );
+    assert!(e.ok(&["metric", "-k"]).contains("kes_http_request_success"));
+
+    // The live audit log shows a request made after subscribing.
+    let mut log = Command::new(env!("CARGO_BIN_EXE_keyhost"))
+        .args(["log", "-k", "--audit", "--json"])
+        .envs(e.as_key(&e.admin).iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(log.stdout.take().unwrap()).lines();
+    let mut seen = None;
+    for _ in 0..50 {
+        e.ok(&["key", "create", "-k", "logged"]);
+        // The first event may precede the subscription; keep creating until one shows.
+        let _ = run(&e.as_key(&e.admin), &["key", "rm", "-k", "logged"]);
+        if let Some(Ok(line)) = lines.next() {
+            seen = Some(line);
+            break;
+        }
+    }
+    let _ = log.kill();
+    let _ = log.wait();
+    let event: Value = serde_json::from_str(&seen.unwrap()).unwrap();
+    assert!(
+        event["request"]["path"].as_str().unwrap().contains("/logged"),
+        "{event}"
+    );
+}
+
+#[test]
+fn endpoints_failover_and_helpful_errors() {
+    let e = setup();
+    let port = e.server.url.rsplit(':').next().unwrap().to_owned();
+    // The first endpoint refuses connections: the next one answers.
+    let both = vec![
+        ("KES_SERVER", format!("127.0.0.1:1,localhost:{port}")),
+        ("KES_API_KEY", e.admin.to_text().to_string()),
+    ];
+    let out = run(&both, &["key", "create", "-k", "failover"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let nowhere = vec![
+        ("KES_SERVER", "127.0.0.1:1".to_owned()),
+        ("KES_API_KEY", e.admin.to_text().to_string()),
+    ];
+    fails(&run(&nowhere, &["status", "-k"]), 3, "is the server running there?");
+    fails(&run(&e.as_key(&e.admin), &["status"]), 3, "add -k/--insecure");
+    fails(
+        &run(&[("KES_SERVER", e.server.url.clone())], &["key", "ls", "-k"]),
+        3,
+        "no credentials: set KES_API_KEY",
+    );
+    let completion = Command::new(env!("CARGO_BIN_EXE_keyhost"))
+        .args(["completion", "bash"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&completion.stdout).contains("keyhost"));
+}
