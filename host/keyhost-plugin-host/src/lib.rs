@@ -381,6 +381,13 @@ impl Runtime {
     /// Compiles `bytes` (or fetches the compiled form from the caches) and checks
     /// that it is a keystore plugin this host can run.
     pub fn prepare(&self, label: &str, bytes: &[u8]) -> Result<(Component, CompileSource), LoadError> {
+        let (component, how) = self.compile(label, bytes)?;
+        self.check_shape(label, &component)?;
+        Ok((component, how))
+    }
+
+    /// Compiles `bytes`, or fetches the compiled form from the caches.
+    fn compile(&self, label: &str, bytes: &[u8]) -> Result<(Component, CompileSource), LoadError> {
         let digest: [u8; 32] = Sha256::digest(bytes).into();
         let inner = &self.inner;
         let cached = lock(&inner.compiled).get(&digest).cloned();
@@ -405,8 +412,46 @@ impl Runtime {
                 (component, how)
             }
         };
-        self.check_shape(label, &component)?;
         Ok((component, how))
+    }
+
+    /// Describes a component without opening it: size, SHA-256 (the value to pin),
+    /// imports and exports, whether this host can run it as a keystore plugin, and
+    /// — when it can — what its `info` function says. `info` runs in a sandbox with
+    /// no grants and no settings.
+    pub async fn inspect(&self, source: &PluginSource) -> Result<Inspection, LoadError> {
+        let label = source.label();
+        let bytes = read_source(source, &label)?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let (component, _) = self.compile(&label, &bytes)?;
+        let ty = component.component_type();
+        let engine = &self.inner.engine;
+        let mut imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_owned()).collect();
+        let mut exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
+        imports.sort();
+        exports.sort();
+        let mut inspection = Inspection {
+            label: label.clone(),
+            size: bytes.len(),
+            sha256,
+            imports,
+            exports,
+            problem: None,
+            info: None,
+        };
+        if let Err(e) = self.check_shape(&label, &component) {
+            inspection.problem = Some(e.to_string());
+            return Ok(inspection);
+        }
+        let spec = PluginSpec::new("inspect", source.clone());
+        match self.shared(&spec, &label, inspection.sha256.clone(), &component) {
+            Err(e) => inspection.problem = Some(e.to_string()),
+            Ok(shared) => match shared.spawn_unopened().await {
+                Ok(_) => inspection.info = lock(&shared.info).clone(),
+                Err(e) => inspection.problem = Some(format!("its info function failed: {e}")),
+            },
+        }
+        Ok(inspection)
     }
 
     fn check_shape(&self, label: &str, component: &Component) -> Result<(), LoadError> {
@@ -453,15 +498,7 @@ impl Runtime {
     /// Loads a plugin and opens its first instance.
     pub async fn load(&self, spec: PluginSpec) -> Result<Plugin, LoadError> {
         let label = spec.source.label();
-        let bytes: std::borrow::Cow<'static, [u8]> = match &spec.source {
-            PluginSource::File(path) => std::fs::read(path)
-                .map_err(|error| LoadError::Read {
-                    source_label: label.clone(),
-                    error,
-                })?
-                .into(),
-            PluginSource::Embedded { bytes, .. } => (*bytes).into(),
-        };
+        let bytes = read_source(&spec.source, &label)?;
         let actual = hex::encode(Sha256::digest(&bytes));
         if let Some(pin) = &spec.sha256 {
             let pin = pin.trim().to_ascii_lowercase();
@@ -491,21 +528,42 @@ impl Runtime {
             });
         }
         let (component, compile) = self.prepare(&label, &bytes)?;
+        let mut shared = self.shared(&spec, &label, actual, &component)?;
+        if let Some(s) = Arc::get_mut(&mut shared) {
+            s.compile = compile;
+        }
+        // Open a first instance now: a plugin that cannot serve is refused at start-up.
+        let first = shared.spawn().await.map_err(|error| LoadError::Open {
+            source_label: label.clone(),
+            error,
+        })?;
+        shared.put_back(first);
+        Ok(Plugin { shared })
+    }
+
+    /// The state every instance of one loaded plugin shares.
+    fn shared(
+        &self,
+        spec: &PluginSpec,
+        label: &str,
+        sha256: String,
+        component: &Component,
+    ) -> Result<Arc<Shared>, LoadError> {
         let pre = self
             .inner
             .linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .and_then(KeystorePluginPre::new)
             .map_err(|e| LoadError::NotAPlugin {
-                source_label: label.clone(),
+                source_label: label.to_owned(),
                 reason: format!("{e:#}"),
             })?;
         let name: Arc<str> = spec.name.as_str().into();
-        let shared = Arc::new(Shared {
-            name: name.clone(),
-            label: label.clone(),
-            sha256: actual,
-            compile,
+        Ok(Arc::new(Shared {
+            name,
+            label: label.to_owned(),
+            sha256,
+            compile: CompileSource::Memory,
             info: Mutex::new(None),
             pre,
             engine: self.inner.engine.clone(),
@@ -522,15 +580,40 @@ impl Runtime {
             waiting: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
             stats: Counters::default(),
-        });
-        // Open a first instance now: a plugin that cannot serve is refused at start-up.
-        let first = shared.spawn().await.map_err(|error| LoadError::Open {
-            source_label: label.clone(),
-            error,
-        })?;
-        shared.put_back(first);
-        Ok(Plugin { shared })
+        }))
     }
+}
+
+/// The bytes of a plugin.
+fn read_source(source: &PluginSource, label: &str) -> Result<std::borrow::Cow<'static, [u8]>, LoadError> {
+    Ok(match source {
+        PluginSource::File(path) => std::fs::read(path)
+            .map_err(|error| LoadError::Read {
+                source_label: label.to_owned(),
+                error,
+            })?
+            .into(),
+        PluginSource::Embedded { bytes, .. } => (*bytes).into(),
+    })
+}
+
+/// What [`Runtime::inspect`] found.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// The file or bundled name.
+    pub label: String,
+    /// Size in bytes.
+    pub size: usize,
+    /// Lowercase hex SHA-256: the value for a `sha256` pin.
+    pub sha256: String,
+    /// Imported interfaces, sorted.
+    pub imports: Vec<String>,
+    /// Exported interfaces, sorted.
+    pub exports: Vec<String>,
+    /// Why this host cannot run it as a keystore plugin, if it cannot.
+    pub problem: Option<String>,
+    /// What its `info` function says, when it could be asked.
+    pub info: Option<PluginInfo>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -747,6 +830,13 @@ impl Shared {
 
     /// Starts a fresh instance, learns its info (first time) and opens it.
     async fn spawn(&self) -> Result<Instance, Error> {
+        let mut inst = self.spawn_unopened().await?;
+        self.run(&mut inst, &Op::Open).await.map_err(Failure::into_error)?;
+        Ok(inst)
+    }
+
+    /// A new instance whose `info` has been read but that is not opened.
+    async fn spawn_unopened(&self) -> Result<Instance, Error> {
         let mut store = Store::new(&self.engine, self.host_state()?);
         store.limiter(|h| &mut h.limiter);
         store.epoch_deadline_trap();
@@ -785,7 +875,6 @@ impl Shared {
                     .collect(),
             });
         }
-        self.run(&mut inst, &Op::Open).await.map_err(Failure::into_error)?;
         Ok(inst)
     }
 

@@ -77,6 +77,17 @@ pub fn identity_certificate(
 ) -> Result<(String, Zeroizing<String>), DevError> {
     let pkcs8 = api_key_pkcs8(key);
     let pair = KeyPair::try_from(pkcs8.as_slice())?;
+    self_signed(&pair, request)
+}
+
+/// Like [`identity_certificate`], for a new ECDSA P-256 key (for peers that cannot
+/// use Ed25519). Returns the certificate and the private key (PEM).
+pub fn ecdsa_identity_certificate(request: &CertificateRequest) -> Result<(String, Zeroizing<String>), DevError> {
+    let pair = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    self_signed(&pair, request)
+}
+
+fn self_signed(pair: &KeyPair, request: &CertificateRequest) -> Result<(String, Zeroizing<String>), DevError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params
         .distinguished_name
@@ -93,7 +104,7 @@ pub fn identity_certificate(
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::minutes(5);
     params.not_after = now + time::Duration::try_from(request.validity).unwrap_or(time::Duration::days(30));
-    let cert = params.self_signed(&pair)?;
+    let cert = params.self_signed(pair)?;
     Ok((cert.pem(), Zeroizing::new(pair.serialize_pem())))
 }
 

@@ -277,3 +277,127 @@ fn endpoints_failover_and_helpful_errors() {
         .unwrap();
     assert!(String::from_utf8_lossy(&completion.stdout).contains("keyhost"));
 }
+
+#[test]
+fn migrate_copies_records_verbatim() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = |name: &str| {
+        let path = d.join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "address: 0.0.0.0:7373\nroot: disabled\nkeystore:\n  fs:\n    path: {}/{name}\n",
+                d.display()
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all(d.join(name)).unwrap();
+        path
+    };
+    let (from, to) = (config("old"), config("new"));
+    // Records as KES v0.16 wrote them: one file per key.
+    for (name, record) in [
+        ("minio-a", r#"{"bytes":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}"#),
+        ("minio-b", r#"{"bytes":"J8qmOyEV2ce2yoAC+5t0Y7CSP/hTMppL7XHpAnyc+0E="}"#),
+        ("other", r#"{"bytes":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAE="}"#),
+    ] {
+        std::fs::write(d.join("old").join(name), record).unwrap();
+    }
+    let migrate = |extra: &[&str]| {
+        let mut args = vec![
+            "migrate",
+            "--from",
+            from.to_str().unwrap(),
+            "--to",
+            to.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        run(&[], &args)
+    };
+    let out = migrate(&["--dry-run", "minio-*"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("copy           minio-b"));
+    assert_eq!(
+        std::fs::read_dir(d.join("new")).unwrap().count(),
+        0,
+        "a dry run changes nothing"
+    );
+
+    let out = migrate(&["minio-*"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 keys copied"));
+    for name in ["minio-a", "minio-b"] {
+        assert_eq!(
+            std::fs::read(d.join("old").join(name)).unwrap(),
+            std::fs::read(d.join("new").join(name)).unwrap()
+        );
+    }
+    assert!(!d.join("new/other").exists());
+    // Again: the keys exist; nothing happens without --merge.
+    fails(&migrate(&[]), 1, "2 of 3 keys already exist at the destination");
+    assert!(!d.join("new/other").exists());
+    let out = migrate(&["--merge"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 keys copied, 2 skipped"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn identity_new_and_of() {
+    // An API key and its identity.
+    let out = run(&[], &["identity", "new"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let api_key = text.split_whitespace().find(|w| w.starts_with("kes:v1:")).unwrap();
+    let identity = text.split_whitespace().find(|w| w.len() == 64).unwrap();
+    let of = run(&[], &["identity", "of", api_key]);
+    assert_eq!(String::from_utf8(of.stdout).unwrap().trim(), identity);
+
+    // Certificates of both key types; the printed identity is the certificate's.
+    let dir = tempfile::tempdir().unwrap();
+    for key_type in ["ed25519", "ecdsa"] {
+        let key = dir.path().join(format!("{key_type}.key"));
+        let cert = dir.path().join(format!("{key_type}.cert"));
+        let out = run(
+            &[],
+            &[
+                "identity",
+                "new",
+                "--type",
+                key_type,
+                "--key",
+                key.to_str().unwrap(),
+                "--cert",
+                cert.to_str().unwrap(),
+                "--dns",
+                "localhost",
+                "client",
+            ],
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let printed = String::from_utf8(out.stdout).unwrap();
+        let of = run(&[], &["identity", "of", cert.to_str().unwrap()]);
+        assert_eq!(String::from_utf8(of.stdout).unwrap(), printed, "{key_type}");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        // Existing files are kept unless --force.
+        let again = run(
+            &[],
+            &[
+                "identity",
+                "new",
+                "--key",
+                key.to_str().unwrap(),
+                "--cert",
+                cert.to_str().unwrap(),
+            ],
+        );
+        fails(&again, 1, "use --force to overwrite it");
+    }
+    fails(
+        &run(&[], &["identity", "of", "kes:v1:garbage"]),
+        1,
+        "not a valid API key",
+    );
+}

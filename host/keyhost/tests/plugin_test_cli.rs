@@ -96,3 +96,62 @@ fn load_errors_exit_2_with_a_hint() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "clap usage errors exit 2");
 }
+
+#[test]
+fn inspect_describes_plugins_and_explains_what_cannot_run() {
+    let out = keyhost()
+        .args(["plugin", "inspect", "builtin:aws", "--json"])
+        .env("XDG_CACHE_HOME", std::env::temp_dir().join("keyhost-test-cache"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["info"]["name"], "aws");
+    assert_eq!(v["runnable"], true);
+    assert_eq!(v["size"].as_u64().unwrap() as usize, keyhost_bundled_size("aws"));
+    assert_eq!(v["sha256"].as_str().unwrap().len(), 64);
+    assert!(
+        v["exports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "keyhost:keystore/store@0.1.0")
+    );
+    assert!(
+        v["imports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e.as_str().unwrap().starts_with("wasi:http/"))
+    );
+    assert!(
+        v["info"]["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "record-size=1..65536")
+    );
+    let settings = v["info"]["settings"].as_array().unwrap();
+    assert!(settings.iter().any(|s| s["name"] == "secretkey" && s["secret"] == true));
+
+    // Human output names the pin; a core module (not a component) cannot even be
+    // compiled as a plugin: exit code 2 with the reason.
+    let text = keyhost().args(["plugin", "inspect", "builtin:fs"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        stdout.contains("keystore.plugin.sha256") && stdout.contains("this keyhost can run it"),
+        "{stdout}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let out = keyhost().args(["plugin", "inspect"]).arg(&core).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(!out.stderr.is_empty());
+}
+
+/// The size of a bundled plugin, read from the build's artifacts.
+fn keyhost_bundled_size(name: &str) -> usize {
+    let wasm = keyhost_plugin_build::wasm_path(&format!("keyhost-plugin-{name}"));
+    std::fs::metadata(wasm).unwrap().len() as usize
+}

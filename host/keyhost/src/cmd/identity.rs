@@ -228,6 +228,11 @@ pub struct NewArgs {
     /// servers and clients.
     #[arg(long)]
     server: bool,
+    /// The key type of a certificate: ed25519 (an API key's key, the default) or
+    /// ecdsa (P-256, for peers without Ed25519). For RSA, make the key and
+    /// certificate with openssl and compute the identity with `identity of`.
+    #[arg(long = "type", value_name = "TYPE", default_value = "ed25519", value_parser = ["ed25519", "ecdsa"])]
+    key_type: String,
     /// Overwrite existing files.
     #[arg(short, long)]
     force: bool,
@@ -263,7 +268,13 @@ impl NewArgs {
             dns: self.dns.clone(),
             validity,
         };
-        let (cert_pem, key_pem) = identity_certificate(&key, &request).map_err(|e| e.to_string())?;
+        let (cert_pem, key_pem) = match self.key_type.as_str() {
+            "ecdsa" => keyhost_server::dev::ecdsa_identity_certificate(&request),
+            _ => identity_certificate(&key, &request),
+        }
+        .map_err(|e| e.to_string())?;
+        // An ECDSA certificate has an identity of its own.
+        let identity = of_pem(cert_pem.as_bytes())?;
         write_private(key_path, key_pem.as_bytes(), self.force)?;
         std::fs::write(cert_path, cert_pem).map_err(|e| format!("cannot write {}: {e}", cert_path.display()))?;
         println!("{}", identity.as_str());

@@ -5,6 +5,7 @@ pub mod client;
 pub mod identity;
 pub mod key;
 pub mod keystore;
+pub mod migrate;
 pub mod output;
 pub mod plugin;
 pub mod policy;

@@ -30,7 +30,28 @@ pub enum PluginCommand {
     ///   keyhost plugin test ./my_store.wasm --config endpoint=http://127.0.0.1:8200 \
     ///       --allow-http http://127.0.0.1:8200 --junit report.xml
     #[command(verbatim_doc_comment)]
-    Test(TestArgs),
+    Test(Box<TestArgs>),
+    /// Describe a plugin: size, SHA-256 (the value to pin), its name, version,
+    /// features and settings, what it imports and exports, and whether this keyhost
+    /// can run it. Its info function runs in a sandbox with no grants; nothing is
+    /// opened.
+    ///
+    /// Exit codes: 0 this keyhost can run it, 1 it cannot (the reason is printed),
+    /// 2 it could not be read or compiled.
+    ///
+    /// Example:
+    ///
+    ///   keyhost plugin inspect builtin:aws
+    ///   keyhost plugin inspect ./my_store.wasm --json
+    #[command(verbatim_doc_comment)]
+    Inspect {
+        /// The plugin: a .wasm component file, or builtin:NAME.
+        #[arg(value_name = "PLUGIN")]
+        plugin: String,
+        /// Print the description as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Where the plugin comes from and what it may do.
@@ -168,7 +189,8 @@ impl PluginArgs {
 impl PluginCommand {
     pub async fn run(self) -> ExitCode {
         match self {
-            PluginCommand::Test(args) => test(args).await,
+            PluginCommand::Test(args) => test(*args).await,
+            PluginCommand::Inspect { plugin, json } => inspect(&plugin, json).await,
         }
     }
 }
@@ -215,6 +237,104 @@ async fn test(args: TestArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     if report.failed() > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The source of `plugin` (a file or `builtin:NAME`), for commands with no grants.
+fn source_of(plugin: &str) -> Result<PluginSource, String> {
+    if let Some(builtin) = plugin.strip_prefix("builtin:") {
+        let bundled = keyhost_bundled::find(builtin).ok_or_else(|| format!("there is no bundled plugin '{plugin}'"))?;
+        return Ok(PluginSource::Embedded {
+            label: plugin.to_owned(),
+            bytes: bundled.wasm,
+        });
+    }
+    Ok(PluginSource::File(PathBuf::from(plugin)))
+}
+
+async fn inspect(plugin: &str, json: bool) -> ExitCode {
+    let result = async {
+        let source = source_of(plugin)?;
+        let runtime = Runtime::new(RuntimeOptions {
+            cache_dir: default_cache_dir(),
+            ..RuntimeOptions::default()
+        })
+        .map_err(|e| e.to_string())?;
+        runtime.inspect(&source).await.map_err(|e| e.to_string())
+    }
+    .await;
+    let found = match result {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if json {
+        let info = found.info.as_ref().map(|i| {
+            serde_json::json!({
+                "name": i.name,
+                "version": i.version,
+                "features": i.features,
+                "settings": i.settings.iter().map(|s| serde_json::json!({
+                    "name": s.name, "required": s.required, "secret": s.secret, "description": s.description,
+                })).collect::<Vec<_>>(),
+            })
+        });
+        let value = serde_json::json!({
+            "plugin": found.label,
+            "size": found.size,
+            "sha256": found.sha256,
+            "exports": found.exports,
+            "imports": found.imports,
+            "runnable": found.problem.is_none(),
+            "problem": found.problem,
+            "info": info,
+        });
+        println!("{value}");
+    } else {
+        println!("plugin    {}", found.label);
+        println!("size      {} bytes", found.size);
+        println!("sha256    {}   (pin it with keystore.plugin.sha256)", found.sha256);
+        if let Some(info) = &found.info {
+            println!("name      {} {}", info.name, info.version);
+            if !info.features.is_empty() {
+                println!("features  {}", info.features.join(", "));
+            }
+            println!("settings");
+            for s in &info.settings {
+                let mut flags = Vec::new();
+                if s.required {
+                    flags.push("required");
+                }
+                if s.secret {
+                    flags.push("secret");
+                }
+                let flags = if flags.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", flags.join(", "))
+                };
+                println!("  {}{flags}: {}", s.name, s.description);
+            }
+        }
+        println!("exports");
+        for e in &found.exports {
+            println!("  {e}");
+        }
+        println!("imports");
+        for i in &found.imports {
+            println!("  {i}");
+        }
+        match &found.problem {
+            None => println!("status    this keyhost can run it"),
+            Some(p) => println!("status    this keyhost cannot run it: {p}"),
+        }
+    }
+    if found.problem.is_some() {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
