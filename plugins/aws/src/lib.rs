@@ -481,7 +481,7 @@ where
         _ => match e.code() {
             Some(
                 "ThrottlingException" | "TooManyRequestsException" | "RequestLimitExceeded" | "LimitExceededException",
-            ) => Error::Throttled(None),
+            ) => Error::Throttled(Some(1000)), // the SDK has retried already: ask for a second
             Some(
                 "AccessDeniedException"
                 | "UnrecognizedClientException"

@@ -240,3 +240,80 @@ async fn the_plugin_reaches_only_the_granted_endpoints() {
     // Nothing was created through moto either.
     assert_eq!(moto.python("print(len(sm.list_secrets()['SecretList']))"), "0");
 }
+
+/// A fake AWS endpoint that answers each request with the next scripted response
+/// (status, JSON body), keeping connections alive, and counts the requests.
+fn scripted(responses: Vec<(u16, &'static str)>) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let count = Arc::new(AtomicUsize::new(0));
+    let script = Arc::new(Mutex::new(std::collections::VecDeque::from(responses)));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let (script, seen) = (script.clone(), seen.clone());
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                loop {
+                    let mut length = 0;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap();
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    let (status, json) = script.lock().unwrap().pop_front().unwrap_or((500, "{}"));
+                    let _ = write!(
+                        writer,
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n{json}",
+                        json.len()
+                    );
+                }
+            });
+        }
+    });
+    (url, count)
+}
+
+const SECRET: &str = r#"{"ARN":"arn:aws:secretsmanager:us-east-1:123456789012:secret:k-abcdef","Name":"k","SecretString":"record","VersionId":"v1","VersionStages":["AWSCURRENT"],"CreatedDate":1700000000.0}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_errors_are_retried_and_throttling_is_reported() {
+    use std::sync::atomic::Ordering;
+    let moto = Moto::start(); // only for the settings' shape; the endpoint is the fake
+    let internal = r#"{"__type":"InternalServiceError","message":"try again"}"#;
+    let (url, count) = scripted(vec![(500, internal), (500, internal), (200, SECRET)]);
+    let mut s = spec(&moto, &[("endpoint", &url)]);
+    s.grants.http = vec![Origin::parse(&url).unwrap()];
+    // Loading opens the plugin, which sends nothing.
+    let plugin = load(s.clone()).await;
+    assert_eq!(*plugin.get("k").await.unwrap(), *b"record");
+    assert_eq!(count.load(Ordering::SeqCst), 3, "two retries, then the answer");
+
+    let throttled = r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
+    let (url, count) = scripted(vec![(400, throttled); 5]);
+    let mut s = spec(&moto, &[("endpoint", &url)]);
+    s.grants.http = vec![Origin::parse(&url).unwrap()];
+    let plugin = load(s).await;
+    let started = std::time::Instant::now();
+    match plugin.get("k").await {
+        Err(Error::Throttled { .. }) => {}
+        other => panic!("persistent throttling: {other:?}"),
+    }
+    assert_eq!(count.load(Ordering::SeqCst), 3, "three attempts in all");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+}
