@@ -76,29 +76,14 @@ const LEAKY_VARS: &[&str] = &[
     "NUM_JOBS",
 ];
 
-/// Builds `packages` of the guest workspace (all of it when empty) in release mode and
-/// returns the paths of their components, in the same order.
-///
-/// # Errors
-///
-/// Returns cargo's own output when the build fails, or a sentence saying how to
-/// install the target when it is missing.
-pub fn build(packages: &[&str]) -> Result<Vec<PathBuf>, String> {
+/// A `cargo` command run in `dir`, without the variables that a surrounding cargo
+/// (build script or test run) sets for its own crate: the nested build must see
+/// only its own project. Used for the guest workspace and for projects that
+/// `keyhost plugin new` generates.
+pub fn cargo_in(dir: &Path) -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(plugins_dir())
-        .arg("build")
-        .arg("--release")
-        .arg("--target")
-        .arg(TARGET)
-        .arg("--target-dir")
-        .arg(target_dir());
-    if packages.is_empty() {
-        cmd.arg("--workspace");
-    }
-    for package in packages {
-        cmd.arg("-p").arg(package);
-    }
+    cmd.current_dir(dir);
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
         if LEAKY_VARS.contains(&key.as_ref())
@@ -109,6 +94,30 @@ pub fn build(packages: &[&str]) -> Result<Vec<PathBuf>, String> {
         {
             cmd.env_remove(key.as_ref());
         }
+    }
+    cmd
+}
+
+/// Builds `packages` of the guest workspace (all of it when empty) in release mode and
+/// returns the paths of their components, in the same order.
+///
+/// # Errors
+///
+/// Returns cargo's own output when the build fails, or a sentence saying how to
+/// install the target when it is missing.
+pub fn build(packages: &[&str]) -> Result<Vec<PathBuf>, String> {
+    let mut cmd = cargo_in(&plugins_dir());
+    cmd.arg("build")
+        .arg("--release")
+        .arg("--target")
+        .arg(TARGET)
+        .arg("--target-dir")
+        .arg(target_dir());
+    if packages.is_empty() {
+        cmd.arg("--workspace");
+    }
+    for package in packages {
+        cmd.arg("-p").arg(package);
     }
     let output = cmd
         .output()

@@ -31,6 +31,24 @@ pub enum PluginCommand {
     ///       --allow-http http://127.0.0.1:8200 --junit report.xml
     #[command(verbatim_doc_comment)]
     Test(Box<TestArgs>),
+    /// Create a new keystore plugin project: a stand-alone Cargo project with the
+    /// Rust SDK and the WIT contract, whose plugin keeps one file per key in its
+    /// granted directory and passes `keyhost plugin test` as generated. Replace
+    /// its functions with calls to your backend.
+    ///
+    /// Example:
+    ///
+    ///   keyhost plugin new my-store
+    ///   cd my-store && cargo build --release
+    ///   mkdir -p /tmp/kit && keyhost plugin test target/wasm32-wasip2/release/my_store.wasm --allow-dir /tmp/kit
+    #[command(verbatim_doc_comment)]
+    New {
+        /// The plugin's name: lowercase letters, digits and dashes, e.g. my-store.
+        name: String,
+        /// Where to create the project [default: ./NAME].
+        #[arg(long, value_name = "DIR")]
+        path: Option<PathBuf>,
+    },
     /// Describe a plugin: size, SHA-256 (the value to pin), its name, version,
     /// features and settings, what it imports and exports, and whether this keyhost
     /// can run it. Its info function runs in a sandbox with no grants; nothing is
@@ -191,6 +209,22 @@ impl PluginCommand {
         match self {
             PluginCommand::Test(args) => test(*args).await,
             PluginCommand::Inspect { plugin, json } => inspect(&plugin, json).await,
+            PluginCommand::New { name, path } => match new_project(&name, path) {
+                Ok(dir) => {
+                    println!("created {}", dir.display());
+                    println!();
+                    println!("  cd {} && cargo build --release", dir.display());
+                    println!(
+                        "  mkdir -p /tmp/kit && keyhost plugin test target/wasm32-wasip2/release/{}.wasm --allow-dir /tmp/kit",
+                        name.replace('-', "_")
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            },
         }
     }
 }
@@ -339,4 +373,114 @@ async fn inspect(plugin: &str, json: bool) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The files `plugin new` writes, from this keyhost's own sources.
+mod template {
+    pub const LIB: &str = include_str!("../../../../plugins/template/src/lib.rs");
+    pub const SDK: &str = include_str!("../../../../plugins/sdk/src/lib.rs");
+    pub const KEYSTORE_WIT: &str = include_str!("../../../../wit/keystore.wit");
+    pub const CONFIG_WORLD_WIT: &str = include_str!("../../../../wit/deps/config/world.wit");
+    pub const CONFIG_STORE_WIT: &str = include_str!("../../../../wit/deps/config/store.wit");
+    pub const TOOLCHAIN: &str = include_str!("../../../../rust-toolchain.toml");
+}
+
+/// Writes a stand-alone plugin project named `name`; returns its directory.
+fn new_project(name: &str, path: Option<PathBuf>) -> Result<PathBuf, String> {
+    let valid = name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !valid {
+        return Err(format!(
+            "'{name}' is not a plugin name: use lowercase letters, digits and dashes, starting with a letter"
+        ));
+    }
+    let dir = path.unwrap_or_else(|| PathBuf::from(name));
+    if dir.exists() && std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_some()) {
+        return Err(format!(
+            "{} exists and is not empty; choose another --path",
+            dir.display()
+        ));
+    }
+    let sdk_lib = template::SDK.replace(r#"path: "../../wit""#, r#"path: "wit""#);
+    if sdk_lib == template::SDK {
+        return Err("internal: the SDK's WIT path was not found; please report this".into());
+    }
+    let files: Vec<(&str, String)> = vec![
+        (
+            "Cargo.toml",
+            format!(
+                r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+keyhost-plugin-sdk = {{ path = "keyhost-plugin-sdk" }}
+
+# A project of its own, even inside another Cargo workspace.
+[workspace]
+
+[profile.release]
+opt-level = "s"
+lto = true
+codegen-units = 1
+strip = "debuginfo"
+panic = "abort"
+"#
+            ),
+        ),
+        (".cargo/config.toml", "[build]\ntarget = \"wasm32-wasip2\"\n".into()),
+        ("rust-toolchain.toml", template::TOOLCHAIN.into()),
+        (".gitignore", "/target\n".into()),
+        ("src/lib.rs", template::LIB.into()),
+        (
+            "keyhost-plugin-sdk/Cargo.toml",
+            r#"[package]
+name = "keyhost-plugin-sdk"
+version = "0.1.0"
+edition = "2024"
+description = "Write keyhost keystore plugins in Rust (copied by `keyhost plugin new`)."
+publish = false
+
+[dependencies]
+wit-bindgen = { version = "0.61", default-features = false, features = ["macros", "realloc"] }
+"#
+            .into(),
+        ),
+        ("keyhost-plugin-sdk/src/lib.rs", sdk_lib),
+        ("keyhost-plugin-sdk/wit/keystore.wit", template::KEYSTORE_WIT.into()),
+        (
+            "keyhost-plugin-sdk/wit/deps/config/world.wit",
+            template::CONFIG_WORLD_WIT.into(),
+        ),
+        (
+            "keyhost-plugin-sdk/wit/deps/config/store.wit",
+            template::CONFIG_STORE_WIT.into(),
+        ),
+        (
+            "README.md",
+            format!(
+                "# {name}\n\nA keyhost keystore plugin (a WASI 0.2 component). The contract it implements is\n\
+                 `keyhost-plugin-sdk/wit/keystore.wit`; `src/lib.rs` is a complete plugin that keeps one\n\
+                 file per key in its granted directory. Replace its functions with calls to your backend.\n\n\
+                 ```sh\ncargo build --release\nmkdir -p /tmp/kit\nkeyhost plugin test target/wasm32-wasip2/release/{}.wasm --allow-dir /tmp/kit\n```\n",
+                name.replace('-', "_")
+            ),
+        ),
+    ];
+    for (file, text) in files {
+        let path = dir.join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(dir)
 }
