@@ -34,6 +34,7 @@ enum Command {
     Status(cmd::status::StatusArgs),
     Metric(cmd::status::MetricArgs),
     Log(LogCommand),
+    Ls(cmd::key::LsArgs),
     Migrate(cmd::migrate::MigrateArgs),
     /// Print shell completions: `keyhost completion bash > /etc/bash_completion.d/keyhost`.
     Completion {
@@ -100,6 +101,7 @@ fn main() -> ExitCode {
             })
             | Command::Log(LogCommand { args, v016: None }) => args.run().await,
             Command::Migrate(args) => args.run().await,
+            Command::Ls(args) => args.run().await,
             Command::Completion { shell } => {
                 use clap::CommandFactory;
                 clap_complete::generate(shell, &mut Cli::command(), "keyhost", &mut std::io::stdout());

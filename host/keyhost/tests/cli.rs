@@ -179,6 +179,10 @@ fn key_commands() {
 fn policy_identity_status_metric_and_log() {
     let e = setup();
     assert_eq!(e.ok(&["policy", "ls", "-k"]).trim(), "app");
+    assert_eq!(e.ok(&["ls", "-k", "-p"]).trim(), "app");
+    assert_eq!(e.json(&["ls", "-k", "-i"])["identities"].as_array().unwrap().len(), 2);
+    e.ok(&["key", "create", "-k", "listed"]);
+    assert_eq!(e.ok(&["ls", "-k", "list*"]).trim(), "listed");
     assert!(
         e.ok(&["policy", "info", "-k", "app"])
             .contains(e.admin.identity().as_str())

@@ -397,3 +397,67 @@ async fn hmac(client: &Client, out: &Output, name: &str, message: &str) -> Resul
     out.print(&v, || field(&v, "hmac").to_owned());
     Ok(())
 }
+
+/// List keys (or, with -p, policies; with -i, identities) whose names start with a
+/// prefix — the newest kes CLI's `kes ls`.
+///
+/// Example:
+///
+///   keyhost ls -k 'minio-*'
+///   keyhost ls -k -p
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct LsArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(flatten)]
+    output: Output,
+    /// List identities instead of keys.
+    #[arg(short = 'i', long = "identity", conflicts_with = "policy")]
+    identity: bool,
+    /// List policies instead of keys.
+    #[arg(short = 'p', long = "policy")]
+    policy: bool,
+    /// A prefix, optionally ending in `*`.
+    #[arg(default_value = "*")]
+    prefix: String,
+}
+
+impl LsArgs {
+    pub async fn run(self) -> ExitCode {
+        let result = async {
+            let client = Client::new(&self.client)?;
+            if !self.identity && !self.policy {
+                return ls(&client, &self.output, &self.prefix).await;
+            }
+            let (route, key) = if self.identity {
+                ("identity", "identities")
+            } else {
+                ("policy", "names")
+            };
+            let answer = client
+                .call(http::Method::GET, &format!("/v1/{route}/list/{}", self.prefix), None)
+                .await?;
+            let value = super::policy::parse_any(&answer.body)?;
+            let mut names = super::policy::names(&value, key);
+            if names.is_empty() {
+                // v0.16 identity listings: `{"identity", "policy"}` lines.
+                names = value
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|i| i.get("identity")?.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+            }
+            self.output.print(&json!({ key: names }), || names.join("\n"));
+            Ok::<_, CliError>(())
+        }
+        .await;
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => e.exit(),
+        }
+    }
+}
