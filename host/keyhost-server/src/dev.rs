@@ -87,6 +87,17 @@ pub fn ecdsa_identity_certificate(request: &CertificateRequest) -> Result<(Strin
     self_signed(&pair, request)
 }
 
+/// Like [`identity_certificate`], for an RSA key given as PKCS#8 DER (keyhost's
+/// crypto library cannot generate RSA keys; the caller does).
+pub fn rsa_identity_certificate(
+    pkcs8_der: &[u8],
+    request: &CertificateRequest,
+) -> Result<(String, Zeroizing<String>), DevError> {
+    let der = rustls::pki_types::PrivatePkcs8KeyDer::from(pkcs8_der);
+    let pair = KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_RSA_SHA256)?;
+    self_signed(&pair, request)
+}
+
 fn self_signed(pair: &KeyPair, request: &CertificateRequest) -> Result<(String, Zeroizing<String>), DevError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params

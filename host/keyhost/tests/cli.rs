@@ -360,7 +360,7 @@ fn identity_new_and_of() {
 
     // Certificates of both key types; the printed identity is the certificate's.
     let dir = tempfile::tempdir().unwrap();
-    for key_type in ["ed25519", "ecdsa"] {
+    for key_type in ["ed25519", "ecdsa", "rsa"] {
         let key = dir.path().join(format!("{key_type}.key"));
         let cert = dir.path().join(format!("{key_type}.cert"));
         let out = run(

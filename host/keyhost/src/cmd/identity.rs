@@ -228,10 +228,9 @@ pub struct NewArgs {
     /// servers and clients.
     #[arg(long)]
     server: bool,
-    /// The key type of a certificate: ed25519 (an API key's key, the default) or
-    /// ecdsa (P-256, for peers without Ed25519). For RSA, make the key and
-    /// certificate with openssl and compute the identity with `identity of`.
-    #[arg(long = "type", value_name = "TYPE", default_value = "ed25519", value_parser = ["ed25519", "ecdsa"])]
+    /// The key type of a certificate: ed25519 (an API key's key, the default),
+    /// ecdsa (P-256) or rsa (3072 bits), for peers without Ed25519.
+    #[arg(long = "type", value_name = "TYPE", default_value = "ed25519", value_parser = ["ed25519", "ecdsa", "rsa"])]
     key_type: String,
     /// Overwrite existing files.
     #[arg(short, long)]
@@ -270,10 +269,19 @@ impl NewArgs {
         };
         let (cert_pem, key_pem) = match self.key_type.as_str() {
             "ecdsa" => keyhost_server::dev::ecdsa_identity_certificate(&request),
+            "rsa" => {
+                use rsa::pkcs8::EncodePrivateKey;
+                let private = rsa::RsaPrivateKey::new(&mut rand_core_06::OsRng, 3072)
+                    .map_err(|e| format!("cannot generate an RSA key: {e}"))?;
+                let der = private
+                    .to_pkcs8_der()
+                    .map_err(|e| format!("cannot encode the RSA key: {e}"))?;
+                keyhost_server::dev::rsa_identity_certificate(der.as_bytes(), &request)
+            }
             _ => identity_certificate(&key, &request),
         }
         .map_err(|e| e.to_string())?;
-        // An ECDSA certificate has an identity of its own.
+        // An ECDSA or RSA certificate has an identity of its own.
         let identity = of_pem(cert_pem.as_bytes())?;
         write_private(key_path, key_pem.as_bytes(), self.force)?;
         std::fs::write(cert_path, cert_pem).map_err(|e| format!("cannot write {}: {e}", cert_path.display()))?;
