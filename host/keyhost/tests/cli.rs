@@ -405,3 +405,59 @@ fn identity_new_and_of() {
         "not a valid API key",
     );
 }
+
+/// `identity new --encrypt`: the password comes from standard input in scripts; the
+/// key is PKCS#8-encrypted, and a client given it asks for the password.
+#[test]
+fn encrypted_client_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("sealed.key");
+    let cert = dir.path().join("sealed.cert");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyhost"))
+        .args([
+            "identity",
+            "new",
+            "--encrypt",
+            "--key",
+            key.to_str().unwrap(),
+            "--cert",
+            cert.to_str().unwrap(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"correct horse\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let pem = std::fs::read_to_string(&key).unwrap();
+    assert!(pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"), "{pem}");
+
+    let e = setup();
+    let client = |password: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keyhost"))
+            .args(["identity", "self", "-k", "--json"])
+            .env_remove("KES_API_KEY")
+            .env("KES_SERVER", &e.server.url)
+            .env("KES_CLIENT_KEY", &key)
+            .env("KES_CLIENT_CERT", &cert)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), password.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    fails(&client("wrong\n"), 3, "cannot decrypt");
+    // Any identity may describe itself: the handshake with the decrypted key worked.
+    let right = client("correct horse\n");
+    assert_eq!(
+        right.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&right.stderr)
+    );
+    let me: Value = serde_json::from_slice(&right.stdout).unwrap();
+    assert_eq!(me["identity"].as_str().unwrap().len(), 64);
+}

@@ -288,7 +288,14 @@ fn credentials() -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>
         }
         (None, Some(key), Some(cert)) => {
             let chain = keyhost_server::tls::load_chain(std::path::Path::new(&cert)).map_err(|e| e.to_string())?;
-            let key = keyhost_server::tls::load_key(std::path::Path::new(&key), None).map_err(|e| e.to_string())?;
+            let path = std::path::Path::new(&key);
+            let key = match keyhost_server::tls::load_key(path, None) {
+                Err(e) if e.to_string().contains("encrypted") => {
+                    let password = super::password::read(&format!("Password for {}: ", path.display()))?;
+                    keyhost_server::tls::load_key(path, Some(&password)).map_err(|e| e.to_string())?
+                }
+                other => other.map_err(|e| e.to_string())?,
+            };
             Ok((chain, key))
         }
         (None, Some(_), None) => Err("KES_CLIENT_KEY is set but KES_CLIENT_CERT is not; set both".into()),

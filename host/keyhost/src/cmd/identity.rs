@@ -93,8 +93,8 @@ pub struct Remote {
 impl IdentityCommand {
     pub async fn run(self) -> ExitCode {
         let result = match self {
-            Self::New(args) => args.run().map_err(CliError::Setup),
-            Self::Of(args) => args.run().map_err(CliError::Setup),
+            Self::New(args) => args.run().map_err(CliError::Refused),
+            Self::Of(args) => args.run().map_err(CliError::Refused),
             Self::Info { remote, identity } => remote.info(identity.as_deref()).await,
             Self::Ls { remote, pattern } => remote.ls(&pattern).await,
             Self::Own { remote } => remote.info(None).await,
@@ -115,10 +115,7 @@ impl IdentityCommand {
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
-            Err(CliError::Setup(m)) if !m.contains("reach") => {
-                eprintln!("error: {m}");
-                ExitCode::from(1)
-            }
+            // New and Of work offline: their failures are exit code 1 (Refused).
             Err(e) => e.exit(),
         }
     }
@@ -232,6 +229,11 @@ pub struct NewArgs {
     /// ecdsa (P-256) or rsa (3072 bits), for peers without Ed25519.
     #[arg(long = "type", value_name = "TYPE", default_value = "ed25519", value_parser = ["ed25519", "ecdsa", "rsa"])]
     key_type: String,
+    /// Encrypt the private key with a password (PKCS#8, PBES2 with scrypt and
+    /// AES-256-CBC), read from the terminal, or from standard input in scripts.
+    /// Servers read it with tls.password; clients are asked for it.
+    #[arg(long, requires = "key")]
+    encrypt: bool,
     /// Overwrite existing files.
     #[arg(short, long)]
     force: bool,
@@ -283,11 +285,35 @@ impl NewArgs {
         .map_err(|e| e.to_string())?;
         // An ECDSA or RSA certificate has an identity of its own.
         let identity = of_pem(cert_pem.as_bytes())?;
+        let key_pem = if self.encrypt {
+            let password = super::password::read("Password for the private key: ")?;
+            encrypt_pem(&key_pem, &password)?
+        } else {
+            key_pem
+        };
         write_private(key_path, key_pem.as_bytes(), self.force)?;
         std::fs::write(cert_path, cert_pem).map_err(|e| format!("cannot write {}: {e}", cert_path.display()))?;
         println!("{}", identity.as_str());
         Ok(())
     }
+}
+
+/// A PKCS#8 PEM private key, encrypted with `password`.
+fn encrypt_pem(pem: &str, password: &str) -> Result<zeroize::Zeroizing<String>, String> {
+    use pkcs8::der::pem::LineEnding;
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    let der = match PrivateKeyDer::from_pem_slice(pem.as_bytes()) {
+        Ok(PrivateKeyDer::Pkcs8(der)) => der,
+        _ => return Err("internal: the new key is not PKCS#8".into()),
+    };
+    let info = pkcs8::PrivateKeyInfo::try_from(der.secret_pkcs8_der()).map_err(|e| e.to_string())?;
+    let encrypted = info
+        .encrypt(rand_core_06::OsRng, password.as_bytes())
+        .map_err(|e| format!("cannot encrypt the key: {e}"))?;
+    encrypted
+        .to_pem("ENCRYPTED PRIVATE KEY", LineEnding::LF)
+        .map_err(|e| format!("cannot encode the key: {e}"))
 }
 
 /// Writes a file only its owner can read.

@@ -7,6 +7,7 @@ pub mod key;
 pub mod keystore;
 pub mod migrate;
 pub mod output;
+pub mod password;
 pub mod plugin;
 pub mod policy;
 pub mod server;
