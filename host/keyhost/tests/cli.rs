@@ -225,6 +225,21 @@ fn policy_identity_status_metric_and_log() {
     );
     assert!(e.ok(&["metric", "-k"]).contains("kes_http_request_success"));
 
+    // The live metric view prints rates until stopped.
+    let mut live = Command::new(env!("CARGO_BIN_EXE_keyhost"))
+        .args(["metric", "-k", "--rate", "200ms", "--json"])
+        .envs(e.as_key(&e.admin).iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut rates = BufReader::new(live.stdout.take().unwrap()).lines();
+    for _ in 0..2 {
+        let line: Value = serde_json::from_str(&rates.next().unwrap().unwrap()).unwrap();
+        assert!(line["success_per_second"].as_f64().unwrap() >= 0.0, "{line}");
+    }
+    let _ = live.kill();
+    let _ = live.wait();
+
     // The live audit log shows a request made after subscribing.
     let mut log = Command::new(env!("CARGO_BIN_EXE_keyhost"))
         .args(["log", "-k", "--audit", "--json"])

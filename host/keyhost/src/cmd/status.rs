@@ -102,11 +102,13 @@ impl StatusArgs {
     }
 }
 
-/// Show a server's request and keystore counters (its Prometheus metrics).
+/// Show a server's request and keystore counters (its Prometheus metrics), once or,
+/// with --rate, as a live view of rates until interrupted.
 ///
 /// Example:
 ///
 ///   keyhost metric -k
+///   keyhost metric -k --rate 5s
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct MetricArgs {
@@ -114,10 +116,37 @@ pub struct MetricArgs {
     client: ClientArgs,
     #[command(flatten)]
     output: Output,
+    /// Print requests and keystore operations per second every DURATION.
+    #[arg(long, value_name = "DURATION", value_parser = crate::units::duration)]
+    rate: Option<std::time::Duration>,
+}
+
+/// The counters a live view follows: successful, refused (4xx) and failed (5xx)
+/// requests, and keystore operations.
+fn totals(samples: &[(String, f64)]) -> [f64; 4] {
+    let sum = |prefix: &str| {
+        samples
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v)
+            .sum::<f64>()
+    };
+    [
+        sum("kes_http_request_success"),
+        sum("kes_http_request_error"),
+        sum("kes_http_request_failure"),
+        sum("keyhost_keystore_operations"),
+    ]
 }
 
 impl MetricArgs {
     pub async fn run(self) -> ExitCode {
+        if let Some(rate) = self.rate {
+            return match self.live(rate).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => e.exit(),
+            };
+        }
         let result = async {
             let client = Client::new(&self.client)?;
             let answer = client.call(http::Method::GET, "/v1/metrics", None).await?;
@@ -146,6 +175,43 @@ impl MetricArgs {
         match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => e.exit(),
+        }
+    }
+}
+
+impl MetricArgs {
+    async fn live(&self, rate: std::time::Duration) -> Result<(), CliError> {
+        let rate = rate.max(std::time::Duration::from_millis(100));
+        let client = Client::new(&self.client)?;
+        let fetch = || async {
+            let answer = client.call(http::Method::GET, "/v1/metrics", None).await?;
+            Ok::<_, CliError>(totals(&parse_metrics(&String::from_utf8_lossy(&answer.body))))
+        };
+        let mut last = fetch().await?;
+        if !self.output.json {
+            println!("{:>10} {:>10} {:>10} {:>12}", "ok/s", "4xx/s", "5xx/s", "keystore/s");
+        }
+        loop {
+            tokio::time::sleep(rate).await;
+            let now = fetch().await?;
+            let per_second: Vec<f64> = now
+                .iter()
+                .zip(&last)
+                .map(|(n, l)| ((n - l).max(0.0)) / rate.as_secs_f64())
+                .collect();
+            last = now;
+            let value = json!({
+                "success_per_second": per_second[0],
+                "error_per_second": per_second[1],
+                "failure_per_second": per_second[2],
+                "keystore_operations_per_second": per_second[3],
+            });
+            self.output.print(&value, || {
+                format!(
+                    "{:>10.1} {:>10.1} {:>10.1} {:>12.1}",
+                    per_second[0], per_second[1], per_second[2], per_second[3]
+                )
+            });
         }
     }
 }
