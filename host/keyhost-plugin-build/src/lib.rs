@@ -84,6 +84,14 @@ pub fn cargo_in(dir: &Path) -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
     let mut cmd = Command::new(cargo);
     cmd.current_dir(dir);
+    without_cargo_env(&mut cmd);
+    cmd
+}
+
+/// Removes from `cmd`'s environment the variables a surrounding cargo sets for its
+/// own crate (target directory, flags, package metadata), so that a nested build,
+/// or a script that runs one, sees only its own project.
+pub fn without_cargo_env(cmd: &mut Command) {
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
         if LEAKY_VARS.contains(&key.as_ref())
@@ -95,7 +103,6 @@ pub fn cargo_in(dir: &Path) -> Command {
             cmd.env_remove(key.as_ref());
         }
     }
-    cmd
 }
 
 /// Builds `packages` of the guest workspace (all of it when empty) in release mode and

@@ -156,10 +156,11 @@ fn keyhost_bundled_size(name: &str) -> usize {
     std::fs::metadata(wasm).unwrap().len() as usize
 }
 
-/// `plugin new` writes a stand-alone project that builds with one command and passes
-/// the kit as generated — the path a plugin author starts on.
+/// `plugin new` refuses bad names and non-empty directories; building the project
+/// and running the kit on it is the tutorial of docs/plugin-guide.md, which
+/// `plugin_guide.rs` runs as written.
 #[test]
-fn a_new_plugin_project_builds_and_passes_the_kit() {
+fn plugin_new_writes_a_project_once() {
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path().join("demo-store");
     let out = keyhost()
@@ -168,42 +169,24 @@ fn a_new_plugin_project_builds_and_passes_the_kit() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("cargo build --release"));
-    // A second time into the same directory is refused.
+    for file in [
+        "Cargo.toml",
+        "src/lib.rs",
+        "keyhost-plugin-sdk/src/lib.rs",
+        "keyhost-plugin-sdk/wit/keystore.wit",
+        "keyhost-plugin-sdk/wit/deps/config/store.wit",
+        "rust-toolchain.toml",
+        ".cargo/config.toml",
+    ] {
+        assert!(project.join(file).is_file(), "{file}");
+    }
     let again = keyhost()
         .args(["plugin", "new", "demo-store", "--path"])
         .arg(&project)
         .output()
         .unwrap();
     assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("is not empty"));
     let bad = keyhost().args(["plugin", "new", "Demo_Store"]).output().unwrap();
     assert!(String::from_utf8_lossy(&bad.stderr).contains("lowercase letters"));
-
-    // Build it as its README says (one shared target directory keeps reruns fast).
-    let target = keyhost_plugin_build::target_dir().join("plugin-new");
-    let build = keyhost_plugin_build::cargo_in(&project)
-        .args(["build", "--release", "--target-dir"])
-        .arg(&target)
-        .output()
-        .unwrap();
-    assert!(build.status.success(), "{}", String::from_utf8_lossy(&build.stderr));
-    let wasm = target.join("wasm32-wasip2/release/demo_store.wasm");
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    let kit = keyhost()
-        .args(["plugin", "test"])
-        .arg(&wasm)
-        .arg("--allow-dir")
-        .arg(&data)
-        .args(["--skip", "list.pages.2500", "--no-cache"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&kit.stdout);
-    assert!(
-        kit.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&kit.stderr)
-    );
-    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
-    assert!(stdout.contains("(demo-store 0.1.0)"), "{stdout}");
 }

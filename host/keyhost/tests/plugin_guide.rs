@@ -1,0 +1,68 @@
+//! The tutorial of docs/plugin-guide.md, run as written: every ```sh tutorial block,
+//! in order, in one shell, in an empty directory, with the keyhost under test on
+//! PATH. If the guide's commands stop working, this test fails.
+
+#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+
+use std::process::Command;
+
+/// The tutorial's shell blocks, dedented, in order.
+fn tutorial() -> Vec<String> {
+    let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/plugin-guide.md")).unwrap();
+    let mut blocks = Vec::new();
+    let mut current: Option<(usize, Vec<String>)> = None;
+    for line in guide.lines() {
+        let trimmed = line.trim_start();
+        match &mut current {
+            None if trimmed == "```sh tutorial" => current = Some((line.len() - trimmed.len(), Vec::new())),
+            None => {}
+            Some((indent, lines)) => {
+                if trimmed == "```" {
+                    blocks.push(lines.join("\n"));
+                    current = None;
+                } else {
+                    lines.push(line.get(*indent..).unwrap_or("").to_owned());
+                }
+            }
+        }
+    }
+    blocks
+}
+
+#[test]
+fn the_plugin_authors_tutorial_works_as_written() {
+    let blocks = tutorial();
+    assert_eq!(blocks.len(), 5, "the tutorial has five steps");
+    let dir = tempfile::tempdir().unwrap();
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_keyhost")).parent().unwrap();
+    let script = format!("set -e\n{}\n", blocks.join("\n"));
+    let mut cmd = Command::new("sh");
+    keyhost_plugin_build::without_cargo_env(&mut cmd);
+    let out = cmd
+        .arg("-c")
+        .arg(&script)
+        .current_dir(dir.path())
+        .env(
+            "PATH",
+            format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap()),
+        )
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        .env("KEYHOST_LOG", "warn")
+        .env_remove("KES_API_KEY")
+        .env_remove("KES_SERVER")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{script}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    assert!(stdout.contains(" passed, 0 failed"), "the kit passes:\n{stdout}");
+    assert!(stdout.contains("this keyhost can run it"), "{stdout}");
+    assert!(stdout.contains("ciphertext:"), "a data key was generated:\n{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.trim() == "my-first-key"),
+        "the plugin stored the key:\n{stdout}"
+    );
+}
