@@ -1,7 +1,7 @@
 //! Fixtures for keyhost's integration tests.
 //!
 //! - [`Moto`]: the AWS emulator moto (PyPI `moto[server]`, version pinned in
-//!   `scripts/moto-requirements.txt`), installed on first use into a virtual
+//!   `scripts/test-requirements.txt`), installed on first use into a virtual
 //!   environment under the target directory and started on a free loopback port.
 //! - [`Relay`]: a TCP relay in front of a server that a test can cut and restore,
 //!   to simulate an outage without losing the server's state.
@@ -40,7 +40,7 @@ pub fn install_moto() -> PathBuf {
     let lock = std::fs::File::create(&lock_path).expect("create the moto install lock");
     lock.lock().expect("lock the moto install");
     if !server.exists() {
-        let requirements = keyhost_plugin_build::repo_root().join("scripts/moto-requirements.txt");
+        let requirements = keyhost_plugin_build::repo_root().join("scripts/test-requirements.txt");
         run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
         run(Command::new(venv.join("bin/pip"))
             .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
@@ -177,6 +177,71 @@ impl Moto {
 }
 
 impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Builds the Python plugin in `plugins/python/NAME` (its `app.py`) with
+/// componentize-py from the test venv, into `<target dir>/plugins/python/NAME.wasm`.
+pub fn build_python_plugin(name: &str) -> PathBuf {
+    let venv = install_moto();
+    let root = keyhost_plugin_build::repo_root();
+    let source = root.join("plugins/python").join(name);
+    let out_dir = keyhost_plugin_build::target_dir().join("python");
+    std::fs::create_dir_all(&out_dir).expect("create the Python plugin directory");
+    let out = out_dir.join(format!("{name}.wasm"));
+    run(Command::new(venv.join("bin/componentize-py"))
+        .current_dir(&source)
+        .arg("-d")
+        .arg(root.join("wit"))
+        .args([
+            "-w",
+            "keyhost:keystore/keystore-plugin-http",
+            "componentize",
+            "app",
+            "-o",
+        ])
+        .arg(&out));
+    out
+}
+
+/// A service speaking KES's "generic" keystore protocol (`generic_keystore.py`),
+/// on a free loopback port; stopped when dropped.
+#[derive(Debug)]
+pub struct GenericService {
+    child: Child,
+    port: u16,
+}
+
+impl GenericService {
+    /// Starts the service.
+    pub fn start() -> Self {
+        use std::io::{BufRead, BufReader};
+        let script = keyhost_plugin_build::repo_root().join("tests/support/generic_keystore.py");
+        let port = free_port();
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(port.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the generic keystore service");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped stdout"))
+            .read_line(&mut line)
+            .expect("read the service's first line");
+        assert_eq!(line.trim(), "ready", "the generic keystore service did not start");
+        Self { child, port }
+    }
+
+    /// The service's URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for GenericService {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
