@@ -1,18 +1,33 @@
 //! Plugins written in other languages pass the same kit: the Python plugin
-//! (`plugins/python/generic`, built with componentize-py) against a service speaking
-//! KES's dropped "generic" keystore protocol.
+//! (`plugins/python/generic`, built with componentize-py) and the JavaScript plugin
+//! (`plugins/js/generic`, built with componentize-js), each against a service
+//! speaking KES's dropped "generic" keystore protocol.
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
 use keyhost_conformance::KitOptions;
-use keyhost_plugin_host::{Grants, Origin, PluginSource, PluginSpec, Runtime, RuntimeOptions};
-use keyhost_test_support::{GenericService, build_python_plugin};
+use keyhost_plugin_host::{Grants, Limits, Origin, PluginSource, PluginSpec, Runtime, RuntimeOptions};
+use keyhost_test_support::{GenericService, build_js_plugin, build_python_plugin};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_plugin_passes_the_kit() {
-    let wasm = build_python_plugin("generic");
+    kit("generic-py", build_python_plugin("generic"), Limits::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_javascript_plugin_passes_the_kit() {
+    // A JavaScript engine's heap needs more than the default 64 MiB for 1 MiB records.
+    let limits = Limits {
+        memory: 256 << 20,
+        ..Limits::default()
+    };
+    kit("generic-js", build_js_plugin("generic"), limits).await;
+}
+
+async fn kit(name: &str, wasm: std::path::PathBuf, limits: Limits) {
     let service = GenericService::start();
-    let mut spec = PluginSpec::new("generic-py", PluginSource::File(wasm));
+    let mut spec = PluginSpec::new(name, PluginSource::File(wasm));
+    spec.limits = limits;
     spec.config.insert("endpoint".into(), service.url());
     spec.grants = Grants {
         http: vec![Origin::parse(&service.url()).unwrap()],
@@ -34,5 +49,9 @@ async fn the_python_plugin_passes_the_kit() {
         "{}",
         report.to_text()
     );
-    assert!(report.plugin_info.starts_with("generic-py "), "{}", report.plugin_info);
+    assert!(
+        report.plugin_info.starts_with(&format!("{name} ")),
+        "{}",
+        report.plugin_info
+    );
 }

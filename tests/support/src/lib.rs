@@ -207,6 +207,28 @@ pub fn build_python_plugin(name: &str) -> PathBuf {
     out
 }
 
+/// Builds the JavaScript plugin in `plugins/js/NAME` with componentize-js (npm, from
+/// its package-lock.json), into `<target dir>/plugins/js/NAME.wasm`.
+pub fn build_js_plugin(name: &str) -> PathBuf {
+    let source = keyhost_plugin_build::repo_root().join("plugins/js").join(name);
+    if !source.join("node_modules/.bin/componentize-js").exists() {
+        run(Command::new("npm")
+            .current_dir(&source)
+            .args(["ci", "--no-audit", "--no-fund"]));
+    }
+    let out_dir = keyhost_plugin_build::target_dir().join("js");
+    std::fs::create_dir_all(&out_dir).expect("create the JavaScript plugin directory");
+    let out = out_dir.join(format!("{name}.wasm"));
+    run(Command::new(source.join("node_modules/.bin/componentize-js"))
+        .current_dir(&source)
+        .arg("--wit")
+        .arg(keyhost_plugin_build::repo_root().join("wit"))
+        .args(["--world-name", "keyhost:keystore/keystore-plugin-http", "-o"])
+        .arg(&out)
+        .arg(format!("{name}.js")));
+    out
+}
+
 /// A service speaking KES's "generic" keystore protocol (`generic_keystore.py`),
 /// on a free loopback port; stopped when dropped.
 #[derive(Debug)]
