@@ -76,7 +76,7 @@ fn setting(name: &str, required: bool, secret: bool, description: &str) -> Setti
 
 /// Runs an SDK future to completion inside an exported (synchronous) call.
 fn run<F: Future>(future: F) -> F::Output {
-    wstd::runtime::block_on(future)
+    keyhost_plugin_sdk::http::block_on(future)
 }
 
 impl Keystore for AwsStore {

@@ -166,6 +166,115 @@ pub fn page(names: impl IntoIterator<Item = String>, prefix: &str, after: Option
     Page { names, next }
 }
 
+/// Maps an HTTP status that a backend answered onto the contract's errors, for
+/// plugins of HTTP backends: 404 → `not-found`, 409 → `already-exists`, 401/403 →
+/// `access-denied`, 429 → `throttled` (with `Retry-After` seconds, if given), 5xx and
+/// anything else → `unavailable`. `message` (the backend's words) is kept for the log;
+/// it must not contain a record or a credential.
+pub fn error_from_status(status: u16, retry_after: Option<&str>, message: &str) -> Error {
+    let detail = if message.is_empty() {
+        format!("the backend answered HTTP {status}")
+    } else {
+        format!("the backend answered HTTP {status}: {message}")
+    };
+    match status {
+        404 => Error::NotFound,
+        409 => Error::AlreadyExists,
+        401 | 403 => Error::AccessDenied(detail),
+        429 => Error::Throttled(
+            retry_after
+                .and_then(|s| s.trim().parse::<u32>().ok())
+                .map(|seconds| seconds.saturating_mul(1000)),
+        ),
+        _ => Error::Unavailable(detail),
+    }
+}
+
+/// A blocking HTTP client for plugins of HTTP backends (feature `http`).
+///
+/// Requests go through `wasi:http`: keyhost does TLS for `https://` URLs, refuses
+/// origins the operator did not grant, and pools connections. Exported functions are
+/// synchronous, so every call here blocks until the answer is complete.
+///
+/// ```ignore
+/// use keyhost_plugin_sdk::http;
+///
+/// let answer = http::send(http::Method::GET, "http://127.0.0.1:7001/v1/key/a", &[], None)?;
+/// if answer.status != 200 {
+///     return Err(answer.error());
+/// }
+/// ```
+#[cfg(feature = "http")]
+pub mod http {
+    use super::Error;
+    pub use wstd::http::Method;
+
+    /// Runs a future to completion inside a (synchronous) keystore call: for
+    /// clients built on `wstd`, such as the AWS SDK with `aws-smithy-wasm`.
+    pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        wstd::runtime::block_on(future)
+    }
+
+    /// A complete answer.
+    #[derive(Debug, Clone)]
+    pub struct Answer {
+        /// The HTTP status.
+        pub status: u16,
+        /// The `Retry-After` header, if any.
+        pub retry_after: Option<String>,
+        /// The body.
+        pub body: Vec<u8>,
+    }
+
+    impl Answer {
+        /// This answer as a contract error ([`super::error_from_status`]), with up to
+        /// 200 bytes of its body as the message.
+        pub fn error(&self) -> Error {
+            let text = String::from_utf8_lossy(&self.body[..self.body.len().min(200)]).into_owned();
+            super::error_from_status(self.status, self.retry_after.as_deref(), text.trim())
+        }
+    }
+
+    /// Sends one request and reads the whole answer. A refused grant is
+    /// `access-denied`; any other transport failure is `unavailable`.
+    pub fn send(method: Method, url: &str, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> Result<Answer, Error> {
+        block_on(async {
+            let mut request = wstd::http::Request::builder().method(method).uri(url);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let request = request
+                .body(wstd::http::Body::from(body.unwrap_or_default()))
+                .map_err(|e| Error::InvalidArgument(format!("bad request to {url}: {e}")))?;
+            let mut response = wstd::http::Client::new().send(request).await.map_err(|e| {
+                let text = format!("{e:#}");
+                if text.contains("HTTPRequestDenied") || text.contains("denied") {
+                    Error::AccessDenied(format!("{url} is not granted to this plugin (allow.http)"))
+                } else {
+                    Error::Unavailable(format!("cannot reach {url}: {text}"))
+                }
+            })?;
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = response
+                .body_mut()
+                .contents()
+                .await
+                .map_err(|e| Error::Unavailable(format!("reading the answer of {url}: {e:#}")))?
+                .to_vec();
+            Ok(Answer {
+                status,
+                retry_after,
+                body,
+            })
+        })
+    }
+}
+
 thread_local! {
     static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
 }

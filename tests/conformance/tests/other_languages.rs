@@ -1,13 +1,21 @@
 //! Plugins written in other languages pass the same kit: the Python plugin
 //! (`plugins/python/generic`, built with componentize-py) and the JavaScript plugin
 //! (`plugins/js/generic`, built with componentize-js), each against a service
-//! speaking KES's dropped "generic" keystore protocol.
+//! speaking KES's dropped "generic" keystore protocol — next to the Rust plugin of
+//! the same protocol (`plugins/generic`, the SDK's HTTP example).
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
 use keyhost_conformance::KitOptions;
 use keyhost_plugin_host::{Grants, Limits, Origin, PluginSource, PluginSpec, Runtime, RuntimeOptions};
 use keyhost_test_support::{GenericService, build_js_plugin, build_python_plugin};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_plugin_of_the_same_protocol_passes_the_kit() {
+    // The SDK's HTTP client and error mapping, in the same role.
+    let wasm = keyhost_plugin_build::build(&["keyhost-plugin-generic"]).unwrap_or_else(|e| panic!("{e}"))[0].clone();
+    kit("generic", wasm, Limits::default()).await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_plugin_passes_the_kit() {
