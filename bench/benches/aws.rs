@@ -12,8 +12,6 @@
 
 #![allow(clippy::unwrap_used)] // Benchmarks fail loudly by design.
 
-use std::time::Instant;
-
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
@@ -27,7 +25,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector as TcpConnector;
 use hyper_util::rt::TokioExecutor;
-use keyhost_bench::{header, iterations, time_calls};
+use keyhost_bench::{header, iterations, median, print_load, time_calls};
 use keyhost_keystore::Keystore;
 use keyhost_plugin_host::{Grants, Origin, PluginSource, PluginSpec, Runtime, RuntimeOptions};
 use keyhost_test_support::{ACCESS_KEY, Moto, REGION, SECRET_KEY};
@@ -111,29 +109,16 @@ fn main() {
         };
 
         // Load times: median of 5 fresh runtimes each.
-        let mut cold = Vec::new();
-        let mut warm = Vec::new();
-        for _ in 0..5 {
-            let start = Instant::now();
+        let cold = median(5, || async {
             Runtime::new(options(false)).unwrap().load(spec.clone()).await.unwrap();
-            cold.push(start.elapsed());
-        }
+        })
+        .await;
         Runtime::new(options(true)).unwrap().load(spec.clone()).await.unwrap();
-        for _ in 0..5 {
-            let start = Instant::now();
+        let cached = median(5, || async {
             Runtime::new(options(true)).unwrap().load(spec.clone()).await.unwrap();
-            warm.push(start.elapsed());
-        }
-        cold.sort();
-        warm.sort();
-        println!("aws plugin: {} ({size} bytes)", wasm.display());
-        println!("load (compile + first instance + open), median of 5:");
-        println!("  cold compile:          {:>8.2} ms", cold[2].as_secs_f64() * 1e3);
-        println!("  cached artifact:       {:>8.2} ms", warm[2].as_secs_f64() * 1e3);
-        println!(
-            "  ratio cold/cached:     {:>8.1}x",
-            cold[2].as_secs_f64() / warm[2].as_secs_f64()
-        );
+        })
+        .await;
+        print_load(&format!("aws plugin: {}", wasm.display()), size, cold, cached);
 
         let plugin = Runtime::new(options(true)).unwrap().load(spec.clone()).await.unwrap();
         let native = aws_sdk_secretsmanager::Client::from_conf(

@@ -81,6 +81,34 @@ where
     Sample { name, times }
 }
 
+/// The median duration of `runs` calls of `f`, one at a time.
+pub async fn median<F, Fut>(runs: usize, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let start = Instant::now();
+        f().await;
+        times.push(start.elapsed());
+    }
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Prints the load-time lines of a plugin: cold compile vs cached artifact.
+pub fn print_load(what: &str, size: u64, cold: Duration, cached: Duration) {
+    println!("{what} ({size} bytes)");
+    println!("load (compile + first instance + open), median of 5:");
+    println!("  cold compile:          {:>8.2} ms", cold.as_secs_f64() * 1e3);
+    println!("  cached artifact:       {:>8.2} ms", cached.as_secs_f64() * 1e3);
+    println!(
+        "  ratio cold/cached:     {:>8.1}x",
+        cold.as_secs_f64() / cached.as_secs_f64()
+    );
+}
+
 /// `KEYHOST_BENCH_ITERS`, or `default`.
 pub fn iterations(default: usize) -> usize {
     std::env::var("KEYHOST_BENCH_ITERS")

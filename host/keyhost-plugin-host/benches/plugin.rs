@@ -10,9 +10,7 @@
 
 #![allow(clippy::unwrap_used)] // Tests and benchmarks fail loudly by design.
 
-use std::time::Instant;
-
-use keyhost_bench::{header, iterations, time_calls};
+use keyhost_bench::{header, iterations, median, print_load, time_calls};
 use keyhost_keystore::{Keystore, MemStore};
 use keyhost_plugin_host::{Grants, PluginSource, PluginSpec, Runtime, RuntimeOptions};
 
@@ -42,29 +40,16 @@ fn main() {
         };
 
         // Load times: median of 5 fresh runtimes each.
-        let mut cold = Vec::new();
-        let mut warm = Vec::new();
-        for _ in 0..5 {
-            let start = Instant::now();
+        let cold = median(5, || async {
             Runtime::new(options(false)).unwrap().load(spec.clone()).await.unwrap();
-            cold.push(start.elapsed());
-        }
+        })
+        .await;
         Runtime::new(options(true)).unwrap().load(spec.clone()).await.unwrap();
-        for _ in 0..5 {
-            let start = Instant::now();
+        let cached = median(5, || async {
             Runtime::new(options(true)).unwrap().load(spec.clone()).await.unwrap();
-            warm.push(start.elapsed());
-        }
-        cold.sort();
-        warm.sort();
-        println!("fs plugin: {} ({size} bytes)", wasm.display());
-        println!("load (compile + first instance + open), median of 5:");
-        println!("  cold compile:          {:>8.2} ms", cold[2].as_secs_f64() * 1e3);
-        println!("  cached artifact:       {:>8.2} ms", warm[2].as_secs_f64() * 1e3);
-        println!(
-            "  ratio cold/cached:     {:>8.1}x",
-            cold[2].as_secs_f64() / warm[2].as_secs_f64()
-        );
+        })
+        .await;
+        print_load(&format!("fs plugin: {}", wasm.display()), size, cold, cached);
 
         let plugin = Runtime::new(options(true)).unwrap().load(spec.clone()).await.unwrap();
         let record = vec![7u8; 180]; // the size of a KES key record

@@ -4,18 +4,24 @@
 #![allow(clippy::unwrap_used)] // Tests fail loudly by design.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[test]
-fn the_printed_curl_commands_work_as_shown() {
-    let mut server = Command::new(env!("CARGO_BIN_EXE_keyhost"))
+/// Starts `keyhost server --dev` with `flags`.
+fn dev_server(flags: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_keyhost"))
         .args(["server", "--dev", "--addr", "127.0.0.1:0"])
+        .args(flags)
         .env("KEYHOST_LOG", "warn")
         .env("XDG_CACHE_HOME", std::env::temp_dir().join("keyhost-test-cache"))
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Reads the banner up to its last line.
+fn banner(server: &mut Child) -> String {
     let stdout = BufReader::new(server.stdout.take().unwrap());
     let mut banner = String::new();
     let start = Instant::now();
@@ -27,26 +33,45 @@ fn the_printed_curl_commands_work_as_shown() {
             break;
         }
     }
+    banner
+}
+
+/// Runs the banner's two curl commands as printed; returns their outputs.
+fn run_curl_lines(banner: &str) -> Vec<String> {
     let commands: Vec<&str> = banner
         .lines()
         .map(str::trim)
         .filter(|l| l.starts_with("curl "))
         .collect();
     assert_eq!(commands.len(), 2, "{banner}");
-    let mut outputs = Vec::new();
-    for command in &commands {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(format!("{command} -sS --fail-with-body"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{command}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        outputs.push(String::from_utf8(out.stdout).unwrap());
-    }
+    commands
+        .iter()
+        .map(|command| {
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(format!("{command} -sS --fail-with-body"))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{command}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn the_printed_curl_commands_work_as_shown() {
+    let mut server = dev_server(&[]);
+    let banner = banner(&mut server);
+    let outputs = run_curl_lines(&banner);
+    let commands: Vec<&str> = banner
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("curl "))
+        .collect();
     let dek: serde_json::Value = serde_json::from_str(&outputs[1]).unwrap();
     // The metrics show the plugin behind the keystore.
     let base = commands[0].split(" -X ").next().unwrap();
@@ -123,14 +148,7 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 #[cfg(target_os = "linux")]
 #[test]
 fn mlock_locks_the_servers_memory_or_says_what_it_needs() {
-    let mut server = Command::new(env!("CARGO_BIN_EXE_keyhost"))
-        .args(["server", "--dev", "--mlock", "--addr", "127.0.0.1:0"])
-        .env("KEYHOST_LOG", "warn")
-        .env("XDG_CACHE_HOME", std::env::temp_dir().join("keyhost-test-cache"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut server = dev_server(&["--mlock"]);
     if !may_lock_memory() {
         // Without the capability, locking all memory must fail at start-up with a
         // message that says what is missing, rather than later at some allocation.
@@ -140,31 +158,8 @@ fn mlock_locks_the_servers_memory_or_says_what_it_needs() {
         assert!(stderr.contains("CAP_IPC_LOCK"), "{stderr}");
         return;
     }
-    let stdout = BufReader::new(server.stdout.take().unwrap());
-    let mut commands = Vec::new();
-    for line in stdout.lines() {
-        let line = line.unwrap();
-        if line.trim().starts_with("curl ") {
-            commands.push(line.trim().to_owned());
-        }
-        if line.starts_with("Stop with Ctrl-C") {
-            break;
-        }
-    }
-    assert_eq!(commands.len(), 2);
     // The plugin instance and the keystore work with every page locked.
-    for command in &commands {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(format!("{command} -sS --fail-with-body"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{command}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    run_curl_lines(&banner(&mut server));
     // Every mapping is locked, but only touched pages are resident: the plugin
     // runtime's gigabytes of reserved address space must not be populated.
     let locked = status_kib(server.id(), "VmLck:");
