@@ -175,6 +175,7 @@ fn plugin_new_writes_a_project_once() {
         "keyhost-plugin-sdk/src/lib.rs",
         "keyhost-plugin-sdk/wit/keystore.wit",
         "keyhost-plugin-sdk/wit/deps/config/store.wit",
+        "keyhost-plugin-sdk/wit/deps/http.wit",
         "rust-toolchain.toml",
         ".cargo/config.toml",
     ] {

@@ -382,6 +382,16 @@ mod template {
     pub const KEYSTORE_WIT: &str = include_str!("../../../../wit/keystore.wit");
     pub const CONFIG_WORLD_WIT: &str = include_str!("../../../../wit/deps/config/world.wit");
     pub const CONFIG_STORE_WIT: &str = include_str!("../../../../wit/deps/config/store.wit");
+    /// The WASI 0.2 packages the `keystore-plugin-http` world uses.
+    pub const WASI_DEPS: &[(&str, &str)] = &[
+        ("cli.wit", include_str!("../../../../wit/deps/cli.wit")),
+        ("clocks.wit", include_str!("../../../../wit/deps/clocks.wit")),
+        ("filesystem.wit", include_str!("../../../../wit/deps/filesystem.wit")),
+        ("http.wit", include_str!("../../../../wit/deps/http.wit")),
+        ("io.wit", include_str!("../../../../wit/deps/io.wit")),
+        ("random.wit", include_str!("../../../../wit/deps/random.wit")),
+        ("sockets.wit", include_str!("../../../../wit/deps/sockets.wit")),
+    ];
     pub const TOOLCHAIN: &str = include_str!("../../../../rust-toolchain.toml");
 }
 
@@ -408,7 +418,11 @@ fn new_project(name: &str, path: Option<PathBuf>) -> Result<PathBuf, String> {
     if sdk_lib == template::SDK {
         return Err("internal: the SDK's WIT path was not found; please report this".into());
     }
-    let files: Vec<(&str, String)> = vec![
+    let mut files: Vec<(String, String)> = template::WASI_DEPS
+        .iter()
+        .map(|(name, text)| (format!("keyhost-plugin-sdk/wit/deps/{name}"), (*text).to_owned()))
+        .collect();
+    let fixed: Vec<(&str, String)> = vec![
         (
             "Cargo.toml",
             format!(
@@ -475,6 +489,7 @@ wit-bindgen = { version = "0.61", default-features = false, features = ["macros"
             ),
         ),
     ];
+    files.extend(fixed.into_iter().map(|(f, t)| (f.to_owned(), t)));
     for (file, text) in files {
         let path = dir.join(file);
         if let Some(parent) = path.parent() {
