@@ -107,7 +107,7 @@ pub(crate) fn parse<'a>(key: &SecretKey, ciphertext: &'a [u8]) -> Result<Parts<'
     }
 }
 
-fn parse_raw<'a>(key: &SecretKey, ciphertext: &'a [u8]) -> Result<Parts<'a>, DecryptError> {
+pub(crate) fn parse_raw<'a>(key: &SecretKey, ciphertext: &'a [u8]) -> Result<Parts<'a>, DecryptError> {
     if ciphertext.len() < TAG_LEN + IV_LEN + NONCE_LEN {
         return Err(DecryptError::NotAuthentic);
     }

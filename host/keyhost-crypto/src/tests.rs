@@ -399,3 +399,15 @@ fn secrets_do_not_print() {
     let shown = format!("{k:?} {:?}", HmacKey::new([1; 32]));
     assert!(!shown.contains("yIcb") && !shown.contains("200, 135"), "{shown}");
 }
+
+/// A raw ciphertext that happens to start with '{' (one in 256) still opens: it is
+/// tried as raw when it is no JSON ciphertext.
+#[test]
+fn raw_ciphertexts_starting_with_a_brace_open() {
+    let key = SecretKey::new(Algorithm::Aes256, [9; 32]);
+    let sealed = (0..100_000)
+        .map(|_| key.seal(b"plain", b"ctx", CiphertextFormat::Raw))
+        .find(|c| c.first() == Some(&b'{'))
+        .expect("one in 256 ciphertexts starts with '{'");
+    assert_eq!(&key.open(&sealed, b"ctx").unwrap()[..], b"plain");
+}
