@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 mod api;
+pub mod audit;
 mod cache;
 pub mod dev;
 pub mod error;

@@ -25,8 +25,32 @@ pub struct Observer {
     plugin: [IntGauge; 5],
     audit: broadcast::Sender<Bytes>,
     errors: broadcast::Sender<Bytes>,
-    /// Print audit events to stdout (`log.audit: on`).
-    pub audit_stdout: bool,
+    /// Where audit events are written besides `/v1/log/audit` subscribers
+    /// (`log.audit: on` writes them to stdout).
+    pub audit_log: Option<crate::audit::AuditWriter>,
+}
+
+/// An audit event as KES writes it, fields in KES's order.
+#[derive(serde::Serialize)]
+struct AuditEvent<'a> {
+    time: &'a str,
+    request: AuditRequest<'a>,
+    response: AuditResponse,
+}
+
+#[derive(serde::Serialize)]
+struct AuditRequest<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ip: Option<std::net::IpAddr>,
+    path: &'a str,
+    identity: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct AuditResponse {
+    code: u16,
+    /// Milliseconds (newest) or nanoseconds (v0.16).
+    time: u64,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -112,7 +136,7 @@ impl Default for Observer {
             registry,
             audit: broadcast::channel(1024).0,
             errors: broadcast::channel(1024).0,
-            audit_stdout: false,
+            audit_log: None,
         }
     }
 }
@@ -145,29 +169,44 @@ impl Observer {
             }
             self.response_time.observe(done.took.as_secs_f64());
         }
-        if !done.audited || (!self.audit_stdout && self.audit.receiver_count() == 0) {
+        if !done.audited || (self.audit_log.is_none() && self.audit.receiver_count() == 0) {
             return;
         }
         let now = time::OffsetDateTime::now_utc();
-        let event = match era {
-            Era::Newest => serde_json::json!({
-                "time": now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-                "request": { "ip": done.ip.to_string(), "path": done.path, "identity": done.identity.unwrap_or_default() },
-                "response": { "code": done.status, "time": done.took.as_millis() as u64 },
-            }),
-            Era::V016 => serde_json::json!({
-                "time": now.replace_nanosecond(0).unwrap_or(now).format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-                "request": { "path": done.path, "identity": done.identity.unwrap_or_default() },
-                "response": { "code": done.status, "time": done.took.as_nanos() as u64 },
-            }),
+        let (now, ip, took) = match era {
+            Era::Newest => (now, Some(done.ip), done.took.as_millis() as u64),
+            Era::V016 => (
+                now.replace_nanosecond(0).unwrap_or(now),
+                None,
+                done.took.as_nanos() as u64,
+            ),
         };
-        let mut line = event.to_string();
-        line.push('\n');
-        if self.audit_stdout {
-            use std::io::Write;
-            let _ = std::io::stdout().write_all(line.as_bytes());
+        let time = now
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let event = AuditEvent {
+            time: &time,
+            request: AuditRequest {
+                ip,
+                path: done.path,
+                identity: done.identity.unwrap_or_default(),
+            },
+            response: AuditResponse {
+                code: done.status,
+                time: took,
+            },
+        };
+        let mut line = Vec::with_capacity(256);
+        if serde_json::to_writer(&mut line, &event).is_err() {
+            return; // a struct of strings and numbers always serializes
         }
-        let _ = self.audit.send(Bytes::from(line));
+        line.push(b'\n');
+        if let Some(log) = &self.audit_log {
+            log.push(&line);
+        }
+        if self.audit.receiver_count() > 0 {
+            let _ = self.audit.send(Bytes::from(line));
+        }
         self.audit_events.inc();
     }
 

@@ -173,6 +173,57 @@ fn skip_auth_routes_answer_clients_without_a_certificate() {
     assert_eq!(ready["timeout"], 3, "the override shows in /v1/api");
 }
 
+/// `log.audit: on` writes one JSON line per request to stdout, in KES's field order,
+/// and a server stopped with Ctrl-C writes the lines still queued before it exits.
+#[test]
+fn audit_lines_reach_stdout_and_survive_a_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let creds = server_files(d);
+    write_identity(d, "admin", &creds.admin);
+    let config = d.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: v1\nadmin:\n  identity: {}\ntls:\n  key: {d}/server.key\n  cert: {d}/server.cert\nlog:\n  audit: on\n",
+            creds.admin.identity(),
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let mut server = start(&config, &[]).unwrap();
+    let url = server.url.clone();
+    assert_eq!(curl(d, "admin", &format!("-X POST {url}/v1/key/create/audited")).0, 200);
+    assert_eq!(curl(d, "admin", &format!("{url}/v1/key/describe/nothing-here")).0, 404);
+    // Stop at once: the last lines are still gathering in the writer.
+    Command::new("kill")
+        .args(["-INT", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut server.stdout, &mut rest).unwrap();
+    assert!(server.child.wait().unwrap().success());
+    let events: Vec<serde_json::Value> = rest
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| {
+            assert!(l.starts_with("{\"time\":\""), "KES's field order: {l}");
+            serde_json::from_str(l).unwrap()
+        })
+        .collect();
+    let find = |path: &str| {
+        events
+            .iter()
+            .find(|e| e["request"]["path"] == path)
+            .unwrap_or_else(|| panic!("no audit line for {path} in:\n{rest}"))
+    };
+    let created = find("/v1/key/create/audited");
+    assert_eq!(created["response"]["code"], 200);
+    assert_eq!(created["request"]["identity"], creds.admin.identity().as_str());
+    assert_eq!(created["request"]["ip"], "127.0.0.1");
+    assert_eq!(find("/v1/key/describe/nothing-here")["response"]["code"], 404);
+}
+
 /// SIGHUP re-reads the configuration: a changed policy applies to new requests; a
 /// broken file is refused and the previous configuration keeps serving.
 #[test]

@@ -176,7 +176,12 @@ impl ServerArgs {
             offline: config.cache.offline,
             ..keyhost_server::CacheExpiry::default()
         };
-        state.observer.audit_stdout = config.log.audit;
+        if config.log.audit {
+            state.observer.audit_log = Some(
+                keyhost_server::audit::AuditWriter::stdout()
+                    .map_err(|e| format!("cannot start the audit log writer: {e}"))?,
+            );
+        }
         if !config.tls.proxy_identities.is_empty() {
             let header = http::HeaderName::from_bytes(config.tls.proxy_header.as_bytes()).map_err(|_| {
                 format!(
@@ -271,7 +276,12 @@ impl ServerArgs {
         loop {
             tokio::select! {
                 result = &mut server => return result.map_err(|e| e.to_string()),
-                _ = tokio::signal::ctrl_c() => return Ok(()),
+                _ = tokio::signal::ctrl_c() => {
+                    if let Some(log) = &live.state().observer.audit_log {
+                        log.flush();
+                    }
+                    return Ok(());
+                }
                 _ = hangup.recv() => match self.build(&path).await {
                     Ok((tls, state, _)) => {
                         live.replace(tls, state);

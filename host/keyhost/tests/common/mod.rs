@@ -11,6 +11,8 @@ use keyhost_policy::ApiKey;
 pub struct Running {
     pub child: Child,
     pub url: String,
+    /// The server's standard output after its banner line.
+    pub stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Drop for Running {
@@ -41,13 +43,13 @@ pub fn start_with(flags: &[&str], config: &std::path::Path, env: &[(&str, &str)]
         .spawn()
         .unwrap();
     let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut first).unwrap();
     match first.split_whitespace().find(|w| w.starts_with("https://")) {
         Some(url) => Ok(Running {
             url: url.to_owned(),
             child,
+            stdout,
         }),
         None => {
             let out = child.wait_with_output().unwrap();
