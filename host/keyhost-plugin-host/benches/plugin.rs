@@ -3,7 +3,8 @@
 //! - loading the fs plugin: cold compile vs precompiled artifact from the disk cache;
 //! - one `get` through the fs plugin vs the native in-memory store vs a plain
 //!   `std::fs::read` of the same file (what the plugin does, without the sandbox);
-//! - one `get` on a fresh instance (instantiation + open + get).
+//! - one `get` on a fresh instance (instantiation + open + get);
+//! - instance checkout: a call that does no I/O, on a warm and on a fresh instance.
 //!
 //! Run with `cargo bench -p keyhost-plugin-host --bench plugin` (release build).
 //! `KEYHOST_BENCH_ITERS` sets the number of timed calls (default 20000).
@@ -75,11 +76,26 @@ fn main() {
             std::hint::black_box(plugin.get("bench-key").await.unwrap());
         })
         .await;
+        // A name the store refuses before any file-system call: instance checkout,
+        // the call into the sandbox and back, and the error's conversion.
+        let checkout = time_calls("fs plugin call without I/O (warm)", iters, || async {
+            std::hint::black_box(plugin.get("no/such/name").await.unwrap_err());
+        })
+        .await;
+        let instantiate = time_calls(
+            "fs plugin call without I/O (fresh instance)",
+            (iters / 20).max(50),
+            || async {
+                plugin.recycle();
+                std::hint::black_box(plugin.get("no/such/name").await.unwrap_err());
+            },
+        )
+        .await;
 
         println!();
         println!("get of a 180-byte record, {iters} calls, one at a time (µs):");
         println!("{}", header("vs native"));
-        for sample in [&native, &read, &via_plugin, &fresh] {
+        for sample in [&native, &read, &via_plugin, &fresh, &checkout, &instantiate] {
             println!("{}", sample.row(Some(&native)));
         }
         println!();
@@ -87,6 +103,11 @@ fn main() {
             "plugin overhead over the native store: {:.1} µs per get; over a plain file read: {:.1} µs",
             (via_plugin.mean().as_secs_f64() - native.mean().as_secs_f64()) * 1e6,
             (via_plugin.mean().as_secs_f64() - read.mean().as_secs_f64()) * 1e6
+        );
+        println!(
+            "instantiation (fresh instance, open, recycle): {:.1} µs; checkout and call without I/O: {:.1} µs",
+            (instantiate.mean().as_secs_f64() - checkout.mean().as_secs_f64()) * 1e6,
+            checkout.mean().as_secs_f64() * 1e6
         );
     });
 }

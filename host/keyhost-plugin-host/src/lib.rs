@@ -806,7 +806,8 @@ impl Shared {
         })
         .allow_tcp(false)
         .allow_udp(false)
-        .allow_ip_name_lookup(false);
+        .allow_ip_name_lookup(false)
+        .allow_blocking_current_thread(true);
         if let Some(dir) = &self.dir {
             wasi.preopened_dir(dir, GUEST_DIR, FsPerms::ReadWrite)
                 .map_err(|e| Error::Unavailable(format!("cannot open the granted directory {}: {e}", dir.display())))?;
