@@ -247,13 +247,23 @@ fn policy_identity_status_metric_and_log() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(log.stdout.take().unwrap()).lines();
+    // Read on another thread: a line may never come for requests made before the
+    // subscription, and a blocked read would hang the test.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = log.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let mut seen = None;
     for _ in 0..50 {
         e.ok(&["key", "create", "-k", "logged"]);
-        // The first event may precede the subscription; keep creating until one shows.
+        // The first events may precede the subscription; keep creating until one shows.
         let _ = run(&e.as_key(&e.admin), &["key", "rm", "-k", "logged"]);
-        if let Some(Ok(line)) = lines.next() {
+        if let Ok(Ok(line)) = rx.recv_timeout(std::time::Duration::from_millis(500)) {
             seen = Some(line);
             break;
         }
