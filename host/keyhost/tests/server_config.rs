@@ -224,6 +224,29 @@ fn audit_lines_reach_stdout_and_survive_a_stop() {
     assert_eq!(find("/v1/key/describe/nothing-here")["response"]["code"], 404);
 }
 
+/// The server switches core dumps off, so that no key material lands in a core file.
+#[test]
+fn the_server_writes_no_core_dumps() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let creds = server_files(d);
+    let config = d.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: v1\nadmin:\n  identity: {}\ntls:\n  key: {d}/server.key\n  cert: {d}/server.cert\n",
+            creds.admin.identity(),
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let server = start(&config, &[]).unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).unwrap();
+    let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
+    let values: Vec<&str> = core.split_whitespace().skip(4).take(2).collect();
+    assert_eq!(values, ["0", "0"], "{core}");
+}
+
 /// SIGHUP re-reads the configuration: a changed policy applies to new requests; a
 /// broken file is refused and the previous configuration keeps serving.
 #[test]

@@ -58,6 +58,7 @@ pub struct ServerArgs {
 
 impl ServerArgs {
     pub async fn run(self) -> ExitCode {
+        no_core_dumps();
         if self.mlock {
             if let Err(e) = lock_memory() {
                 eprintln!("error: {e}");
@@ -83,6 +84,27 @@ impl ServerArgs {
         }
     }
 }
+
+/// Keeps key material out of core dumps: no core file (`RLIMIT_CORE` 0), and the
+/// process is not dumpable, which also keeps other processes of the same user from
+/// attaching a debugger to it or reading its memory.
+#[cfg(target_os = "linux")]
+fn no_core_dumps() {
+    use rustix::process::{DumpableBehavior, Resource, Rlimit, set_dumpable_behavior, setrlimit};
+    let none = Rlimit {
+        current: Some(0),
+        maximum: Some(0),
+    };
+    if let Err(e) = setrlimit(Resource::Core, none) {
+        tracing::warn!("cannot switch core dumps off: {e}");
+    }
+    if let Err(e) = set_dumpable_behavior(DumpableBehavior::NotDumpable) {
+        tracing::warn!("cannot mark the process as not dumpable: {e}");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn no_core_dumps() {}
 
 /// Locks the pages of this process in memory, now and in future, so that key
 /// material never reaches swap.
