@@ -180,6 +180,12 @@ fn lookup(keys: &Keys, name: &str) -> Option<Arc<BareKey>> {
     keys.read().unwrap().get(name).cloned()
 }
 
+/// The key `name` and the JSON request in `body`, or the 404 answer.
+fn key_and_request(keys: &Keys, name: &str, body: &[u8]) -> Result<(Arc<BareKey>, Body), Answer> {
+    let key = lookup(keys, name).ok_or_else(missing)?;
+    Ok((key, serde_json::from_slice(body).unwrap_or_default()))
+}
+
 type Name = axum::extract::Path<String>;
 type Shared = axum::extract::State<Keys>;
 
@@ -234,49 +240,57 @@ async fn list(axum::extract::State(keys): Shared, axum::extract::Path(prefix): N
     answer(serde_json::json!({ "names": names }))
 }
 
-async fn generate(axum::extract::State(keys): Shared, axum::extract::Path(name): Name, body: Bytes) -> Answer {
-    let Some(key) = lookup(&keys, &name) else {
-        return missing();
-    };
-    let request: Body = serde_json::from_slice(&body).unwrap_or_default();
+async fn generate(
+    axum::extract::State(keys): Shared,
+    axum::extract::Path(name): Name,
+    body: Bytes,
+) -> Result<Answer, Answer> {
+    let (key, request) = key_and_request(&keys, &name, &body)?;
     let context = decode(request.context);
     let dek = keyhost_crypto::random_key();
     let sealed = key.key.seal(&dek[..], &context, CiphertextFormat::Raw);
-    answer(serde_json::json!({ "plaintext": B64.encode(&dek[..]), "ciphertext": B64.encode(sealed) }))
+    Ok(answer(
+        serde_json::json!({ "plaintext": B64.encode(&dek[..]), "ciphertext": B64.encode(sealed) }),
+    ))
 }
 
-async fn encrypt(axum::extract::State(keys): Shared, axum::extract::Path(name): Name, body: Bytes) -> Answer {
-    let Some(key) = lookup(&keys, &name) else {
-        return missing();
-    };
-    let request: Body = serde_json::from_slice(&body).unwrap_or_default();
+async fn encrypt(
+    axum::extract::State(keys): Shared,
+    axum::extract::Path(name): Name,
+    body: Bytes,
+) -> Result<Answer, Answer> {
+    let (key, request) = key_and_request(&keys, &name, &body)?;
     let context = decode(request.context);
     let sealed = key
         .key
         .seal(&decode(request.plaintext), &context, CiphertextFormat::Raw);
-    answer(serde_json::json!({ "ciphertext": B64.encode(sealed) }))
+    Ok(answer(serde_json::json!({ "ciphertext": B64.encode(sealed) })))
 }
 
-async fn decrypt(axum::extract::State(keys): Shared, axum::extract::Path(name): Name, body: Bytes) -> Answer {
-    let Some(key) = lookup(&keys, &name) else {
-        return missing();
-    };
-    let request: Body = serde_json::from_slice(&body).unwrap_or_default();
+async fn decrypt(
+    axum::extract::State(keys): Shared,
+    axum::extract::Path(name): Name,
+    body: Bytes,
+) -> Result<Answer, Answer> {
+    let (key, request) = key_and_request(&keys, &name, &body)?;
     let context = decode(request.context);
     let plain = key
         .key
         .open(&decode(request.ciphertext), &context)
         .map(|p| B64.encode(&p[..]))
         .unwrap_or_default();
-    answer(serde_json::json!({ "plaintext": plain }))
+    Ok(answer(serde_json::json!({ "plaintext": plain })))
 }
 
-async fn hmac(axum::extract::State(keys): Shared, axum::extract::Path(name): Name, body: Bytes) -> Answer {
-    let Some(key) = lookup(&keys, &name) else {
-        return missing();
-    };
-    let request: Body = serde_json::from_slice(&body).unwrap_or_default();
-    answer(serde_json::json!({ "hmac": B64.encode(key.hmac.sign(&decode(request.message))) }))
+async fn hmac(
+    axum::extract::State(keys): Shared,
+    axum::extract::Path(name): Name,
+    body: Bytes,
+) -> Result<Answer, Answer> {
+    let (key, request) = key_and_request(&keys, &name, &body)?;
+    Ok(answer(
+        serde_json::json!({ "hmac": B64.encode(key.hmac.sign(&decode(request.message))) }),
+    ))
 }
 
 // ---------------------------------------------------------------- the load client

@@ -130,6 +130,22 @@ fn a_broken_configuration_names_the_file_and_the_line() {
     assert!(err.contains("cannot read /nonexistent.cert"), "{err}");
 }
 
+/// Writes `config.yaml` of the newest schema into `d`: the admin of `creds`, the
+/// server certificate of [`server_files`], and `extra` YAML.
+fn newest_config(d: &std::path::Path, creds: &keyhost_server::dev::DevCredentials, extra: &str) -> std::path::PathBuf {
+    let config = d.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: v1\nadmin:\n  identity: {}\ntls:\n  key: {d}/server.key\n  cert: {d}/server.cert\n{extra}",
+            creds.admin.identity(),
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
 /// Kubernetes probes: `api.<route>.skip_auth` lets clients without a certificate
 /// reach that route, and only that route.
 #[test]
@@ -138,16 +154,7 @@ fn skip_auth_routes_answer_clients_without_a_certificate() {
     let d = dir.path();
     let creds = server_files(d);
     write_identity(d, "admin", &creds.admin);
-    let config = d.join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: v1\nadmin:\n  identity: {}\ntls:\n  key: {d}/server.key\n  cert: {d}/server.cert\napi:\n  /v1/ready:\n    skip_auth: true\n    timeout: 3s\n",
-            creds.admin.identity(),
-            d = d.display()
-        ),
-    )
-    .unwrap();
+    let config = newest_config(d, &creds, "api:\n  /v1/ready:\n    skip_auth: true\n    timeout: 3s\n");
     let server = start(&config, &[]).unwrap();
     let url = &server.url;
     let anonymous = |path: &str| {
@@ -181,16 +188,7 @@ fn audit_lines_reach_stdout_and_survive_a_stop() {
     let d = dir.path();
     let creds = server_files(d);
     write_identity(d, "admin", &creds.admin);
-    let config = d.join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: v1\nadmin:\n  identity: {}\ntls:\n  key: {d}/server.key\n  cert: {d}/server.cert\nlog:\n  audit: on\n",
-            creds.admin.identity(),
-            d = d.display()
-        ),
-    )
-    .unwrap();
+    let config = newest_config(d, &creds, "log:\n  audit: on\n");
     let mut server = start(&config, &[]).unwrap();
     let url = server.url.clone();
     assert_eq!(curl(d, "admin", &format!("-X POST {url}/v1/key/create/audited")).0, 200);
@@ -230,16 +228,7 @@ fn the_server_writes_no_core_dumps() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let creds = server_files(d);
-    let config = d.join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: v1\nadmin:\n  identity: {}\ntls:\n  key: {d}/server.key\n  cert: {d}/server.cert\n",
-            creds.admin.identity(),
-            d = d.display()
-        ),
-    )
-    .unwrap();
+    let config = newest_config(d, &creds, "");
     let server = start(&config, &[]).unwrap();
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).unwrap();
     let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
