@@ -42,7 +42,7 @@ use bytes::Bytes;
 use keyhost_bench::percentile;
 use keyhost_crypto::{Algorithm, CiphertextFormat, HmacKey, SecretKey};
 use keyhost_server::dev::DevCredentials;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use keyhost_test_support::load::{self, request};
 
 const ROLE: &str = "KEYHOST_BENCH_ROLE";
 const DIR: &str = "KEYHOST_BENCH_DIR";
@@ -299,101 +299,26 @@ async fn hmac(
 static HANDSHAKES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 static RESUMED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// One HTTP/1.1 connection over mutual TLS, one request at a time.
-struct Conn {
-    tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
-    buf: Vec<u8>,
-}
+/// The raw HTTP/1.1-over-mTLS client of the test support crate, counting handshakes.
+struct Conn;
 
 impl Conn {
-    async fn open(addr: SocketAddr, connector: &tokio_rustls::TlsConnector) -> std::io::Result<Self> {
-        let tcp = tokio::net::TcpStream::connect(addr).await?;
-        tcp.set_nodelay(true)?;
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let tls = connector.connect(name, tcp).await?;
-        if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+    async fn open(addr: SocketAddr, connector: &tokio_rustls::TlsConnector) -> std::io::Result<load::Conn> {
+        let conn = load::Conn::open(addr, connector).await?;
+        if conn.resumed() {
             RESUMED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         HANDSHAKES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Self {
-            tls,
-            buf: Vec::with_capacity(16 * 1024),
-        })
+        Ok(conn)
     }
-
-    /// Sends one request and reads its response: the status and the body.
-    async fn send(&mut self, request: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
-        self.tls.write_all(request).await?;
-        self.tls.flush().await?;
-        loop {
-            if let Some((status, head, length)) = parse_head(&self.buf)? {
-                while self.buf.len() < head + length {
-                    self.fill().await?;
-                }
-                let body = self.buf[head..head + length].to_vec();
-                self.buf.drain(..head + length);
-                return Ok((status, body));
-            }
-            self.fill().await?;
-        }
-    }
-
-    async fn fill(&mut self) -> std::io::Result<()> {
-        self.buf.reserve(8 * 1024);
-        if self.tls.read_buf(&mut self.buf).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        Ok(())
-    }
-}
-
-/// The status, head length and body length of a complete response head in `buf`.
-fn parse_head(buf: &[u8]) -> std::io::Result<Option<(u16, usize, usize)>> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut response = httparse::Response::new(&mut headers);
-    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
-    match response.parse(buf).map_err(|e| invalid(format!("bad response: {e}")))? {
-        httparse::Status::Partial => Ok(None),
-        httparse::Status::Complete(head) => {
-            let mut length = None;
-            for h in response.headers.iter() {
-                if h.name.eq_ignore_ascii_case("content-length") {
-                    length = std::str::from_utf8(h.value).ok().and_then(|v| v.parse().ok());
-                } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                    return Err(invalid("the bench client reads Content-Length bodies only".into()));
-                }
-            }
-            Ok(Some((response.code.unwrap_or(0), head, length.unwrap_or(0))))
-        }
-    }
-}
-
-/// A raw HTTP/1.1 request.
-fn request(method: &str, path: &str, body: &[u8], close: bool) -> Arc<[u8]> {
-    let mut out = format!(
-        "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-length: {}\r\n{}\r\n",
-        body.len(),
-        if close { "connection: close\r\n" } else { "" }
-    )
-    .into_bytes();
-    out.extend_from_slice(body);
-    out.into()
 }
 
 fn connector(creds: &DevCredentials) -> tokio_rustls::TlsConnector {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(creds.server_cert_der.clone()).unwrap();
-    let cert = CertificateDer::from_pem_slice(creds.admin_cert_pem.as_bytes()).unwrap();
-    let key = PrivateKeyDer::from_pem_slice(creds.admin_key_pem.as_bytes()).unwrap();
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(vec![cert], key)
-        .unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(tls))
+    load::connector(
+        creds.server_cert_der.clone(),
+        &creds.admin_cert_pem,
+        creds.admin_key_pem.as_str(),
+    )
 }
 
 // ---------------------------------------------------------------- servers under test

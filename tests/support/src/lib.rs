@@ -5,9 +5,13 @@
 //!   environment under the target directory and started on a free loopback port.
 //! - [`Relay`]: a TCP relay in front of a server that a test can cut and restore,
 //!   to simulate an outage without losing the server's state.
+//! - [`load`]: a raw HTTP/1.1 client over mutual TLS, and background load of
+//!   many such clients that checks every answer.
 
 #![warn(missing_docs)]
 #![allow(clippy::missing_panics_doc)] // Fixtures panic with a message when the machine lacks something.
+
+pub mod load;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
