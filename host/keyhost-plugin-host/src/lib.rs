@@ -22,7 +22,10 @@
 //! - A [`Plugin`] keeps a pool of long-lived instances (at most
 //!   [`Limits::instances`]); calls beyond that wait in a bounded queue.
 //! - Every call has a deadline ([`Limits::timeout`]), enforced inside wasm by epoch
-//!   interruption and around host I/O by a timer, and every instance a memory limit
+//!   interruption and around host I/O by a timer. Wasm code that computes yields
+//!   to the async runtime at every epoch tick (10 ms), so a plugin that spins for
+//!   its whole deadline does not hold a runtime thread from the server's other
+//!   work. Every instance has a memory limit
 //!   ([`Limits::memory`]). An instance that traps, misses its deadline or hits the
 //!   limit is discarded, and a fresh one replaces it on the next call; other calls
 //!   go on undisturbed.
@@ -46,7 +49,7 @@ use keyhost_keystore::{Error, Keystore, MAX_RECORD_LEN, Page, Record, Status};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Engine, ResourceLimiter, Store};
+use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -628,6 +631,8 @@ struct HostState {
     egress: egress::Egress,
     config: Arc<WasiConfigVariables>,
     limiter: MemoryLimiter,
+    /// When the running call (or instantiation) must stop.
+    deadline: Instant,
 }
 
 impl WasiView for HostState {
@@ -790,10 +795,6 @@ struct Shared {
 }
 
 impl Shared {
-    fn deadline_ticks(&self) -> u64 {
-        (self.limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
-    }
-
     fn host_state(&self) -> Result<HostState, Error> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdio::PluginLog {
@@ -826,6 +827,7 @@ impl Shared {
                 limit: self.limits.memory,
                 hit: false,
             },
+            deadline: Instant::now() + self.limits.timeout,
         })
     }
 
@@ -840,8 +842,16 @@ impl Shared {
     async fn spawn_unopened(&self) -> Result<Instance, Error> {
         let mut store = Store::new(&self.engine, self.host_state()?);
         store.limiter(|h| &mut h.limiter);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(self.deadline_ticks());
+        // At every epoch tick, yield to the runtime until the call's deadline, then
+        // trap: wasm that computes shares the runtime's threads with other work.
+        store.epoch_deadline_callback(|store| {
+            if Instant::now() < store.data().deadline {
+                Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
+            } else {
+                Ok(UpdateDeadline::Interrupt)
+            }
+        });
+        store.set_epoch_deadline(1);
         let instantiate = self.pre.instantiate_async(&mut store);
         let plugin = match tokio::time::timeout(self.limits.timeout, instantiate).await {
             Ok(Ok(plugin)) => plugin,
@@ -890,7 +900,8 @@ impl Shared {
     /// Runs one call on an instance the caller owns. A [`Failure::Broken`] (trap,
     /// missed deadline, memory limit) means the instance must be dropped.
     async fn run(&self, inst: &mut Instance, op: &Op<'_>) -> Result<Out, Failure> {
-        inst.store.set_epoch_deadline(self.deadline_ticks());
+        inst.store.data_mut().deadline = Instant::now() + self.limits.timeout;
+        inst.store.set_epoch_deadline(1);
         // Epochs stop wasm code; the timer stops a call blocked in host I/O.
         let outcome = tokio::time::timeout(self.limits.timeout + EPOCH_TICK * 5, invoke(inst, op)).await;
         match outcome {

@@ -387,3 +387,74 @@ fn an_aws_outage_is_served_from_the_cache_and_recovers() {
     let (status, body) = generate("uncached");
     assert_eq!(status, 200, "{body}");
 }
+
+/// The same outage under load, and a hung AWS (moto frozen: connections accepted,
+/// nothing answered): clients of cached keys see no failure; an uncached key fails
+/// with a KES error within the plugin's deadline; everything recovers by itself.
+#[test]
+fn aws_outages_under_load_fail_only_uncached_keys_within_the_deadline() {
+    use keyhost_test_support::load::{self, Load, Spec};
+    let moto = Moto::start();
+    let relay = Relay::start(format!("127.0.0.1:{}", moto.port()).parse().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let admin = ApiKey::from_seed([9; 32]);
+    let server = start(&admin_config(d, &admin, "", &relay.url()), &[]).unwrap();
+    let read = |name: &str| std::fs::read_to_string(d.join(name)).unwrap();
+    let connector = load::connector_from_pem(&read("server.cert"), &read("admin.cert"), &read("admin.key"));
+    let addr = server.url.trim_start_matches("https://").parse().unwrap();
+    let send = |method: &str, path: &str| load::send_once(addr, &connector, method, path, b"{}").unwrap();
+    let keys: Vec<String> = (0..8).map(|n| format!("load-{n}")).collect();
+    for key in keys.iter().chain([&"uncached".to_owned()]) {
+        assert_eq!(send("PUT", &format!("/v1/key/create/{key}")).0, 200);
+    }
+    let load = Load::start(Spec {
+        addr,
+        connector: connector.clone(),
+        keep_alive: 16,
+        reconnecting: 4,
+        keys,
+    });
+    while load.progress().ok < 1_000 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The deadline of AWS plugin calls: the default of 10 s.
+    let limit = Duration::from_secs(12);
+    let fails_within = |path: &str, limit: Duration| {
+        let started = Instant::now();
+        let (status, body) = send("PUT", path);
+        let took = started.elapsed();
+        assert!(matches!(status, 502..=504), "{path}: {status} {body}");
+        assert!(body.starts_with(r#"{"message":""#), "{body}");
+        assert!(took < limit, "{path} took {took:?}");
+        eprintln!("{path}: {status} {} after {} ms", body.trim(), took.as_millis());
+    };
+
+    relay.cut();
+    fails_within("/v1/key/generate/uncached", Duration::from_secs(3));
+    relay.restore();
+    wait_ready(d, &server.url, 200);
+    moto.pause();
+    fails_within("/v1/key/generate/uncached", limit);
+    let started = Instant::now();
+    let (status, _) = curl(d, "admin", &format!("{}/v1/ready", server.url));
+    assert_ne!(status, 200, "a hung keystore is not ready");
+    assert!(
+        started.elapsed() < limit,
+        "the health check took {:?}",
+        started.elapsed()
+    );
+    moto.resume();
+    wait_ready(d, &server.url, 200);
+    let (status, body) = send("PUT", "/v1/key/generate/uncached");
+    assert_eq!(status, 200, "recovered: {body}");
+
+    let report = load.stop();
+    assert_eq!(report.failed, 0, "cached keys failed:\n{}", report.failures_text());
+    assert!(report.ok > 5_000, "only {} requests", report.ok);
+    eprintln!(
+        "{} requests on cached keys through both outages, none failed, slowest {} ms",
+        report.ok,
+        report.slowest.as_millis()
+    );
+}

@@ -117,6 +117,25 @@ impl Moto {
         panic!("moto did not start on any of 5 ports");
     }
 
+    /// Freezes moto (SIGSTOP): connections are still accepted by the kernel, but no
+    /// request is answered, as with a hung service.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Unfreezes moto (SIGCONT) after [`Moto::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} moto failed");
+    }
+
     /// Waits until moto answers its own API over HTTP; false if it exited.
     fn wait_ready(&mut self) -> bool {
         use std::io::{Read, Write};

@@ -129,6 +129,37 @@ pub fn connector(
     tokio_rustls::TlsConnector::from(Arc::new(tls))
 }
 
+/// [`connector`] with the server certificate in PEM too, as test directories hold it.
+///
+/// # Panics
+///
+/// If `server_cert` holds no certificate.
+pub fn connector_from_pem(server_cert: &str, client_cert: &str, client_key: &str) -> tokio_rustls::TlsConnector {
+    let server = CertificateDer::from_pem_slice(server_cert.as_bytes()).expect("a server certificate");
+    connector(server, client_cert, client_key)
+}
+
+/// Sends one request on a new connection and waits for the answer: for set-up
+/// steps of synchronous tests, such as creating the keys a [`Load`] uses.
+///
+/// # Errors
+///
+/// When the connection fails.
+pub fn send_once(
+    addr: SocketAddr,
+    connector: &tokio_rustls::TlsConnector,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let mut conn = Conn::open(addr, connector).await?;
+        let (status, body) = conn.send(&request(method, path, body, true)).await?;
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    })
+}
+
 /// What a [`Load`] does.
 #[derive(Clone)]
 pub struct Spec {

@@ -15,12 +15,43 @@
 //! | `tcp:<addr>`    | opens a TCP connection through wasi:sockets               |
 //! | `print:<text>`  | writes `<text>` to stdout and stderr                      |
 //! | `big:<bytes>`   | returns a record of that many bytes                       |
+//! | `huge`          | returns a record of 1 MiB + 1 byte, over the limit        |
+//! | `garbage`       | returns bytes that are no key record                      |
+//!
+//! With a directory granted, it is also a working keystore for every other name (the
+//! fs plugin's store), so that a server can run on it and meet the actions among
+//! normal keys. While the file `/data/.stall` exists, every call first stalls: it
+//! spins if the file says `spin`, else it sleeps — the whole deadline, every call.
 
 use std::time::Duration;
 
+use keyhost_fs_store::DirStore;
 use keyhost_plugin_sdk::{Config, Error, Info, Keystore, Page, Status, export_keystore};
 
-struct Hostile;
+struct Hostile {
+    dir: Option<DirStore>,
+}
+
+impl Hostile {
+    /// Stalls while `/data/.stall` exists (see the module documentation).
+    fn stall(&self) {
+        if self.dir.is_none() {
+            return;
+        }
+        match std::fs::read_to_string("/data/.stall").as_deref().map(str::trim) {
+            Ok("spin") => spin(),
+            Ok(_) => std::thread::sleep(Duration::from_secs(3600)),
+            Err(_) => {}
+        }
+    }
+}
+
+fn spin() -> ! {
+    let mut n: u64 = 0;
+    loop {
+        n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
 
 impl Keystore for Hostile {
     fn info() -> Info {
@@ -33,29 +64,33 @@ impl Keystore for Hostile {
     }
 
     fn open(_config: Config) -> Result<Self, Error> {
-        Ok(Self)
+        let granted = std::fs::metadata("/data").is_ok();
+        Ok(Self {
+            dir: if granted { Some(DirStore::open("/data")?) } else { None },
+        })
     }
 
     fn status(&self) -> Result<Status, Error> {
+        self.stall();
         Ok(Status {
             latency_ms: None,
             detail: None,
         })
     }
 
-    fn create(&self, _name: &str, _value: &[u8]) -> Result<(), Error> {
-        Ok(())
+    fn create(&self, name: &str, value: &[u8]) -> Result<(), Error> {
+        self.stall();
+        match &self.dir {
+            Some(dir) => dir.create(name, value),
+            None => Ok(()),
+        }
     }
 
     fn get(&self, name: &str) -> Result<Vec<u8>, Error> {
+        self.stall();
         let (action, arg) = name.split_once(':').unwrap_or((name, ""));
         match action {
-            "spin" => {
-                let mut n: u64 = 0;
-                loop {
-                    n = std::hint::black_box(n.wrapping_add(1));
-                }
-            }
+            "spin" => spin(),
             "alloc" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
                 loop {
@@ -90,19 +125,32 @@ impl Keystore for Hostile {
                 let len: usize = arg.parse().map_err(|_| Error::InvalidArgument("big:<bytes>".into()))?;
                 Ok(vec![0x5a; len])
             }
-            _ => Err(Error::NotFound),
+            "huge" => Ok(vec![0x5a; (1 << 20) + 1]),
+            "garbage" => Ok(b"this is not a key record".to_vec()),
+            _ => match &self.dir {
+                Some(dir) => dir.get(name),
+                None => Err(Error::NotFound),
+            },
         }
     }
 
-    fn delete(&self, _name: &str) -> Result<(), Error> {
-        Err(Error::NotFound)
+    fn delete(&self, name: &str) -> Result<(), Error> {
+        self.stall();
+        match &self.dir {
+            Some(dir) => dir.delete(name),
+            None => Err(Error::NotFound),
+        }
     }
 
-    fn list(&self, _prefix: &str, _after: Option<&str>, _limit: u32) -> Result<Page, Error> {
-        Ok(Page {
-            names: vec![],
-            next: None,
-        })
+    fn list(&self, prefix: &str, after: Option<&str>, limit: u32) -> Result<Page, Error> {
+        self.stall();
+        match &self.dir {
+            Some(dir) => dir.list(prefix, after, limit),
+            None => Ok(Page {
+                names: vec![],
+                next: None,
+            }),
+        }
     }
 }
 
