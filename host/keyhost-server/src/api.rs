@@ -278,7 +278,19 @@ fn full(bytes: impl Into<Bytes>) -> Body {
 }
 
 /// Answers one request, and counts and audits it.
-pub(crate) async fn handle(state: &State, peer: &Peer, req: Request<hyper::body::Incoming>) -> Response<Body> {
+/// A request body the API reads: hyper's, from a connection, or any other (an
+/// in-process request, see [`crate::respond`]).
+pub(crate) trait RequestBody:
+    hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + Unpin + 'static
+{
+}
+
+impl<B> RequestBody for B where
+    B: hyper::body::Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + Unpin + 'static
+{
+}
+
+pub(crate) async fn handle<B: RequestBody>(state: &State, peer: &Peer, req: Request<B>) -> Response<Body> {
     let start = std::time::Instant::now();
     let path = req.uri().path().to_owned();
     state.observer.start_request();
@@ -314,12 +326,12 @@ pub(crate) async fn handle(state: &State, peer: &Peer, req: Request<hyper::body:
 /// second) before an early error answer. Over HTTP/2, answering while the client is
 /// still sending makes the server reset the stream, and some clients (curl) then
 /// report a framing error instead of the answer.
-async fn drain(body: hyper::body::Incoming) {
+async fn drain<B: RequestBody>(body: B) {
     let read = Limited::new(body, 1 << 20).collect();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), read).await;
 }
 
-async fn dispatch(state: &State, peer: &Peer, req: Request<hyper::body::Incoming>) -> Result<Response<Body>, ApiError> {
+async fn dispatch<B: RequestBody>(state: &State, peer: &Peer, req: Request<B>) -> Result<Response<Body>, ApiError> {
     let (parts, body) = req.into_parts();
     match dispatch_parts(state, peer, &parts, body).await {
         Err((error, Some(body))) => {
@@ -331,14 +343,14 @@ async fn dispatch(state: &State, peer: &Peer, req: Request<hyper::body::Incoming
     }
 }
 
-type Early = (ApiError, Option<hyper::body::Incoming>);
+type Early<B> = (ApiError, Option<B>);
 
-async fn dispatch_parts(
+async fn dispatch_parts<B: RequestBody>(
     state: &State,
     peer: &Peer,
     req: &http::request::Parts,
-    body: hyper::body::Incoming,
-) -> Result<Response<Body>, Early> {
+    body: B,
+) -> Result<Response<Body>, Early<B>> {
     let early = |e: ApiError, body| Err((e, Some(body)));
     let raw_path = req.uri.path().to_owned();
     let Ok(path) = percent_encoding::percent_decode_str(&raw_path).decode_utf8() else {

@@ -220,6 +220,21 @@ pub async fn serve_live(listener: TcpListener, live: Arc<Live>) -> std::io::Resu
     }
 }
 
+/// A response of the API: a complete body, or an endless event stream for the
+/// `/v1/log/` routes.
+pub type ResponseBody = http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>;
+
+/// Answers one request in-process, without TLS or a connection, exactly as
+/// [`serve`] answers it once the connection is set up: `peer` is who asks, with the
+/// identity the TLS layer would have derived. For fuzzing and embedding.
+pub async fn respond(
+    state: &State,
+    peer: &Peer,
+    request: http::Request<http_body_util::Full<bytes::Bytes>>,
+) -> http::Response<ResponseBody> {
+    api::handle(state, peer, request).await
+}
+
 /// Stops a background task when the server stops.
 #[derive(Debug)]
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
