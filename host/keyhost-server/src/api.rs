@@ -322,13 +322,34 @@ pub(crate) async fn handle<B: RequestBody>(state: &State, peer: &Peer, req: Requ
     response
 }
 
-/// Reads and discards what is left of a request body (at most 1 MiB, for at most a
-/// second) before an early error answer. Over HTTP/2, answering while the client is
-/// still sending makes the server reset the stream, and some clients (curl) then
-/// report a framing error instead of the answer.
+/// How much of a body that will not be used is read and discarded before an error
+/// answer, and for how long.
+const DRAIN_LIMIT: usize = 4 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(1);
+
+/// Reads and discards what is left of a request body (at most [`DRAIN_LIMIT`] bytes
+/// for at most [`DRAIN_TIME`]) before an early error answer, so that a client still
+/// sending can finish and read the answer. Without it, HTTP/2 resets the stream and
+/// HTTP/1.1 closes the connection under the client's feet: curl, for one, then
+/// reports a framing error or a broken pipe instead of the answer.
 async fn drain<B: RequestBody>(body: B) {
-    let read = Limited::new(body, 1 << 20).collect();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), read).await;
+    let read = Limited::new(body, DRAIN_LIMIT).collect();
+    let _ = tokio::time::timeout(DRAIN_TIME, read).await;
+}
+
+/// Reads a body of at most `max` bytes; a larger one is handed back, partly read.
+async fn read_limited<B: RequestBody>(mut body: B, max: usize) -> Result<Bytes, Option<B>> {
+    let mut data = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return Err(None) };
+        if let Ok(chunk) = frame.into_data() {
+            if data.len() + chunk.len() > max {
+                return Err(Some(body));
+            }
+            data.extend_from_slice(&chunk);
+        }
+    }
+    Ok(data.freeze())
 }
 
 async fn dispatch<B: RequestBody>(state: &State, peer: &Peer, req: Request<B>) -> Result<Response<Body>, ApiError> {
@@ -396,11 +417,23 @@ async fn dispatch_parts<B: RequestBody>(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/x-ndjson"));
     let body = if route.max_body > 0 {
-        Limited::new(body, route.max_body)
-            .collect()
+        let declared = req
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let expects_continue = req
+            .headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if expects_continue && declared.is_some_and(|n| n > route.max_body as u64) {
+            // The client waits for "100 Continue" before it sends: answer without
+            // reading, so that it never sends the body at all.
+            return Err((ApiError::InvalidBody, None));
+        }
+        read_limited(body, route.max_body)
             .await
-            .map_err(|_| (ApiError::InvalidBody, None))?
-            .to_bytes()
+            .map_err(|rest| (ApiError::InvalidBody, rest))?
     } else {
         drain(body).await;
         Bytes::new()
