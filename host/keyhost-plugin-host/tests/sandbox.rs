@@ -236,6 +236,17 @@ async fn sockets_are_refused() {
         .unwrap_err();
     assert!(matches!(err, Error::AccessDenied(_)), "{err:?}");
     assert_eq!(watch.connections(), 0);
+    // Nor UDP, nor name lookups.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let err = plugin
+        .get(&format!("udp:{}", udp.local_addr().unwrap()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::AccessDenied(_)), "{err:?}");
+    assert!(udp.recv(&mut [0; 64]).is_err(), "a datagram arrived");
+    let err = plugin.get("resolve:localhost").await.unwrap_err();
+    assert!(matches!(err, Error::AccessDenied(_)), "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,6 +284,16 @@ async fn files_outside_the_granted_directory_are_out_of_reach() {
     }
     assert!(!outside.path().join("escaped").exists());
     assert!(!granted.path().parent().unwrap().join("escaped").exists());
+    // A link the plugin makes itself leads nowhere outside either.
+    for target in [
+        secret.display().to_string(),
+        "../secret".to_owned(),
+        "/etc/passwd".to_owned(),
+    ] {
+        let _ = std::fs::remove_file(granted.path().join("made-link"));
+        let got = text(&plugin, &format!("symlink:{target}")).await;
+        assert!(matches!(got, Err(Error::AccessDenied(_))), "{target}: {got:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,9 @@
 //! | `write:<path>`  | writes a file                                             |
 //! | `http:<url>`    | GET through wasi:http; returns the status and body        |
 //! | `tcp:<addr>`    | opens a TCP connection through wasi:sockets               |
+//! | `udp:<addr>`    | sends a UDP datagram through wasi:sockets                 |
+//! | `resolve:<host>`| looks a host name up through wasi:sockets                 |
+//! | `symlink:<to>`  | makes `/data/made-link` point to `<to>`, then reads it    |
 //! | `print:<text>`  | writes `<text>` to stdout and stderr                      |
 //! | `big:<bytes>`   | returns a record of that many bytes                       |
 //! | `huge`          | returns a record of 1 MiB + 1 byte, over the limit        |
@@ -116,6 +119,27 @@ impl Keystore for Hostile {
             "tcp" => std::net::TcpStream::connect(arg)
                 .map(|_| b"connected".to_vec())
                 .map_err(|e| Error::AccessDenied(format!("tcp {arg}: {e}"))),
+            "udp" => std::net::UdpSocket::bind("0.0.0.0:0")
+                .and_then(|socket| socket.send_to(b"escaped", arg))
+                .map(|_| b"sent".to_vec())
+                .map_err(|e| Error::AccessDenied(format!("udp {arg}: {e}"))),
+            "resolve" => {
+                use std::net::ToSocketAddrs;
+                (arg, 443)
+                    .to_socket_addrs()
+                    .map(|addrs| format!("{:?}", addrs.collect::<Vec<_>>()).into_bytes())
+                    .map_err(|e| Error::AccessDenied(format!("resolve {arg}: {e}")))
+            }
+            "symlink" => {
+                let dirs = wasip2::filesystem::preopens::get_directories();
+                let (data, _) = dirs
+                    .iter()
+                    .find(|(_, path)| path == "/data")
+                    .ok_or_else(|| Error::AccessDenied("no /data".into()))?;
+                data.symlink_at(arg, "made-link")
+                    .map_err(|e| Error::AccessDenied(format!("symlink {arg}: {e:?}")))?;
+                std::fs::read("/data/made-link").map_err(|e| Error::AccessDenied(format!("read through the link: {e}")))
+            }
             "print" => {
                 println!("{arg}");
                 eprintln!("{arg}");
