@@ -297,6 +297,8 @@ fn main() {
     let bad: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("panic") || l.contains("ERROR") || l.contains("WARN"))
+        // Not a fault of the run: the machine does not let the server lock memory.
+        .filter(|l| !l.contains("memory is not locked"))
         .collect();
     if !bad.is_empty() {
         failed.push(format!("the server logged:\n{}", bad.join("\n")));

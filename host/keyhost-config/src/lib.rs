@@ -118,6 +118,9 @@ pub struct Log {
     pub error: bool,
     /// Print an audit event per request.
     pub audit: bool,
+    /// `log.audit: required` (keyhost's own): refuse requests while the audit log
+    /// cannot be written.
+    pub audit_required: bool,
 }
 
 /// AWS Secrets Manager settings (`keystore.aws.secretsmanager`).

@@ -275,6 +275,9 @@ impl Ctx<'_> {
             Some(level) if self.schema == Schema::Newest && field.starts_with("log.") => {
                 Ok(!level.eq_ignore_ascii_case("off"))
             }
+            Some(other) if field == "log.audit" => {
+                Err(self.err(field, format!("'{other}' is not on, off or required")))
+            }
             Some(other) => Err(self.err(field, format!("'{other}' is not on or off"))),
         }
     }
@@ -402,9 +405,15 @@ pub(crate) fn parse(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String
     };
 
     let raw_log = raw.log.unwrap_or_default();
+    // keyhost's own `required`: audit, and refuse requests while the log cannot be
+    // written.
+    let audit_required = ctx
+        .opt("log.audit", &raw_log.audit)?
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("required"));
     let log = Log {
         error: ctx.switch("log.error", &raw_log.error, true)?,
-        audit: ctx.switch("log.audit", &raw_log.audit, false)?,
+        audit: audit_required || ctx.switch("log.audit", &raw_log.audit, false)?,
+        audit_required,
     };
 
     let mut keys: Vec<String> = Vec::new();

@@ -294,7 +294,14 @@ pub(crate) async fn handle<B: RequestBody>(state: &State, peer: &Peer, req: Requ
     let start = std::time::Instant::now();
     let path = req.uri().path().to_owned();
     state.observer.start_request();
-    let response = match dispatch(state, peer, req).await {
+    let outcome = if state.observer.audit_failing() {
+        // Fail closed: no request is served that cannot be audited. Its audit event
+        // is still queued, so the writer keeps trying and recovers on its own.
+        Err(ApiError::AuditUnavailable)
+    } else {
+        dispatch(state, peer, req).await
+    };
+    let response = match outcome {
         Ok(response) => response,
         Err(error) => {
             if matches!(error, ApiError::Store { .. } | ApiError::MalformedKey) {

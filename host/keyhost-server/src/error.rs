@@ -137,6 +137,9 @@ pub enum ApiError {
     /// The route's deadline passed.
     #[error("timeout")]
     Timeout,
+    /// `log.audit: required` and the audit log cannot be written (keyhost's own).
+    #[error("audit log is not writable")]
+    AuditUnavailable,
 }
 
 impl ApiError {
@@ -208,6 +211,7 @@ impl ApiError {
             e @ AssignSelf => (StatusCode::FORBIDDEN, e.to_string().into()),
             NoRoute => (StatusCode::NOT_FOUND, "404 page not found".into()),
             Timeout => (StatusCode::SERVICE_UNAVAILABLE, "".into()),
+            e @ AuditUnavailable => (StatusCode::SERVICE_UNAVAILABLE, e.to_string().into()),
         }
     }
 

@@ -28,6 +28,8 @@ pub struct Observer {
     /// Where audit events are written besides `/v1/log/audit` subscribers
     /// (`log.audit: on` writes them to stdout).
     pub audit_log: Option<crate::audit::AuditWriter>,
+    /// Refuse requests while `audit_log` cannot be written (`log.audit: required`).
+    pub audit_required: bool,
 }
 
 /// An audit event as KES writes it, fields in KES's order.
@@ -137,6 +139,7 @@ impl Default for Observer {
             audit: broadcast::channel(1024).0,
             errors: broadcast::channel(1024).0,
             audit_log: None,
+            audit_required: false,
         }
     }
 }
@@ -153,6 +156,12 @@ pub(crate) struct Finished<'a> {
 }
 
 impl Observer {
+    /// Whether requests must be refused because the required audit log cannot be
+    /// written (the last write failed; the next successful one lifts this).
+    pub fn audit_failing(&self) -> bool {
+        self.audit_required && self.audit_log.as_ref().is_some_and(|log| log.error().is_some())
+    }
+
     pub(crate) fn start_request(&self) {
         self.active.inc();
     }

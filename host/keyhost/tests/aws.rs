@@ -458,3 +458,158 @@ fn aws_outages_under_load_fail_only_uncached_keys_within_the_deadline() {
         report.slowest.as_millis()
     );
 }
+
+/// Every secret a run handles — the AWS secret key, the admin's API key and TLS
+/// key, an imported master key, data keys, plaintexts — is searched for in
+/// everything the server wrote at the most verbose log level (standard error, the
+/// audit log on standard output), in its metrics, status and error answers, and in
+/// what the CLI printed on standard error. None may appear.
+#[test]
+fn no_secret_reaches_logs_errors_or_metrics() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    let moto = Moto::start();
+    let relay = Relay::start(format!("127.0.0.1:{}", moto.port()).parse().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let admin = ApiKey::from_seed([0x5e; 32]);
+    let config = admin_config(d, &admin, "log:\n  audit: on\n  error: on\n", &relay.url());
+    let (stdout, stderr) = (d.join("stdout.log"), d.join("stderr.log"));
+    let mut server = Command::new(env!("CARGO_BIN_EXE_keyhost"))
+        .args(["server", "--addr", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        // Everything but the compiler's own narration of the plugin's machine code.
+        .env(
+            "KEYHOST_LOG",
+            "trace,cranelift_codegen=info,cranelift_frontend=info,regalloc2=info",
+        )
+        .env("XDG_CACHE_HOME", std::env::temp_dir().join("keyhost-test-cache"))
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let url = loop {
+        let text = std::fs::read_to_string(&stdout).unwrap_or_default();
+        if let Some(url) = text.split_whitespace().find(|w| w.starts_with("https://")) {
+            break url.to_owned();
+        }
+        let tail = || {
+            let text = std::fs::read_to_string(&stderr).unwrap_or_default();
+            text[text.len().saturating_sub(3000)..].to_owned()
+        };
+        assert!(server.try_wait().unwrap().is_none(), "keyhost exited:\n{}", tail());
+        assert!(Instant::now() < deadline, "no banner:\n{}", tail());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+
+    let mut secrets: Vec<(String, String)> = vec![
+        ("the AWS secret key".into(), SECRET_KEY.into()),
+        ("the admin API key".into(), admin.to_text().to_string()),
+        ("the admin key seed".into(), B64.encode(admin.expose_seed())),
+    ];
+    let server_key = std::fs::read_to_string(d.join("server.key")).unwrap();
+    for line in server_key.lines().filter(|l| !l.starts_with("-----") && l.len() > 20) {
+        secrets.push(("the server's private key".into(), line.to_owned()));
+    }
+    let admin_key = std::fs::read_to_string(d.join("admin.key")).unwrap();
+    for line in admin_key.lines().filter(|l| !l.starts_with("-----") && l.len() > 20) {
+        secrets.push(("the admin's private key".into(), line.to_owned()));
+    }
+    let imported = [0x42u8; 32];
+    secrets.push(("an imported key (base64)".into(), B64.encode(imported)));
+    secrets.push(("an imported key (hex)".into(), hex(&imported)));
+    let plaintext = b"attack at dawn, bring the keys";
+    secrets.push(("a plaintext".into(), B64.encode(plaintext)));
+
+    let mut answers = String::new();
+    // Error answers, and status and metrics, are searched; successful answers carry
+    // data keys and plaintexts to their client by design.
+    let mut ask = |args: &str| {
+        let (status, body) = curl(d, "admin", args);
+        if status != 200 || args.ends_with("/v1/status") || args.ends_with("/v1/metrics") {
+            answers.push_str(&format!("{status} {body}\n"));
+        }
+        body
+    };
+    ask(&format!("-X PUT {url}/v1/key/create/k1"));
+    ask(&format!(
+        "-X PUT -d '{{\"key\":\"{}\",\"cipher\":\"AES256\"}}' {url}/v1/key/import/k2",
+        B64.encode(imported)
+    ));
+    for key in ["k1", "k2"] {
+        let dek: serde_json::Value = serde_json::from_str(&ask(&format!(
+            "-X PUT -d '{{\"context\":\"Yw==\"}}' {url}/v1/key/generate/{key}"
+        )))
+        .unwrap();
+        secrets.push(("a data key".into(), dek["plaintext"].as_str().unwrap().to_owned()));
+        let sealed: serde_json::Value = serde_json::from_str(&ask(&format!(
+            "-X PUT -d '{{\"plaintext\":\"{}\"}}' {url}/v1/key/encrypt/{key}",
+            B64.encode(plaintext)
+        )))
+        .unwrap();
+        let ciphertext = sealed["ciphertext"].as_str().unwrap();
+        ask(&format!(
+            "-X PUT -d '{{\"ciphertext\":\"{ciphertext}\"}}' {url}/v1/key/decrypt/{key}"
+        ));
+        // Wrong context, tampered ciphertext, bad JSON: errors must not echo secrets.
+        ask(&format!(
+            "-X PUT -d '{{\"ciphertext\":\"{ciphertext}\",\"context\":\"eA==\"}}' {url}/v1/key/decrypt/{key}"
+        ));
+        ask(&format!(
+            "-X PUT -d '{{\"ciphertext\":\"{}\"}}' {url}/v1/key/decrypt/{key}",
+            &ciphertext[4..]
+        ));
+        ask(&format!("-X PUT -d '{{\"plaintext\":' {url}/v1/key/encrypt/{key}"));
+        ask(&format!("-X PUT -d '{{\"message\":\"bQ==\"}}' {url}/v1/key/hmac/{key}"));
+    }
+    ask(&format!("-X PUT -d '{{\"key\":\"c2hvcnQ=\"}}' {url}/v1/key/import/bad"));
+    // A keystore outage: plugin errors reach the log.
+    relay.cut();
+    ask(&format!("-X PUT {url}/v1/key/create/during-outage"));
+    ask(&format!("{url}/v1/status"));
+    relay.restore();
+    ask(&format!("{url}/v1/metrics"));
+    ask(&format!("{url}/v1/status"));
+    // The CLI, with the API key in its environment.
+    let cli = Command::new(env!("CARGO_BIN_EXE_keyhost"))
+        .args(["key", "dek", "k1", "-k", "--json"])
+        .env("KES_SERVER", &url)
+        .env("KES_API_KEY", admin.to_text().as_str())
+        .env("KEYHOST_LOG", "trace")
+        .output()
+        .unwrap();
+    assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+
+    let _ = server.kill();
+    let _ = server.wait();
+    let logs = [
+        ("server stderr", std::fs::read_to_string(&stderr).unwrap()),
+        ("server stdout", std::fs::read_to_string(&stdout).unwrap()),
+        ("API error, status and metrics answers", answers),
+        ("CLI stderr", String::from_utf8_lossy(&cli.stderr).into_owned()),
+    ];
+    assert!(
+        logs[0].1.len() > 10_000,
+        "trace logging produced little: {}",
+        logs[0].1.len()
+    );
+    assert!(
+        logs[0].1.contains("cannot") || logs[0].1.contains("error"),
+        "the outage was logged"
+    );
+    for (what, secret) in &secrets {
+        for (name, text) in &logs {
+            assert!(!text.contains(secret.as_str()), "{what} appears in the {name}");
+        }
+    }
+    eprintln!(
+        "{} secrets searched in {} bytes of logs and answers",
+        secrets.len(),
+        logs.iter().map(|(_, t)| t.len()).sum::<usize>()
+    );
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -385,3 +385,87 @@ fn a_plugin_that_traps_hangs_or_stalls_fails_only_its_own_calls() {
         report.slowest
     );
 }
+
+/// Starts keyhost with its standard output (the audit log) going to `stdout`;
+/// returns it once its banner is there.
+#[allow(clippy::zombie_processes)] // The caller kills and waits for it.
+fn start_logging_to(config: &Path, stdout: &Path) -> (std::process::Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyhost"))
+        .args(["server", "--addr", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .env("KEYHOST_LOG", "warn")
+        .stdout(std::fs::File::create(stdout).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(stdout).unwrap_or_default();
+        if let Some(url) = text.split_whitespace().find(|w| w.starts_with("https://")) {
+            return (child, url.trim_start_matches("https://").parse().unwrap());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no banner in {}", stdout.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Fills the file system of `dir` with a file `filler` until it has no room left.
+fn fill(dir: &Path) {
+    let mut file = std::fs::File::create(dir.join("filler")).unwrap();
+    let block = vec![0u8; 4096];
+    while std::io::Write::write_all(&mut file, &block).is_ok() {}
+}
+
+#[test]
+fn a_required_audit_log_that_cannot_be_written_refuses_requests_until_it_can() {
+    for mode in ["required", "on"] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let logs = d.join("logs");
+        let fs = Tmpfs::mount(&logs, "256k");
+        let creds = server_files(d);
+        let config = newest_config(d, &creds, &format!("log:\n  audit: {mode}\nkeys:\n  - name: my-key\n"));
+        let (mut child, addr) = start_logging_to(&config, &logs.join("audit.log"));
+        let connector = load::connector(
+            creds.server_cert_der.clone(),
+            &creds.admin_cert_pem,
+            creds.admin_key_pem.as_str(),
+        );
+        let generate = || load::send_once(addr, &connector, "PUT", "/v1/key/generate/my-key", b"{}").unwrap();
+        assert_eq!(generate().0, 200);
+
+        fill(&logs);
+        let mut answers = Vec::new();
+        for _ in 0..100 {
+            answers.push(generate());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let refused = answers.iter().filter(|(status, _)| *status == 503).count();
+        if mode == "required" {
+            // Once the log's last page is full (a 4 KiB page holds some 17 lines),
+            // the next write fails and from then on every request is refused.
+            let first = answers.iter().position(|(status, _)| *status == 503);
+            assert!(first.is_some_and(|i| i < 40), "{answers:?}");
+            let refusal = (503, "{\"message\":\"audit log is not writable\"\n}".to_owned());
+            assert!(
+                answers[first.unwrap_or(0)..].iter().all(|a| *a == refusal),
+                "{answers:?}"
+            );
+            std::fs::remove_file(logs.join("filler")).unwrap();
+            let recovered = Instant::now() + Duration::from_secs(5);
+            while generate().0 != 200 {
+                assert!(Instant::now() < recovered, "still refused after the log has room again");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        } else {
+            assert_eq!(refused, 0, "log.audit: on serves on: {answers:?}");
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        drop(fs);
+    }
+}

@@ -294,3 +294,69 @@ fn client_chains_with_ca_certificates_expired_and_foreign_certificates() {
         drop(server);
     }
 }
+
+/// TLS 1.2 and 1.3 only, and only forward-secret AEAD suites: what OpenSSL's client
+/// offers beyond that is refused in the handshake.
+#[test]
+fn only_tls_1_2_and_1_3_with_strong_suites() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let creds = server_files(d);
+    write_identity(d, "admin", &creds.admin);
+    let config = d.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: v1\nadmin:\n  identity: {}\ntls:\n  key: {d}/server.key\n  cert: {d}/server.cert\n",
+            creds.admin.identity(),
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let server = start(&config, &[]).unwrap();
+    let addr = server.url.trim_start_matches("https://").to_owned();
+    let handshake = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(["s_client", "-connect", &addr, "-cert"])
+            .arg(d.join("admin.cert"))
+            .arg("-key")
+            .arg(d.join("admin.key"))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // A completed handshake prints the negotiated protocol and a real cipher.
+        let done = text.contains("Cipher is ") && !text.contains("Cipher is (NONE)");
+        (done, text)
+    };
+    for ok in [
+        vec!["-tls1_3"],
+        vec![
+            "-tls1_2",
+            "-cipher",
+            "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305",
+        ],
+    ] {
+        let (done, text) = handshake(&ok);
+        assert!(done, "{ok:?} was refused:\n{text}");
+    }
+    for refused in [
+        vec!["-tls1_1", "-cipher", "ALL:@SECLEVEL=0"],
+        vec!["-tls1", "-cipher", "ALL:@SECLEVEL=0"],
+        vec!["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA384"],
+        vec![
+            "-tls1_2",
+            "-cipher",
+            "AES128-GCM-SHA256:AES256-SHA256:DHE-RSA-AES128-GCM-SHA256",
+        ],
+        vec![
+            "-tls1_2",
+            "-cipher",
+            "ECDHE-ECDSA-DES-CBC3-SHA:ECDHE-ECDSA-RC4-SHA:@SECLEVEL=0",
+        ],
+    ] {
+        let (done, text) = handshake(&refused);
+        assert!(!done, "{refused:?} was accepted:\n{text}");
+    }
+}

@@ -172,3 +172,71 @@ fn mlock_locks_the_servers_memory_or_says_what_it_needs() {
         .unwrap();
     assert!(server.wait().unwrap().success());
 }
+
+/// `keyhost server --dev` without `CAP_IPC_LOCK` (dropped from the bounding set when
+/// the test runs as root) and with a `ulimit -l` of 64 KiB.
+#[cfg(target_os = "linux")]
+fn unprivileged_dev_server(flags: &[&str]) -> Child {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    let mut command = if root {
+        let mut c = Command::new("setpriv");
+        c.args(["--bounding-set=-ipc_lock", "prlimit"]);
+        c
+    } else {
+        Command::new("prlimit")
+    };
+    command
+        .args(["--memlock=65536:65536", env!("CARGO_BIN_EXE_keyhost")])
+        .args(["server", "--dev", "--addr", "127.0.0.1:0"])
+        .args(flags)
+        .env("KEYHOST_LOG", "warn")
+        .env("XDG_CACHE_HOME", std::env::temp_dir().join("keyhost-test-cache"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// By default the server locks its memory when it may, and says so when it may
+/// not (KES's behaviour); `--mlock` makes locking a condition of starting, and
+/// `--no-mlock` neither locks nor warns.
+#[cfg(target_os = "linux")]
+#[test]
+fn memory_is_locked_when_allowed_and_a_warning_says_when_not() {
+    // Where the test may lock memory, the default locks it.
+    if may_lock_memory() {
+        let mut server = dev_server(&[]);
+        banner(&mut server);
+        assert!(status_kib(server.id(), "VmLck:") > 1024, "locked by default");
+        server.kill().unwrap();
+        let _ = server.wait();
+    }
+    // Without the capability and with a small limit: a warning, and it serves.
+    let mut server = unprivileged_dev_server(&[]);
+    let lines = banner(&mut server);
+    assert!(lines.contains("Stop with Ctrl-C"), "{lines}");
+    assert_eq!(status_kib(server.id(), "VmLck:"), 0);
+    run_curl_lines(&lines);
+    server.kill().unwrap();
+    let out = server.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("memory is not locked") && stderr.contains("CAP_IPC_LOCK"),
+        "{stderr}"
+    );
+    // --mlock refuses to start there, saying what it needs.
+    let out = unprivileged_dev_server(&["--mlock"]).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("CAP_IPC_LOCK"), "{stderr}");
+    // --no-mlock: no lock, no warning.
+    let mut server = dev_server(&["--no-mlock"]);
+    banner(&mut server);
+    assert_eq!(status_kib(server.id(), "VmLck:"), 0);
+    server.kill().unwrap();
+    let out = server.wait_with_output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("memory is not locked"));
+}

@@ -50,21 +50,31 @@ pub struct ServerArgs {
     /// (KES v0.16 flag; newer configurations use tls.auth).
     #[arg(long, value_name = "on|off", value_parser = ["on", "off"])]
     auth: Option<String>,
-    /// Lock all memory pages so that keys are never written to swap (Linux; needs
-    /// CAP_IPC_LOCK or a `ulimit -l` large enough for the whole process).
-    #[arg(long)]
+    /// Require locked memory: refuse to start unless every page of the process can
+    /// be locked, so that keys never reach swap. Without this flag the server locks
+    /// its memory when it may (CAP_IPC_LOCK, or an unlimited `ulimit -l`) and warns
+    /// when it may not (Linux).
+    #[arg(long, conflicts_with = "no_mlock")]
     mlock: bool,
+    /// Do not lock memory, and do not warn about it (for machines without swap).
+    #[arg(long)]
+    no_mlock: bool,
 }
 
 impl ServerArgs {
     pub async fn run(self) -> ExitCode {
         no_core_dumps();
-        if self.mlock {
-            if let Err(e) = lock_memory() {
-                eprintln!("error: {e}");
-                return ExitCode::from(1);
+        if !self.no_mlock {
+            match lock_memory() {
+                Ok(()) => tracing::info!("memory locked: pages of this process will not be swapped"),
+                Err(e) if self.mlock => {
+                    eprintln!("error: --mlock: {e}");
+                    return ExitCode::from(1);
+                }
+                Err(e) => tracing::warn!(
+                    "memory is not locked, so keys may reach swap: {e} (--no-mlock on a machine without swap silences this)"
+                ),
             }
-            tracing::info!("memory locked: pages of this process will not be swapped");
         }
         if !self.dev {
             return match self.configured().await {
@@ -112,20 +122,27 @@ fn no_core_dumps() {}
 /// `MCL_ONFAULT` locks a page when it is first touched rather than at mapping time:
 /// the plugin runtime reserves gigabytes of address space per instance that it never
 /// touches, and populating those reservations would exhaust memory.
+///
+/// Locking is only tried when every future page can be locked too: with
+/// `MCL_FUTURE` under a limited `RLIMIT_MEMLOCK` and without `CAP_IPC_LOCK`, the
+/// lock would succeed now and make later allocations fail once the limit is reached.
 #[cfg(target_os = "linux")]
 fn lock_memory() -> Result<(), String> {
     use rustix::mm::{MlockAllFlags, mlockall};
-    mlockall(MlockAllFlags::CURRENT | MlockAllFlags::FUTURE | MlockAllFlags::ONFAULT).map_err(|e| {
-        format!(
-            "--mlock: cannot lock memory: {e}; the server needs the CAP_IPC_LOCK capability \
-             (or an unlimited `ulimit -l`), or run it without --mlock on a machine without swap"
-        )
-    })
+    use rustix::process::{Resource, getrlimit};
+    use rustix::thread::{CapabilitySet, capabilities};
+    let capable = capabilities(None).is_ok_and(|c| c.effective.contains(CapabilitySet::IPC_LOCK));
+    let unlimited = getrlimit(Resource::Memlock).current.is_none();
+    if !capable && !unlimited {
+        return Err("locking needs the CAP_IPC_LOCK capability or an unlimited `ulimit -l`".into());
+    }
+    mlockall(MlockAllFlags::CURRENT | MlockAllFlags::FUTURE | MlockAllFlags::ONFAULT)
+        .map_err(|e| format!("mlockall failed: {e}"))
 }
 
 #[cfg(not(target_os = "linux"))]
 fn lock_memory() -> Result<(), String> {
-    Err("--mlock: memory locking is implemented on Linux only; run without --mlock on a machine without swap".into())
+    Err("memory locking is implemented on Linux only".into())
 }
 
 impl ServerArgs {
@@ -198,6 +215,7 @@ impl ServerArgs {
             offline: config.cache.offline,
             ..keyhost_server::CacheExpiry::default()
         };
+        state.observer.audit_required = config.log.audit_required;
         if config.log.audit {
             state.observer.audit_log = Some(
                 keyhost_server::audit::AuditWriter::stdout()
