@@ -17,7 +17,7 @@ use keyhost_server::dev::DevCredentials;
 use keyhost_test_support::load::{self, Load, Spec};
 
 mod common;
-use common::{Running, server_files, start};
+use common::{Running, newest_config, server_files, start};
 
 /// A server and what the load needs to reach it.
 struct Setup {
@@ -112,20 +112,6 @@ fn no_failures(load: Load, what: &str) -> load::Report {
         report.slowest.as_millis()
     );
     report
-}
-
-fn newest_config(d: &Path, creds: &DevCredentials, extra: &str) -> PathBuf {
-    let config = d.join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: v1\nadmin:\n  identity: {}\ntls:\n  key: {d}/server.key\n  cert: {d}/server.cert\n{extra}",
-            creds.admin.identity(),
-            d = d.display()
-        ),
-    )
-    .unwrap();
-    config
 }
 
 fn hup(server: &Running) {

@@ -16,7 +16,7 @@ use keyhost_policy::Identity;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData};
 
 mod common;
-use common::{curl, server_files, start, write_identity};
+use common::{curl, newest_config, server_files, start, write_identity};
 
 /// Waits until the server closes `stream` (a read returns 0 or fails), at most
 /// `limit`; returns how long that took.
@@ -44,16 +44,7 @@ fn oversized_bodies_endless_headers_and_garbage_are_cut_off_while_others_are_ser
     let d = dir.path();
     let creds = server_files(d);
     write_identity(d, "admin", &creds.admin);
-    let config = d.join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: v1\nadmin:\n  identity: {}\ntls:\n  key: {d}/server.key\n  cert: {d}/server.cert\nkeys:\n  - name: my-key\n",
-            creds.admin.identity(),
-            d = d.display()
-        ),
-    )
-    .unwrap();
+    let config = newest_config(d, &creds, "keys:\n  - name: my-key\n");
     let server = start(&config, &[]).unwrap();
     let url = &server.url;
     let addr: SocketAddr = url.trim_start_matches("https://").parse().unwrap();
@@ -303,16 +294,7 @@ fn only_tls_1_2_and_1_3_with_strong_suites() {
     let d = dir.path();
     let creds = server_files(d);
     write_identity(d, "admin", &creds.admin);
-    let config = d.join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: v1\nadmin:\n  identity: {}\ntls:\n  key: {d}/server.key\n  cert: {d}/server.cert\n",
-            creds.admin.identity(),
-            d = d.display()
-        ),
-    )
-    .unwrap();
+    let config = newest_config(d, &creds, "");
     let server = start(&config, &[]).unwrap();
     let addr = server.url.trim_start_matches("https://").to_owned();
     let handshake = |args: &[&str]| {

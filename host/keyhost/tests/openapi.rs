@@ -9,7 +9,7 @@
 use std::process::Command;
 
 mod common;
-use common::{server_files, start, write_identity};
+use common::{newest_config, server_files, start, write_identity};
 
 #[test]
 fn generated_requests_get_no_5xx_and_answers_the_description_allows() {
@@ -18,16 +18,7 @@ fn generated_requests_get_no_5xx_and_answers_the_description_allows() {
     let d = dir.path();
     let creds = server_files(d);
     write_identity(d, "admin", &creds.admin);
-    let config = d.join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: v1\nadmin:\n  identity: {}\ntls:\n  key: {d}/server.key\n  cert: {d}/server.cert\nkeys:\n  - name: my-key\n",
-            creds.admin.identity(),
-            d = d.display()
-        ),
-    )
-    .unwrap();
+    let config = newest_config(d, &creds, "keys:\n  - name: my-key\n");
     let server = start(&config, &[]).unwrap();
     let spec = keyhost_plugin_build::repo_root().join("docs/openapi.yaml");
     let seconds = std::env::var("KEYHOST_SCHEMATHESIS_SECONDS").unwrap_or_else(|_| "60".into());

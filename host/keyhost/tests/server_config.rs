@@ -9,7 +9,7 @@ use std::process::Command;
 use keyhost_policy::ApiKey;
 
 mod common;
-use common::{curl, server_files, start, write_identity};
+use common::{curl, newest_config, server_files, start, write_identity};
 
 #[test]
 fn the_seed_procedure_with_the_fs_keystore() {
@@ -128,22 +128,6 @@ fn a_broken_configuration_names_the_file_and_the_line() {
     .unwrap();
     let err = start(&config, &[]).err().expect("must not start");
     assert!(err.contains("cannot read /nonexistent.cert"), "{err}");
-}
-
-/// Writes `config.yaml` of the newest schema into `d`: the admin of `creds`, the
-/// server certificate of [`server_files`], and `extra` YAML.
-fn newest_config(d: &std::path::Path, creds: &keyhost_server::dev::DevCredentials, extra: &str) -> std::path::PathBuf {
-    let config = d.join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: v1\nadmin:\n  identity: {}\ntls:\n  key: {d}/server.key\n  cert: {d}/server.cert\n{extra}",
-            creds.admin.identity(),
-            d = d.display()
-        ),
-    )
-    .unwrap();
-    config
 }
 
 /// Kubernetes probes: `api.<route>.skip_auth` lets clients without a certificate

@@ -86,3 +86,23 @@ pub fn write_identity(dir: &std::path::Path, who: &str, key: &ApiKey) {
     std::fs::write(dir.join(format!("{who}.cert")), cert).unwrap();
     std::fs::write(dir.join(format!("{who}.key")), private.as_str()).unwrap();
 }
+
+/// Writes `config.yaml` in the newest schema into `dir`: the admin of `creds`, the
+/// server files of [`server_files`], then `extra` (top-level YAML).
+pub fn newest_config(
+    dir: &std::path::Path,
+    creds: &keyhost_server::dev::DevCredentials,
+    extra: &str,
+) -> std::path::PathBuf {
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: v1\nadmin:\n  identity: {}\ntls:\n  key: {d}/server.key\n  cert: {d}/server.cert\n{extra}",
+            creds.admin.identity(),
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    config
+}
