@@ -13,7 +13,8 @@
 //! memory are read from `/proc`; so are they every second under load.
 //!
 //! It fails (exit status 1) on any failed request, on a panic or error line from the
-//! server, on more open file descriptors after the soak than after the warm-up, or
+//! server, on more open file descriptors after the soak than after the warm-up (but
+//! for a slack of 4, for plugin instances the pool starts late), or
 //! on resident memory after the soak above that after the warm-up by more than
 //! `KEYHOST_SOAK_RSS_SLACK_MIB` (default 4) MiB plus 10 %.
 //!
@@ -28,6 +29,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keyhost_test_support::load::{self, Load, Spec, request};
+
+/// Descriptors the server may hold after the soak beyond those after the warm-up.
+const FD_SLACK: usize = 4;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -279,7 +283,9 @@ fn main() {
         after_soak.threads,
     );
     println!("under load: at most {peak} fds and {:.1} MiB RSS", mib(peak_rss));
-    if after_soak.fds > after_warmup.fds {
+    // A plugin instance started late (the pool grows on demand) holds a descriptor
+    // or two; a leak grows with every connection.
+    if after_soak.fds > after_warmup.fds + FD_SLACK {
         failed.push(format!(
             "open file descriptors grew from {} to {}",
             after_warmup.fds, after_soak.fds
@@ -314,6 +320,7 @@ fn main() {
         for f in &failed {
             println!("- {f}");
         }
+        drop(server); // exit skips destructors: stop keyhost first
         std::process::exit(1);
     }
 }

@@ -271,9 +271,16 @@ impl Ctx<'_> {
             None => Ok(default),
             Some("on" | "true") => Ok(true),
             Some("off" | "false") => Ok(false),
-            // The newest schema also takes log levels; any level means "on".
-            Some(level) if self.schema == Schema::Newest && field.starts_with("log.") => {
-                Ok(!level.eq_ignore_ascii_case("off"))
+            // The newest schema also takes log levels; any level means "on". Nothing
+            // else does: a misspelt `required` must not turn into plain `on`.
+            Some(level)
+                if self.schema == Schema::Newest
+                    && field.starts_with("log.")
+                    && ["debug", "info", "warn", "warning", "error"]
+                        .iter()
+                        .any(|l| level.eq_ignore_ascii_case(l)) =>
+            {
+                Ok(true)
             }
             Some(other) if field == "log.audit" => {
                 Err(self.err(field, format!("'{other}' is not on, off or required")))

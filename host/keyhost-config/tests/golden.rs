@@ -143,6 +143,23 @@ fn defaults() {
 }
 
 /// Each broken file, the place its error must name, and words it must contain.
+/// `log.audit`: KES's switches and levels, and keyhost's `required`.
+#[test]
+fn audit_switches() {
+    for (value, audit, required) in [
+        ("on", true, false),
+        ("off", false, false),
+        ("INFO", true, false),
+        ("required", true, true),
+    ] {
+        let c = inline(&format!(
+            "version: v1\nadmin: {{identity: x}}\nlog: {{audit: {value}}}\n"
+        ))
+        .unwrap_or_else(|e| panic!("{value}: {e}"));
+        assert_eq!((c.log.audit, c.log.audit_required), (audit, required), "{value}");
+    }
+}
+
 #[test]
 fn broken_files_get_errors_that_say_where_and_what() {
     let cases: &[(&str, &str, &str)] = &[
@@ -167,6 +184,11 @@ fn broken_files_get_errors_that_say_where_and_what() {
             "admin: {identity: x}\ntls: {auth: maybe}\n",
             "tls.auth",
             "not on or off",
+        ),
+        (
+            "version: v1\nadmin: {identity: x}\nlog: {audit: requird}\n",
+            "log.audit",
+            "not on, off or required",
         ),
         (
             "admin: {identity: x}\npolicy: {\"bad name!\": {allow: []}}\n",

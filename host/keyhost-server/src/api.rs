@@ -295,8 +295,9 @@ pub(crate) async fn handle<B: RequestBody>(state: &State, peer: &Peer, req: Requ
     let path = req.uri().path().to_owned();
     state.observer.start_request();
     let outcome = if state.observer.audit_failing() {
-        // Fail closed: no request is served that cannot be audited. Its audit event
-        // is still queued, so the writer keeps trying and recovers on its own.
+        // Fail closed: no request is served that cannot be audited. (The writer
+        // retries on its own; the refusal is audited like any answer.)
+        drain(req.into_body()).await;
         Err(ApiError::AuditUnavailable)
     } else {
         dispatch(state, peer, req).await

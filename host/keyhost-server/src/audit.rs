@@ -6,12 +6,22 @@
 //! wake-up instead of one each, and no request waits for the output unless
 //! [`MAX_PENDING`] bytes are already waiting, which keeps a stalled log reader from
 //! growing the server's memory without bound.
+//!
+//! A write that fails is not lost: the writer keeps what was not written (from the
+//! first byte not written, so no line is cut) and tries again every [`RETRY`], with
+//! the lines that arrived meanwhile, until a write succeeds. While it fails, lines
+//! beyond [`MAX_PENDING`] are dropped rather than making requests wait, and counted;
+//! [`AuditWriter::error`] reports the failure (`log.audit: required` refuses requests
+//! meanwhile).
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// The most bytes of audit lines waiting for the writer before requests wait too.
 pub const MAX_PENDING: usize = 4 << 20;
+
+/// How long the writer waits before it tries a failed write again.
+pub const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long the writer lets lines gather after the first one arrives. Each wake-up
 /// of the writer is a context switch on a core the requests need; at 10 ms, a busy
@@ -50,6 +60,10 @@ struct Pending {
     closed: bool,
     /// The last write error, until a later write succeeds.
     error: Option<String>,
+    /// Bytes the writer holds after a failed write, to write again.
+    retained: usize,
+    /// Lines dropped while the log could not be written.
+    dropped: u64,
 }
 
 struct CloseOnDrop(Arc<Shared>);
@@ -91,7 +105,15 @@ impl AuditWriter {
     /// Queues one line (with its newline).
     pub fn push(&self, line: &[u8]) {
         let mut pending = lock(&self.shared.pending);
-        while pending.buf.len() + line.len() > MAX_PENDING && !pending.buf.is_empty() && !pending.closed {
+        if pending.error.is_some() && pending.buf.len() + pending.retained + line.len() > MAX_PENDING {
+            pending.dropped += 1;
+            return;
+        }
+        while pending.buf.len() + line.len() > MAX_PENDING
+            && !pending.buf.is_empty()
+            && !pending.closed
+            && pending.error.is_none()
+        {
             pending = self.shared.taken.wait(pending).unwrap_or_else(|p| p.into_inner());
         }
         pending.buf.extend_from_slice(line);
@@ -102,7 +124,8 @@ impl AuditWriter {
         }
     }
 
-    /// Waits until every queued line has been written (or failed to be).
+    /// Waits until every queued line has been written or has failed to be (failed
+    /// lines stay queued for the next retry).
     pub fn flush(&self) {
         let mut pending = lock(&self.shared.pending);
         while (!pending.buf.is_empty() || pending.in_flight) && !pending.closed {
@@ -117,42 +140,85 @@ impl AuditWriter {
 }
 
 fn write_loop(shared: &Shared, mut out: impl Write) {
+    // Lines taken from the buffer and not yet written (after a failed write).
     let mut batch = Vec::new();
     loop {
         let mut pending = lock(&shared.pending);
         pending.in_flight = false;
+        pending.retained = batch.len();
         shared.taken.notify_all();
-        while pending.buf.is_empty() && !pending.closed {
-            pending.idle = true;
-            pending = shared.arrived.wait(pending).unwrap_or_else(|p| p.into_inner());
+        if batch.is_empty() {
+            while pending.buf.is_empty() && !pending.closed {
+                pending.idle = true;
+                pending = shared.arrived.wait(pending).unwrap_or_else(|p| p.into_inner());
+            }
+            pending.idle = false;
+            if pending.buf.is_empty() {
+                return; // closed, and everything is written
+            }
+            if !pending.closed && pending.buf.len() < MAX_PENDING / 2 {
+                // Let the lines of concurrent requests join this write.
+                drop(pending);
+                std::thread::sleep(GATHER);
+                pending = lock(&shared.pending);
+            }
+        } else if !pending.closed {
+            // The last write failed: try again after a while, with what came since.
+            pending = shared
+                .arrived
+                .wait_timeout(pending, RETRY)
+                .map_or_else(|p| p.into_inner().0, |(p, _)| p);
         }
-        pending.idle = false;
-        if pending.buf.is_empty() {
-            return; // closed, and everything is written
+        if batch.is_empty() {
+            std::mem::swap(&mut pending.buf, &mut batch);
+        } else {
+            batch.append(&mut pending.buf);
         }
-        if !pending.closed && pending.buf.len() < MAX_PENDING / 2 {
-            // Let the lines of concurrent requests join this write.
-            drop(pending);
-            std::thread::sleep(GATHER);
-            pending = lock(&shared.pending);
-        }
-        std::mem::swap(&mut pending.buf, &mut batch);
+        let closing = pending.closed;
         pending.in_flight = true;
         drop(pending);
         shared.taken.notify_all();
-        let result = out.write_all(&batch).and_then(|()| out.flush());
-        batch.clear();
+
+        let mut written = 0;
+        let result = loop {
+            match out.write(&batch[written..]) {
+                Ok(0) => break Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    written += n;
+                    if written == batch.len() {
+                        break out.flush();
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        batch.drain(..written);
         if batch.capacity() > MAX_PENDING {
             batch.shrink_to(MAX_PENDING);
         }
         let mut pending = lock(&shared.pending);
         match result {
-            Ok(()) => pending.error = None,
+            Ok(()) => {
+                if pending.error.take().is_some() {
+                    let dropped = std::mem::take(&mut pending.dropped);
+                    tracing::warn!(dropped, "the audit log can be written again");
+                }
+            }
             Err(e) => {
                 if pending.error.is_none() {
-                    tracing::error!(error = %e, "cannot write the audit log");
+                    tracing::error!(error = %e, "cannot write the audit log; retrying");
                 }
                 pending.error = Some(e.to_string());
+                if closing {
+                    tracing::error!(
+                        bytes = batch.len(),
+                        "audit lines lost: the log cannot be written at exit"
+                    );
+                    pending.in_flight = false;
+                    shared.taken.notify_all();
+                    return;
+                }
             }
         }
     }
@@ -203,14 +269,15 @@ mod tests {
     }
 
     #[test]
-    fn a_failing_sink_is_reported_and_recovers() {
-        struct Failing(Arc<std::sync::atomic::AtomicBool>);
+    fn a_failed_write_is_retried_and_nothing_is_lost() {
+        /// Fails while the switch is on; records what it wrote.
+        struct Failing(Arc<std::sync::atomic::AtomicBool>, Calls);
         impl Write for Failing {
             fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
                 if self.0.load(std::sync::atomic::Ordering::SeqCst) {
                     Err(std::io::Error::other("disk full"))
                 } else {
-                    Ok(buf.len())
+                    self.1.write(buf)
                 }
             }
             fn flush(&mut self) -> std::io::Result<()> {
@@ -218,13 +285,20 @@ mod tests {
             }
         }
         let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let writer = AuditWriter::spawn(Failing(fail.clone())).unwrap_or_else(|e| panic!("{e}"));
+        let calls = Calls::default();
+        let writer = AuditWriter::spawn(Failing(fail.clone(), calls.clone())).unwrap_or_else(|e| panic!("{e}"));
         writer.push(b"a\n");
         writer.flush();
         assert_eq!(writer.error().as_deref(), Some("disk full"));
-        fail.store(false, std::sync::atomic::Ordering::SeqCst);
         writer.push(b"b\n");
+        fail.store(false, std::sync::atomic::Ordering::SeqCst);
+        // No new line is needed: the writer tries again by itself.
+        let deadline = std::time::Instant::now() + RETRY * 5;
+        while writer.error().is_some() {
+            assert!(std::time::Instant::now() < deadline, "the failed write was not retried");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         writer.flush();
-        assert_eq!(writer.error(), None);
+        assert_eq!(calls.0.lock().unwrap_or_else(|p| p.into_inner()).concat(), b"a\nb\n");
     }
 }

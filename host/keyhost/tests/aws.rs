@@ -415,7 +415,9 @@ fn aws_outages_under_load_fail_only_uncached_keys_within_the_deadline() {
         reconnecting: 4,
         keys,
     });
+    let warm = Instant::now() + Duration::from_secs(30);
     while load.progress().ok < 1_000 {
+        assert!(Instant::now() < warm, "the load got no answers: {:?}", load.progress());
         std::thread::sleep(Duration::from_millis(20));
     }
     // The deadline of AWS plugin calls: the default of 10 s.
@@ -475,7 +477,7 @@ fn no_secret_reaches_logs_errors_or_metrics() {
     let admin = ApiKey::from_seed([0x5e; 32]);
     let config = admin_config(d, &admin, "log:\n  audit: on\n  error: on\n", &relay.url());
     let (stdout, stderr) = (d.join("stdout.log"), d.join("stderr.log"));
-    let mut server = Command::new(env!("CARGO_BIN_EXE_keyhost"))
+    let server = Command::new(env!("CARGO_BIN_EXE_keyhost"))
         .args(["server", "--addr", "127.0.0.1:0", "--config"])
         .arg(&config)
         // Everything but the compiler's own narration of the plugin's machine code.
@@ -488,6 +490,7 @@ fn no_secret_reaches_logs_errors_or_metrics() {
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
         .unwrap();
+    let mut server = KillOnDrop(server);
     let deadline = Instant::now() + Duration::from_secs(60);
     let url = loop {
         let text = std::fs::read_to_string(&stdout).unwrap_or_default();
@@ -498,7 +501,7 @@ fn no_secret_reaches_logs_errors_or_metrics() {
             let text = std::fs::read_to_string(&stderr).unwrap_or_default();
             text[text.len().saturating_sub(3000)..].to_owned()
         };
-        assert!(server.try_wait().unwrap().is_none(), "keyhost exited:\n{}", tail());
+        assert!(server.0.try_wait().unwrap().is_none(), "keyhost exited:\n{}", tail());
         assert!(Instant::now() < deadline, "no banner:\n{}", tail());
         std::thread::sleep(Duration::from_millis(50));
     };
@@ -581,8 +584,7 @@ fn no_secret_reaches_logs_errors_or_metrics() {
         .unwrap();
     assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
 
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let logs = [
         ("server stderr", std::fs::read_to_string(&stderr).unwrap()),
         ("server stdout", std::fs::read_to_string(&stdout).unwrap()),
@@ -608,6 +610,16 @@ fn no_secret_reaches_logs_errors_or_metrics() {
         secrets.len(),
         logs.iter().map(|(_, t)| t.len()).sum::<usize>()
     );
+}
+
+/// A child process, killed when dropped (also when a test fails).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -36,15 +36,19 @@ pub fn moto_venv() -> PathBuf {
 pub fn install_moto() -> PathBuf {
     let venv = moto_venv();
     let server = venv.join("bin/moto_server");
-    if server.exists() {
+    let requirements = keyhost_plugin_build::repo_root().join("scripts/test-requirements.txt");
+    let current =
+        || server.exists() && std::fs::read(venv.join("requirements.txt")).ok() == std::fs::read(&requirements).ok();
+    if current() {
         return venv;
     }
     std::fs::create_dir_all(venv.parent().expect("the venv has a parent")).expect("create the target directory");
     let lock_path = venv.with_extension("lock");
     let lock = std::fs::File::create(&lock_path).expect("create the moto install lock");
     lock.lock().expect("lock the moto install");
-    if !server.exists() {
-        let requirements = keyhost_plugin_build::repo_root().join("scripts/test-requirements.txt");
+    if !current() {
+        // Installed for older requirements (or half installed): start again.
+        let _ = std::fs::remove_dir_all(&venv);
         run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
         run(Command::new(venv.join("bin/pip"))
             .args(["install", "--quiet", "--disable-pip-version-check", "-r"])

@@ -195,7 +195,7 @@ pub enum Op {
     /// `PUT /v1/key/decrypt/KEY` of the data key just generated; the plaintext must
     /// come back.
     Decrypt,
-    /// `POST /v1/key/hmac/KEY`; the same message must give the same HMAC each time.
+    /// `PUT /v1/key/hmac/KEY`; the same message must give the same HMAC each time.
     Hmac,
     /// `GET /v1/key/describe/KEY`.
     Describe,
@@ -205,6 +205,9 @@ impl Op {
     /// Every operation, in the order a client runs them.
     pub const ALL: [Op; 4] = [Op::Generate, Op::Decrypt, Op::Hmac, Op::Describe];
 }
+
+/// How long a load client waits for an answer before it counts a failure.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One request that did not get the expected answer.
 #[derive(Debug, Clone)]
@@ -415,7 +418,13 @@ async fn client(spec: Arc<Spec>, shared: Arc<Shared>, started: Instant, n: usize
             };
             let request = request(method, &path, body.as_bytes(), reconnect);
             let begun = Instant::now();
-            let answer = send(&spec, &shared, &mut conn, &request).await;
+            let answer = match tokio::time::timeout(REQUEST_TIMEOUT, send(&spec, &shared, &mut conn, &request)).await {
+                Ok(answer) => answer,
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer in {REQUEST_TIMEOUT:?}"),
+                )),
+            };
             let took = begun.elapsed();
             shared
                 .slowest_us

@@ -95,6 +95,18 @@ impl ServerArgs {
     }
 }
 
+/// The audit log writer on standard output: one for the life of the process, so
+/// that a reload neither starts a second writer nor forgets a failing log.
+fn audit_writer() -> Result<keyhost_server::audit::AuditWriter, String> {
+    static WRITER: std::sync::OnceLock<keyhost_server::audit::AuditWriter> = std::sync::OnceLock::new();
+    if let Some(writer) = WRITER.get() {
+        return Ok(writer.clone());
+    }
+    let writer =
+        keyhost_server::audit::AuditWriter::stdout().map_err(|e| format!("cannot start the audit log writer: {e}"))?;
+    Ok(WRITER.get_or_init(|| writer).clone())
+}
+
 /// Keeps key material out of core dumps: no core file (`RLIMIT_CORE` 0), and the
 /// process is not dumpable, which also keeps other processes of the same user from
 /// attaching a debugger to it or reading its memory.
@@ -217,10 +229,7 @@ impl ServerArgs {
         };
         state.observer.audit_required = config.log.audit_required;
         if config.log.audit {
-            state.observer.audit_log = Some(
-                keyhost_server::audit::AuditWriter::stdout()
-                    .map_err(|e| format!("cannot start the audit log writer: {e}"))?,
-            );
+            state.observer.audit_log = Some(audit_writer()?);
         }
         if !config.tls.proxy_identities.is_empty() {
             let header = http::HeaderName::from_bytes(config.tls.proxy_header.as_bytes()).map_err(|_| {
