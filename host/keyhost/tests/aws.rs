@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{curl, start, start_with, write_identity};
+use common::{curl, start, start_logging_to, start_with, write_identity};
 use keyhost_policy::ApiKey;
 use keyhost_test_support::{ACCESS_KEY, Moto, REGION, Relay, SECRET_KEY};
 
@@ -477,34 +477,9 @@ fn no_secret_reaches_logs_errors_or_metrics() {
     let admin = ApiKey::from_seed([0x5e; 32]);
     let config = admin_config(d, &admin, "log:\n  audit: on\n  error: on\n", &relay.url());
     let (stdout, stderr) = (d.join("stdout.log"), d.join("stderr.log"));
-    let server = Command::new(env!("CARGO_BIN_EXE_keyhost"))
-        .args(["server", "--addr", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        // Everything but the compiler's own narration of the plugin's machine code.
-        .env(
-            "KEYHOST_LOG",
-            "trace,cranelift_codegen=info,cranelift_frontend=info,regalloc2=info",
-        )
-        .env("XDG_CACHE_HOME", std::env::temp_dir().join("keyhost-test-cache"))
-        .stdout(std::fs::File::create(&stdout).unwrap())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let mut server = KillOnDrop(server);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let url = loop {
-        let text = std::fs::read_to_string(&stdout).unwrap_or_default();
-        if let Some(url) = text.split_whitespace().find(|w| w.starts_with("https://")) {
-            break url.to_owned();
-        }
-        let tail = || {
-            let text = std::fs::read_to_string(&stderr).unwrap_or_default();
-            text[text.len().saturating_sub(3000)..].to_owned()
-        };
-        assert!(server.0.try_wait().unwrap().is_none(), "keyhost exited:\n{}", tail());
-        assert!(Instant::now() < deadline, "no banner:\n{}", tail());
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    // Everything but the compiler's own narration of the plugin's machine code.
+    let trace = "trace,cranelift_codegen=info,cranelift_frontend=info,regalloc2=info";
+    let (server, url) = start_logging_to(&config, &stdout, &stderr, &[("KEYHOST_LOG", trace)]);
 
     let mut secrets: Vec<(String, String)> = vec![
         ("the AWS secret key".into(), SECRET_KEY.into()),
@@ -610,16 +585,6 @@ fn no_secret_reaches_logs_errors_or_metrics() {
         secrets.len(),
         logs.iter().map(|(_, t)| t.len()).sum::<usize>()
     );
-}
-
-/// A child process, killed when dropped (also when a test fails).
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -17,7 +17,7 @@ use keyhost_server::dev::DevCredentials;
 use keyhost_test_support::load::{self, Load, Spec};
 
 mod common;
-use common::{Running, newest_config, server_files, start};
+use common::{Running, is_root, newest_config, server_files, start, start_logging_to};
 
 /// A server and what the load needs to reach it.
 struct Setup {
@@ -222,13 +222,6 @@ impl Tmpfs {
     }
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-}
-
 /// Makes `dir` read-only or writable again: by remounting its tmpfs, or else by its
 /// permissions (which bind only a process that is not root).
 fn read_only(fs: Option<&Tmpfs>, dir: &Path, on: bool) {
@@ -419,40 +412,6 @@ fn a_plugin_that_traps_hangs_or_stalls_fails_only_its_own_calls() {
     );
 }
 
-/// Starts keyhost with its standard output (the audit log) going to `stdout`;
-/// returns it once its banner is there.
-/// A child process, killed when dropped (also when a test fails).
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_logging_to(config: &Path, stdout: &Path) -> (KillOnDrop, SocketAddr) {
-    let child = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_keyhost"))
-            .args(["server", "--addr", "127.0.0.1:0", "--config"])
-            .arg(config)
-            .env("KEYHOST_LOG", "warn")
-            .stdout(std::fs::File::create(stdout).unwrap())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(stdout).unwrap_or_default();
-        if let Some(url) = text.split_whitespace().find(|w| w.starts_with("https://")) {
-            return (child, url.trim_start_matches("https://").parse().unwrap());
-        }
-        assert!(Instant::now() < deadline, "no banner in {}", stdout.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Fills the file system of `dir` with a file `filler` until it has no room left.
 fn fill(dir: &Path) {
     let mut file = std::fs::File::create(dir.join("filler")).unwrap();
@@ -470,7 +429,8 @@ fn a_required_audit_log_that_cannot_be_written_refuses_requests_until_it_can() {
         let Some(fs) = Tmpfs::mount(&logs, "256k") else { return };
         let creds = server_files(d);
         let config = newest_config(d, &creds, &format!("log:\n  audit: {mode}\nkeys:\n  - name: my-key\n"));
-        let (server, addr) = start_logging_to(&config, &logs.join("audit.log"));
+        let (server, url) = start_logging_to(&config, &logs.join("audit.log"), &d.join("stderr.log"), &[]);
+        let addr: SocketAddr = url.trim_start_matches("https://").parse().unwrap();
         let connector = load::connector(
             creds.server_cert_der.clone(),
             &creds.admin_cert_pem,

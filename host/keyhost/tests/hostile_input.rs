@@ -16,7 +16,7 @@ use keyhost_policy::Identity;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData};
 
 mod common;
-use common::{curl, newest_config, server_files, start, write_identity};
+use common::{curl, server_files, start, start_as_admin};
 
 /// Waits until the server closes `stream` (a read returns 0 or fails), at most
 /// `limit`; returns how long that took.
@@ -44,10 +44,7 @@ fn tcp(addr: SocketAddr) -> TcpStream {
 fn oversized_bodies_endless_headers_and_garbage_are_cut_off_while_others_are_served() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let creds = server_files(d);
-    write_identity(d, "admin", &creds.admin);
-    let config = newest_config(d, &creds, "keys:\n  - name: my-key\n");
-    let server = start(&config, &[]).unwrap();
+    let (creds, server) = start_as_admin(d, "keys:\n  - name: my-key\n");
     let url = &server.url;
     let addr: SocketAddr = url.trim_start_matches("https://").parse().unwrap();
     let generate = || curl(d, "admin", &format!("-X PUT -d '{{}}' {url}/v1/key/generate/my-key"));
@@ -294,10 +291,7 @@ fn client_chains_with_ca_certificates_expired_and_foreign_certificates() {
 fn only_tls_1_2_and_1_3_with_strong_suites() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let creds = server_files(d);
-    write_identity(d, "admin", &creds.admin);
-    let config = newest_config(d, &creds, "");
-    let server = start(&config, &[]).unwrap();
+    let (_, server) = start_as_admin(d, "");
     let addr = server.url.trim_start_matches("https://").to_owned();
     let handshake = |args: &[&str]| {
         let out = Command::new("openssl")

@@ -9,17 +9,14 @@
 use std::process::Command;
 
 mod common;
-use common::{newest_config, server_files, start, write_identity};
+use common::start_as_admin;
 
 #[test]
 fn generated_requests_get_no_5xx_and_answers_the_description_allows() {
     let venv = keyhost_test_support::install_moto();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let creds = server_files(d);
-    write_identity(d, "admin", &creds.admin);
-    let config = newest_config(d, &creds, "keys:\n  - name: my-key\n");
-    let server = start(&config, &[]).unwrap();
+    let (_, server) = start_as_admin(d, "keys:\n  - name: my-key\n");
     let spec = keyhost_plugin_build::repo_root().join("docs/openapi.yaml");
     let seconds = std::env::var("KEYHOST_SCHEMATHESIS_SECONDS").unwrap_or_else(|_| "60".into());
     let out = Command::new(venv.join("bin/schemathesis"))

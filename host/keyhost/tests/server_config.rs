@@ -9,7 +9,7 @@ use std::process::Command;
 use keyhost_policy::ApiKey;
 
 mod common;
-use common::{curl, newest_config, server_files, start, write_identity};
+use common::{curl, newest_config, server_files, start, start_as_admin, write_identity};
 
 #[test]
 fn the_seed_procedure_with_the_fs_keystore() {
@@ -136,10 +136,7 @@ fn a_broken_configuration_names_the_file_and_the_line() {
 fn skip_auth_routes_answer_clients_without_a_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let creds = server_files(d);
-    write_identity(d, "admin", &creds.admin);
-    let config = newest_config(d, &creds, "api:\n  /v1/ready:\n    skip_auth: true\n    timeout: 3s\n");
-    let server = start(&config, &[]).unwrap();
+    let (_, server) = start_as_admin(d, "api:\n  /v1/ready:\n    skip_auth: true\n    timeout: 3s\n");
     let url = &server.url;
     let anonymous = |path: &str| {
         let out = Command::new("curl")
@@ -170,10 +167,7 @@ fn skip_auth_routes_answer_clients_without_a_certificate() {
 fn audit_lines_reach_stdout_and_survive_a_stop() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let creds = server_files(d);
-    write_identity(d, "admin", &creds.admin);
-    let config = newest_config(d, &creds, "log:\n  audit: on\n");
-    let mut server = start(&config, &[]).unwrap();
+    let (creds, mut server) = start_as_admin(d, "log:\n  audit: on\n");
     let url = server.url.clone();
     assert_eq!(curl(d, "admin", &format!("-X POST {url}/v1/key/create/audited")).0, 200);
     assert_eq!(curl(d, "admin", &format!("{url}/v1/key/describe/nothing-here")).0, 404);

@@ -7,11 +7,22 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 /// Starts `keyhost server --dev` with `flags`.
 fn dev_server(flags: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_keyhost"))
-        .args(["server", "--dev", "--addr", "127.0.0.1:0"])
-        .args(flags)
+    dev_server_via(&[], flags)
+}
+
+/// Starts `keyhost server --dev` with `flags`, run by the command `wrapper` (such as
+/// `prlimit …`) when it is not empty.
+fn dev_server_via(wrapper: &[&str], flags: &[&str]) -> Child {
+    let mut argv: Vec<&str> = wrapper.to_vec();
+    argv.push(env!("CARGO_BIN_EXE_keyhost"));
+    argv.extend(["server", "--dev", "--addr", "127.0.0.1:0"]);
+    argv.extend(flags);
+    Command::new(argv[0])
+        .args(&argv[1..])
         .env("KEYHOST_LOG", "warn")
         .env("XDG_CACHE_HOME", std::env::temp_dir().join("keyhost-test-cache"))
         .stdout(Stdio::piped())
@@ -181,27 +192,12 @@ fn mlock_locks_the_servers_memory_or_says_what_it_needs() {
 /// the test runs as root) and with a `ulimit -l` of 64 KiB.
 #[cfg(target_os = "linux")]
 fn unprivileged_dev_server(flags: &[&str]) -> Child {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
-    let mut command = if root {
-        let mut c = Command::new("setpriv");
-        c.args(["--bounding-set=-ipc_lock", "prlimit"]);
-        c
+    let limit = ["prlimit", "--memlock=65536:65536"];
+    if common::is_root() {
+        dev_server_via(&[&["setpriv", "--bounding-set=-ipc_lock"][..], &limit].concat(), flags)
     } else {
-        Command::new("prlimit")
-    };
-    command
-        .args(["--memlock=65536:65536", env!("CARGO_BIN_EXE_keyhost")])
-        .args(["server", "--dev", "--addr", "127.0.0.1:0"])
-        .args(flags)
-        .env("KEYHOST_LOG", "warn")
-        .env("XDG_CACHE_HOME", std::env::temp_dir().join("keyhost-test-cache"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+        dev_server_via(&limit, flags)
+    }
 }
 
 /// By default the server locks its memory when it may, and says so when it may

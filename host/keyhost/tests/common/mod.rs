@@ -106,3 +106,68 @@ pub fn newest_config(
     .unwrap();
     config
 }
+
+/// A child process, killed when dropped (also when a test fails).
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+}
+
+/// Starts `keyhost server --config CONFIG` on a free port with `env` added, its
+/// standard output (banner and audit log) and standard error going to files; returns
+/// it and its URL once the banner is there.
+pub fn start_logging_to(
+    config: &std::path::Path,
+    stdout: &std::path::Path,
+    stderr: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (KillOnDrop, String) {
+    let mut server = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_keyhost"))
+            .args(["server", "--addr", "127.0.0.1:0", "--config"])
+            .arg(config)
+            .env("KEYHOST_LOG", "warn")
+            .env("XDG_CACHE_HOME", std::env::temp_dir().join("keyhost-test-cache"))
+            .envs(env.iter().copied())
+            .stdout(std::fs::File::create(stdout).unwrap())
+            .stderr(std::fs::File::create(stderr).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(stdout).unwrap_or_default();
+        if let Some(url) = text.split_whitespace().find(|w| w.starts_with("https://")) {
+            return (server, url.to_owned());
+        }
+        let tail = || {
+            let text = std::fs::read_to_string(stderr).unwrap_or_default();
+            text[text.len().saturating_sub(3000)..].to_owned()
+        };
+        assert!(server.0.try_wait().unwrap().is_none(), "keyhost exited:\n{}", tail());
+        assert!(std::time::Instant::now() < deadline, "no banner:\n{}", tail());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Server files and an admin identity in `dir`, a newest-schema configuration with
+/// `extra`, and the server started on it.
+pub fn start_as_admin(dir: &std::path::Path, extra: &str) -> (keyhost_server::dev::DevCredentials, Running) {
+    let creds = server_files(dir);
+    write_identity(dir, "admin", &creds.admin);
+    let config = newest_config(dir, &creds, extra);
+    let server = start(&config, &[]).unwrap();
+    (creds, server)
+}
