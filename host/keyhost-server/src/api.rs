@@ -277,7 +277,6 @@ fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed()
 }
 
-/// Answers one request, and counts and audits it.
 /// A request body the API reads: hyper's, from a connection, or any other (an
 /// in-process request, see [`crate::respond`]).
 pub(crate) trait RequestBody:
@@ -290,6 +289,7 @@ impl<B> RequestBody for B where
 {
 }
 
+/// Answers one request, and counts and audits it.
 pub(crate) async fn handle<B: RequestBody>(state: &State, peer: &Peer, req: Request<B>) -> Response<Body> {
     let start = std::time::Instant::now();
     let path = req.uri().path().to_owned();

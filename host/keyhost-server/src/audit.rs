@@ -137,6 +137,11 @@ impl AuditWriter {
     pub fn error(&self) -> Option<String> {
         lock(&self.shared.pending).error.clone()
     }
+
+    /// Whether the last write failed (without copying its error).
+    pub fn is_failing(&self) -> bool {
+        lock(&self.shared.pending).error.is_some()
+    }
 }
 
 fn write_loop(shared: &Shared, mut out: impl Write) {

@@ -159,7 +159,11 @@ impl Observer {
     /// Whether requests must be refused because the required audit log cannot be
     /// written (the last write failed; the next successful one lifts this).
     pub fn audit_failing(&self) -> bool {
-        self.audit_required && self.audit_log.as_ref().is_some_and(|log| log.error().is_some())
+        self.audit_required
+            && self
+                .audit_log
+                .as_ref()
+                .is_some_and(crate::audit::AuditWriter::is_failing)
     }
 
     pub(crate) fn start_request(&self) {
