@@ -339,6 +339,15 @@ impl Runtime {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
+        // This wasmtime is built without its `gc` and `threads` features, and the
+        // release keyhost pins accepts GC subtypes and atomic waits anyway, then aborts
+        // the whole process when a plugin reaches them (GHSA-rc4p-x33f-vpr2,
+        // GHSA-2674-w29h-wqvj). Keystores need neither: validation refuses them.
+        config.wasm_gc(false);
+        config.wasm_features(
+            wasmtime::WasmFeatures::THREADS | wasmtime::WasmFeatures::SHARED_EVERYTHING_THREADS,
+            false,
+        );
         let engine = Engine::new(&config).map_err(|e| runtime_err(&e))?;
 
         let mut linker = Linker::<HostState>::new(&engine);
@@ -794,6 +803,16 @@ struct Shared {
     stats: Counters,
 }
 
+/// The most resources (open files, streams, HTTP requests, pollables) one plugin
+/// instance may hold at once; a call that would hold more traps.
+pub const MAX_RESOURCES: usize = 1024;
+
+/// An instance that still holds more resources than this after a call is retired
+/// (and a fresh one started for the next call): a plugin that leaks a handle now
+/// and then — a file it never closes, a pollable a library forgets — keeps serving,
+/// and what it leaked is given back to the host.
+pub const RETIRE_AT_RESOURCES: usize = 256;
+
 impl Shared {
     fn host_state(&self) -> Result<HostState, Error> {
         let mut wasi = WasiCtxBuilder::new();
@@ -813,9 +832,13 @@ impl Shared {
             wasi.preopened_dir(dir, GUEST_DIR, FsPerms::ReadWrite)
                 .map_err(|e| Error::Unavailable(format!("cannot open the granted directory {}: {e}", dir.display())))?;
         }
+        let mut table = ResourceTable::new();
+        // Every open file, stream and request of a plugin is an entry: the cap bounds
+        // the host descriptors and memory one instance can hold (default 1,000,000).
+        table.set_max_capacity(MAX_RESOURCES);
         Ok(HostState {
             wasi: wasi.build(),
-            table: ResourceTable::new(),
+            table,
             http: WasiHttpCtx::new(),
             egress: egress::Egress {
                 plugin: self.name.clone(),
@@ -943,7 +966,13 @@ impl Shared {
         ))
     }
 
-    fn put_back(&self, inst: Instance) {
+    fn put_back(&self, mut inst: Instance) {
+        let held = inst.store.data_mut().table.iter_mut().count();
+        if held > RETIRE_AT_RESOURCES {
+            tracing::debug!(plugin = %self.name, held, "instance holds too many resources after a call; retired");
+            self.stats.instances_discarded.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         if inst.generation == self.generation.load(Ordering::Acquire) {
             lock(&self.idle).push(inst);
         } else {

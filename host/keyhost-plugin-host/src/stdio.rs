@@ -1,4 +1,10 @@
 //! A plugin's stdout and stderr, turned into host log lines prefixed with its name.
+//!
+//! The WASIp2 stream is written synchronously, byte by byte, into one line buffer
+//! of at most [`MAX_LINE`] bytes: nothing is queued. (wasmtime's default adapter,
+//! `AsyncWriteStream`, queues every write and charges only its length, so a plugin
+//! making zero-length writes grew host memory without bound — GHSA-5m8g-xhq4-4h93,
+//! fixed upstream after the wasmtime release keyhost pins.)
 
 use std::io;
 use std::pin::Pin;
@@ -26,12 +32,25 @@ impl IsTerminal for PluginLog {
 
 impl StdoutStream for PluginLog {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(LineWriter {
-            log: self.clone(),
-            line: Vec::new(),
-        })
+        Box::new(self.writer())
+    }
+
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::OutputStream> {
+        Box::new(self.writer())
     }
 }
+
+impl PluginLog {
+    fn writer(&self) -> LineWriter {
+        LineWriter {
+            log: self.clone(),
+            line: Vec::new(),
+        }
+    }
+}
+
+/// How much a plugin may write in one call.
+const WRITE_BUDGET: usize = 64 * 1024;
 
 struct LineWriter {
     log: PluginLog,
@@ -49,8 +68,8 @@ impl LineWriter {
     }
 }
 
-impl AsyncWrite for LineWriter {
-    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+impl LineWriter {
+    fn take(&mut self, buf: &[u8]) {
         for &b in buf {
             match b {
                 b'\n' => self.emit(),
@@ -59,6 +78,32 @@ impl AsyncWrite for LineWriter {
                 _ => {}
             }
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl wasmtime_wasi::p2::Pollable for LineWriter {
+    async fn ready(&mut self) {}
+}
+
+impl wasmtime_wasi::p2::OutputStream for LineWriter {
+    fn write(&mut self, bytes: bytes::Bytes) -> wasmtime_wasi::p2::StreamResult<()> {
+        self.take(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> wasmtime_wasi::p2::StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> wasmtime_wasi::p2::StreamResult<usize> {
+        Ok(WRITE_BUDGET)
+    }
+}
+
+impl AsyncWrite for LineWriter {
+    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.take(buf);
         Poll::Ready(Ok(buf.len()))
     }
 

@@ -537,3 +537,113 @@ async fn calls_beyond_the_wait_queue_are_refused_at_once() {
     // The queued call ran once the spinning instance was stopped.
     assert_eq!(waiting.await.unwrap(), Err(Error::NotFound));
 }
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+/// A plugin that opens files and never closes them holds at most its share of host
+/// descriptors (the resource table's cap), and the next call works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_cannot_hold_unbounded_host_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    let grants = Grants {
+        dir: Some(dir.path().to_owned()),
+        ..Grants::default()
+    };
+    let plugin = hostile(
+        grants,
+        Limits {
+            timeout: Duration::from_secs(10),
+            instances: 1,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let before = open_fds();
+    let held = text(&plugin, "files:5000").await;
+    let during = open_fds();
+    assert!(
+        during < before + keyhost_plugin_host::MAX_RESOURCES + 16,
+        "the plugin holds {} host descriptors ({held:?})",
+        during - before
+    );
+    match held {
+        Ok(n) => assert!(n.parse::<usize>().unwrap() < keyhost_plugin_host::MAX_RESOURCES, "{n}"),
+        Err(e) => assert!(!matches!(e, Error::NotFound), "{e}"),
+    }
+    assert!(plugin.status().await.is_ok(), "the plugin serves again");
+    // The instance that held them was retired: the descriptors are the host's again.
+    assert!(
+        open_fds() < before + 16,
+        "{} descriptors still held",
+        open_fds() - before
+    );
+
+    // A slow leak (a handle per call) never fails a call: the instance is retired
+    // once it holds more than RETIRE_AT_RESOURCES, and a fresh one goes on.
+    for i in 0..600 {
+        assert_eq!(text(&plugin, "files:1").await.unwrap(), "1", "call {i}");
+    }
+    assert!(open_fds() < before + keyhost_plugin_host::RETIRE_AT_RESOURCES + 16);
+}
+
+/// Zero-length writes to stdout cost the host nothing: no queue grows (the
+/// GHSA-5m8g-xhq4-4h93 path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_length_writes_do_not_grow_host_memory() {
+    fn rss() -> usize {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        statm.split(' ').nth(1).unwrap().parse::<usize>().unwrap() * 4096
+    }
+    let plugin = hostile(
+        Grants::default(),
+        Limits {
+            timeout: Duration::from_secs(20),
+            ..Limits::default()
+        },
+    )
+    .await;
+    text(&plugin, "empty:1000").await.unwrap();
+    let before = rss();
+    assert_eq!(text(&plugin, "empty:3000000").await.unwrap(), "written");
+    let grown = rss().saturating_sub(before);
+    assert!(grown < 16 << 20, "3M empty writes grew the host by {} MiB", grown >> 20);
+}
+
+/// Core code that reaches wasmtime's stubs for the GC and threads proposals (which
+/// abort the process in this build: GHSA-rc4p-x33f-vpr2, GHSA-2674-w29h-wqvj) is
+/// refused when the plugin is loaded, with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_subtypes_and_atomic_waits_are_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, module, reason) in [
+        (
+            "gc",
+            r#"(type $t (sub (func)))
+               (type $s (sub $t (func)))
+               (func $f (type $s))
+               (table funcref (elem $f))
+               (func (export "run") (call_indirect (type $t) (i32.const 0)))"#,
+            "gc proposal must be enabled to use subtypes",
+        ),
+        (
+            "threads",
+            r#"(memory 1)
+               (func (export "run") (result i32)
+                 (memory.atomic.notify (i32.const 0) (i32.const 1)))"#,
+            "threads support is not enabled",
+        ),
+    ] {
+        let component = wat::parse_str(format!("(component (core module {module}))")).unwrap();
+        let path = dir.path().join(format!("{name}.wasm"));
+        std::fs::write(&path, component).unwrap();
+        let err = runtime()
+            .load(PluginSpec::new(name, PluginSource::File(path)))
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, LoadError::NotAPlugin { .. }), "{name}: {text}");
+        assert!(text.contains(reason), "{name}: {text}");
+    }
+}

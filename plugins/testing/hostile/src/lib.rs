@@ -17,6 +17,8 @@
 //! | `resolve:<host>`| looks a host name up through wasi:sockets                 |
 //! | `symlink:<to>`  | makes `/data/made-link` point to `<to>`, then reads it    |
 //! | `print:<text>`  | writes `<text>` to stdout and stderr                      |
+//! | `files:<n>`     | opens `/data` `<n>` times and keeps every handle; returns how many it got |
+//! | `empty:<n>`     | makes `<n>` zero-length writes to stdout                  |
 //! | `big:<bytes>`   | returns a record of that many bytes                       |
 //! | `huge`          | returns a record of 1 MiB + 1 byte, over the limit        |
 //! | `garbage`       | returns bytes that are no key record                      |
@@ -144,6 +146,28 @@ impl Keystore for Hostile {
                 println!("{arg}");
                 eprintln!("{arg}");
                 Ok(Vec::new())
+            }
+            "files" => {
+                let n: usize = arg.parse().map_err(|_| Error::InvalidArgument("files:<n>".into()))?;
+                let mut opened = 0;
+                for _ in 0..n {
+                    match std::fs::File::open("/data") {
+                        // Held for the life of the instance.
+                        Ok(file) => std::mem::forget(file),
+                        Err(_) => break,
+                    }
+                    opened += 1;
+                }
+                Ok(opened.to_string().into_bytes())
+            }
+            "empty" => {
+                let n: usize = arg.parse().map_err(|_| Error::InvalidArgument("empty:<n>".into()))?;
+                let out = wasip2::cli::stdout::get_stdout();
+                for _ in 0..n {
+                    out.write(&[])
+                        .map_err(|e| Error::Unavailable(format!("write: {e:?}")))?;
+                }
+                Ok(b"written".to_vec())
             }
             "big" => {
                 let len: usize = arg.parse().map_err(|_| Error::InvalidArgument("big:<bytes>".into()))?;
