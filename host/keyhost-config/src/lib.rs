@@ -227,6 +227,24 @@ pub struct Compat {
     pub v016_records: bool,
 }
 
+/// Connection limits and timeouts (`connections:`, keyhost's own); `None` leaves
+/// the server's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConnectionLimits {
+    /// The most client connections open at once (`connections.max`); the admin
+    /// identity has a reserve beyond it.
+    pub max: Option<usize>,
+    /// How long a TLS handshake may take.
+    pub handshake_timeout: Option<Duration>,
+    /// How long a request's headers (or an HTTP/2 connection's first request) may
+    /// take to arrive.
+    pub header_timeout: Option<Duration>,
+    /// How long a request's body may take to arrive.
+    pub body_timeout: Option<Duration>,
+    /// How long a connection may stay open without a request in flight.
+    pub idle_timeout: Option<Duration>,
+}
+
 /// A parsed configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -255,6 +273,8 @@ pub struct Config {
     pub api: BTreeMap<String, ApiOverride>,
     /// Compatibility switches.
     pub compat: Compat,
+    /// Connection limits and timeouts.
+    pub connections: ConnectionLimits,
 }
 
 impl Config {

@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use crate::{
-    ApiOverride, AwsSecretsManager, Cache, Compat, Config, ConfigError, KeystoreConfig, Log, PluginConfig,
-    PolicyConfig, Schema, Tls, parse_duration,
+    ApiOverride, AwsSecretsManager, Cache, Compat, Config, ConfigError, ConnectionLimits, KeystoreConfig, Log,
+    PluginConfig, PolicyConfig, Schema, Tls, parse_duration,
 };
 
 /// A scalar as written: strings, numbers and booleans all read as text, so that
@@ -62,6 +62,17 @@ struct RawConfig {
     keystore: Option<RawKeystore>,
     api: Option<BTreeMap<String, RawApi>>,
     compat: Option<RawCompat>,
+    connections: Option<RawConnectionLimits>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConnectionLimits {
+    max: Option<Val>,
+    handshake_timeout: Option<Val>,
+    header_timeout: Option<Val>,
+    body_timeout: Option<Val>,
+    idle_timeout: Option<Val>,
 }
 
 #[derive(Deserialize, Default)]
@@ -470,6 +481,35 @@ pub(crate) fn parse(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String
         },
     };
 
+    let raw_limits = raw.connections.unwrap_or_default();
+    let max = match ctx.opt("connections.max", &raw_limits.max)? {
+        None => None,
+        Some(n) => match n.parse::<usize>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                return Err(ctx.err(
+                    "connections.max",
+                    format!("'{n}' is not a positive number of connections"),
+                ));
+            }
+        },
+    };
+    let timeout = |field: &str, v: &Option<Val>| -> Result<Option<std::time::Duration>, ConfigError> {
+        match ctx.duration(field, v)? {
+            Some(d) if d.is_zero() => {
+                Err(ctx.err(field, "a timeout of 0 would never let a client finish; give e.g. 10s"))
+            }
+            d => Ok(d),
+        }
+    };
+    let limits = ConnectionLimits {
+        max,
+        handshake_timeout: timeout("connections.handshake_timeout", &raw_limits.handshake_timeout)?,
+        header_timeout: timeout("connections.header_timeout", &raw_limits.header_timeout)?,
+        body_timeout: timeout("connections.body_timeout", &raw_limits.body_timeout)?,
+        idle_timeout: timeout("connections.idle_timeout", &raw_limits.idle_timeout)?,
+    };
+
     Ok(Config {
         file: file.to_owned(),
         schema,
@@ -483,6 +523,7 @@ pub(crate) fn parse(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String
         keystore,
         api,
         compat,
+        connections: limits,
     })
 }
 

@@ -254,3 +254,36 @@ fn a_missing_file_is_named() {
         .to_string();
     assert!(err.starts_with("/nonexistent/kes.yaml: cannot read"), "{err}");
 }
+
+#[test]
+fn connection_limits_and_their_errors() {
+    let c = inline(
+        "version: v1\nadmin:\n  identity: disabled\nconnections:\n  max: 512\n  handshake_timeout: 3s\n  header_timeout: 2s\n  body_timeout: 4s\n  idle_timeout: 1m\n",
+    )
+    .unwrap();
+    assert_eq!(c.connections.max, Some(512));
+    assert_eq!(c.connections.handshake_timeout, Some(Duration::from_secs(3)));
+    assert_eq!(c.connections.header_timeout, Some(Duration::from_secs(2)));
+    assert_eq!(c.connections.body_timeout, Some(Duration::from_secs(4)));
+    assert_eq!(c.connections.idle_timeout, Some(Duration::from_secs(60)));
+    let defaults = inline("version: v1\nadmin:\n  identity: disabled\n").unwrap();
+    assert_eq!(defaults.connections, keyhost_config::ConnectionLimits::default());
+    for (text, words) in [
+        (
+            "connections:\n  max: 0\n",
+            "connections.max: '0' is not a positive number",
+        ),
+        (
+            "connections:\n  max: many\n",
+            "connections.max: 'many' is not a positive number",
+        ),
+        (
+            "connections:\n  idle_timeout: 0s\n",
+            "connections.idle_timeout: a timeout of 0",
+        ),
+        ("connections:\n  maximum: 5\n", "unknown field `maximum`"),
+    ] {
+        let err = inline(&format!("version: v1\nadmin:\n  identity: disabled\n{text}")).unwrap_err();
+        assert!(err.to_string().contains(words), "{text:?}: {err}");
+    }
+}

@@ -41,10 +41,11 @@ impl fmt::Display for Identity {
 /// Why a client's certificates do not give one identity.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CertError {
-    /// No end-entity certificate (KES: 400 `tls: client certificate is required`).
+    /// No certificate at all (KES: 400 `tls: client certificate is required`).
     #[error("tls: client certificate is required")]
     Missing,
-    /// More than one end-entity certificate.
+    /// A second end-entity certificate after the client's own (newest rule), or any
+    /// second certificate (v0.16 rule).
     #[error("tls: received more than one client certificate")]
     TooMany,
     /// A certificate that does not parse.
@@ -52,22 +53,46 @@ pub enum CertError {
     Invalid,
 }
 
-/// The identity of a client that presented `chain` (DER certificates, leaf first):
-/// CA certificates are skipped, and exactly one other must remain — newest KES's
-/// rule.
-pub fn identity_of_chain<'a>(chain: impl IntoIterator<Item = &'a [u8]>) -> Result<Identity, CertError> {
-    let mut found = None;
+/// Which certificates of a client's chain a server accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChainRule {
+    /// The first certificate is the client's; every later one must be a CA
+    /// certificate (an intermediate sent along), or the chain is refused.
+    #[default]
+    Newest,
+    /// KES v0.16.1: exactly one certificate, whatever its CA flag (a plain
+    /// `openssl req -x509` certificate is `CA:TRUE`).
+    V016,
+}
+
+/// The identity of a client that presented `chain` (DER certificates, first the
+/// one whose key the client proved in the TLS handshake).
+///
+/// The identity always comes from the **first** certificate: it is the only one
+/// whose private key the handshake proves, so it is the only one a client is known
+/// to own. Anyone can send a copy of somebody else's certificate after their own;
+/// newest KES skips CA certificates wherever they stand and takes the remaining one,
+/// so a client holding only the admin's public certificate could prepend a CA
+/// certificate of its own and be the admin. keyhost never does that: under
+/// [`ChainRule::Newest`] the later certificates may only be CA certificates and never
+/// name the client; under [`ChainRule::V016`] there may be no later certificate.
+pub fn identity_of_chain<'a>(
+    chain: impl IntoIterator<Item = &'a [u8]>,
+    rule: ChainRule,
+) -> Result<Identity, CertError> {
+    let mut chain = chain.into_iter();
+    let first = chain.next().ok_or(CertError::Missing)?;
+    let (_, leaf) = X509Certificate::from_der(first).map_err(|_| CertError::Invalid)?;
     for der in chain {
-        let (_, cert) = X509Certificate::from_der(der).map_err(|_| CertError::Invalid)?;
-        if cert.is_ca() {
-            continue;
-        }
-        if found.is_some() {
+        if rule == ChainRule::V016 {
             return Err(CertError::TooMany);
         }
-        found = Some(Identity::of_spki(cert.public_key().raw));
+        let (_, cert) = X509Certificate::from_der(der).map_err(|_| CertError::Invalid)?;
+        if !cert.is_ca() {
+            return Err(CertError::TooMany);
+        }
     }
-    found.ok_or(CertError::Missing)
+    Ok(Identity::of_spki(leaf.public_key().raw))
 }
 
 /// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410), before the 32-byte key.

@@ -17,7 +17,7 @@ mod identity;
 
 use std::collections::BTreeMap;
 
-pub use identity::{ApiKey, ApiKeyError, CertError, Identity, identity_of_chain};
+pub use identity::{ApiKey, ApiKeyError, CertError, ChainRule, Identity, identity_of_chain};
 
 /// How policy patterns are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -161,12 +161,13 @@ fn authorizer() {
 }
 
 #[test]
-fn the_identity_of_a_chain_is_its_one_end_entity_certificate() {
+fn the_identity_of_a_chain_is_its_first_certificate() {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut ca_params = CertificateParams::new(vec!["ca".into()]).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = ca_params.self_signed(&ca_key).unwrap();
+    let ca_identity = Identity::of_spki(&rcgen::PublicKeyData::subject_public_key_info(&ca_key));
     for alg in [
         &rcgen::PKCS_ED25519,
         &rcgen::PKCS_ECDSA_P256_SHA256,
@@ -178,16 +179,27 @@ fn the_identity_of_a_chain_is_its_one_end_entity_certificate() {
             .self_signed(&key)
             .unwrap();
         let expected = Identity::of_spki(&rcgen::PublicKeyData::subject_public_key_info(&key));
-        assert_eq!(identity_of_chain([leaf.der().as_ref()]), Ok(expected.clone()));
-        // CA certificates sent along are skipped, in any position.
+        for rule in [ChainRule::Newest, ChainRule::V016] {
+            assert_eq!(identity_of_chain([leaf.der().as_ref()], rule), Ok(expected.clone()));
+        }
+        // CA certificates sent after the client's own are intermediates.
         assert_eq!(
-            identity_of_chain([leaf.der().as_ref(), ca.der().as_ref()]),
+            identity_of_chain([leaf.der().as_ref(), ca.der().as_ref()], ChainRule::Newest),
             Ok(expected.clone())
         );
+        // v0.16.1 refused any second certificate.
         assert_eq!(
-            identity_of_chain([ca.der().as_ref(), leaf.der().as_ref()]),
-            Ok(expected)
+            identity_of_chain([leaf.der().as_ref(), ca.der().as_ref()], ChainRule::V016),
+            Err(CertError::TooMany)
         );
+        // The forged chain: a CA certificate whose key the client holds, then a copy
+        // of somebody else's certificate. The copy never names the client.
+        for rule in [ChainRule::Newest, ChainRule::V016] {
+            assert_eq!(
+                identity_of_chain([ca.der().as_ref(), leaf.der().as_ref()], rule),
+                Err(CertError::TooMany)
+            );
+        }
     }
     let other = CertificateParams::new(vec!["x".into()])
         .unwrap()
@@ -198,12 +210,19 @@ fn the_identity_of_a_chain_is_its_one_end_entity_certificate() {
         .self_signed(&KeyPair::generate().unwrap())
         .unwrap();
     assert_eq!(
-        identity_of_chain([leaf.der().as_ref(), other.der().as_ref()]),
+        identity_of_chain([leaf.der().as_ref(), other.der().as_ref()], ChainRule::Newest),
         Err(CertError::TooMany)
     );
-    assert_eq!(identity_of_chain([ca.der().as_ref()]), Err(CertError::Missing));
-    assert_eq!(identity_of_chain(std::iter::empty()), Err(CertError::Missing));
-    assert_eq!(identity_of_chain([&b"garbage"[..]]), Err(CertError::Invalid));
+    // A lone CA:TRUE certificate (plain `openssl req -x509`) is the client's own.
+    for rule in [ChainRule::Newest, ChainRule::V016] {
+        assert_eq!(identity_of_chain([ca.der().as_ref()], rule), Ok(ca_identity.clone()));
+        assert_eq!(identity_of_chain(std::iter::empty(), rule), Err(CertError::Missing));
+        assert_eq!(identity_of_chain([&b"garbage"[..]], rule), Err(CertError::Invalid));
+    }
+    assert_eq!(
+        identity_of_chain([leaf.der().as_ref(), &b"garbage"[..]], ChainRule::Newest),
+        Err(CertError::Invalid)
+    );
 }
 
 /// The playground API key's certificate (made as a KES client makes it) has the
@@ -220,5 +239,8 @@ fn an_api_key_certificate_has_the_api_keys_identity() {
         .unwrap()
         .self_signed(&key)
         .unwrap();
-    assert_eq!(identity_of_chain([cert.der().as_ref()]).unwrap(), api.identity());
+    assert_eq!(
+        identity_of_chain([cert.der().as_ref()], ChainRule::Newest).unwrap(),
+        api.identity()
+    );
 }

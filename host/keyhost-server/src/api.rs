@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use keyhost_crypto::{Algorithm, KeyRecord};
 use keyhost_keystore::Error as StoreError;
 use keyhost_policy::{Decision, Identity};
@@ -74,6 +74,8 @@ pub struct Route {
     pub max_body: usize,
     /// The deadline of one request.
     pub timeout: Duration,
+    /// The only era whose configurations serve the route (`None`: both).
+    pub era: Option<Era>,
     handler: Handler,
 }
 
@@ -86,177 +88,167 @@ const fn route(path: &'static str, method: Method, auth: Auth, max_body: usize, 
         auth,
         max_body,
         timeout: Duration::from_secs(secs),
+        era: None,
         handler,
     }
 }
 
-/// The routes of KES's newest API that keyhost serves.
+/// A route that only configurations of `era` serve.
+const fn only(
+    era: Era,
+    path: &'static str,
+    method: Method,
+    auth: Auth,
+    max_body: usize,
+    secs: u64,
+    handler: Handler,
+) -> Route {
+    Route {
+        path,
+        method,
+        auth,
+        max_body,
+        timeout: Duration::from_secs(secs),
+        era: Some(era),
+        handler,
+    }
+}
+
+use Auth::{Identify, Policy};
+use Era::{Newest, V016};
+use Handler as H;
+
+/// Every route keyhost serves, with the era whose configurations serve it.
+///
+/// Each era serves exactly its own KES release's routes: a policy is written
+/// against one release's API, and a route of the other release would widen it (a
+/// newest-schema identity allowed `/v1/*` could rewrite its own policy through
+/// v0.16's `/v1/policy/write/`; a v0.16 glob `/v1/key/*/app-*` would allow the
+/// newest `hmac` and `describe`).
 pub const ROUTES: &[Route] = &[
-    route("/version", Method::GET, Auth::None, 0, 10, Handler::Version),
-    route("/v1/ready", Method::GET, Auth::Policy, 0, 15, Handler::Ready),
-    route("/v1/status", Method::GET, Auth::Policy, 0, 15, Handler::Status),
-    route("/v1/metrics", Method::GET, Auth::Policy, 0, 15, Handler::Metrics),
-    route("/v1/api", Method::GET, Auth::Policy, 0, 10, Handler::Api),
-    route("/v1/key/create/", Method::PUT, Auth::Policy, 0, 15, Handler::KeyCreate),
-    route("/v1/key/import/", Method::PUT, Auth::Policy, MB, 15, Handler::KeyImport),
-    route(
-        "/v1/key/describe/",
-        Method::GET,
-        Auth::Policy,
-        0,
-        15,
-        Handler::KeyDescribe,
-    ),
-    route("/v1/key/list/", Method::GET, Auth::Policy, 0, 15, Handler::KeyList),
-    route(
-        "/v1/key/delete/",
-        Method::DELETE,
-        Auth::Policy,
-        0,
-        15,
-        Handler::KeyDelete,
-    ),
-    route(
-        "/v1/key/generate/",
-        Method::PUT,
-        Auth::Policy,
-        MB,
-        15,
-        Handler::KeyGenerate,
-    ),
-    route(
-        "/v1/key/encrypt/",
-        Method::PUT,
-        Auth::Policy,
-        MB,
-        15,
-        Handler::KeyEncrypt,
-    ),
-    route(
-        "/v1/key/decrypt/",
-        Method::PUT,
-        Auth::Policy,
-        MB,
-        15,
-        Handler::KeyDecrypt,
-    ),
-    route("/v1/key/hmac/", Method::PUT, Auth::Policy, MB, 15, Handler::KeyHmac),
-    route(
+    route("/version", Method::GET, Auth::None, 0, 10, H::Version),
+    route("/v1/status", Method::GET, Policy, 0, 15, H::Status),
+    route("/v1/metrics", Method::GET, Policy, 0, 15, H::Metrics),
+    route("/v1/key/create/", Method::PUT, Policy, 0, 15, H::KeyCreate),
+    route("/v1/key/import/", Method::PUT, Policy, MB, 15, H::KeyImport),
+    route("/v1/key/list/", Method::GET, Policy, 0, 15, H::KeyList),
+    route("/v1/key/delete/", Method::DELETE, Policy, 0, 15, H::KeyDelete),
+    route("/v1/key/generate/", Method::PUT, Policy, MB, 15, H::KeyGenerate),
+    route("/v1/key/encrypt/", Method::PUT, Policy, MB, 15, H::KeyEncrypt),
+    route("/v1/key/decrypt/", Method::PUT, Policy, MB, 15, H::KeyDecrypt),
+    route("/v1/policy/read/", Method::GET, Policy, 0, 15, H::PolicyRead),
+    route("/v1/policy/list/", Method::GET, Policy, 0, 15, H::PolicyList),
+    route("/v1/identity/list/", Method::GET, Policy, 0, 15, H::IdentityList),
+    // KES 2023 and later.
+    only(Newest, "/v1/ready", Method::GET, Policy, 0, 15, H::Ready),
+    only(Newest, "/v1/api", Method::GET, Policy, 0, 10, H::Api),
+    only(Newest, "/v1/key/describe/", Method::GET, Policy, 0, 15, H::KeyDescribe),
+    only(Newest, "/v1/key/hmac/", Method::PUT, Policy, MB, 15, H::KeyHmac),
+    only(
+        Newest,
         "/v1/policy/describe/",
         Method::GET,
-        Auth::Policy,
+        Policy,
         0,
         15,
-        Handler::PolicyDescribe,
+        H::PolicyDescribe,
     ),
-    route(
-        "/v1/policy/read/",
-        Method::GET,
-        Auth::Policy,
-        0,
-        15,
-        Handler::PolicyRead,
-    ),
-    route(
-        "/v1/policy/list/",
-        Method::GET,
-        Auth::Policy,
-        0,
-        15,
-        Handler::PolicyList,
-    ),
-    route(
+    only(
+        Newest,
         "/v1/identity/describe/",
         Method::GET,
-        Auth::Policy,
+        Policy,
         0,
         15,
-        Handler::IdentityDescribe,
+        H::IdentityDescribe,
     ),
-    route(
+    only(
+        Newest,
         "/v1/identity/self/describe",
         Method::GET,
-        Auth::Identify,
+        Identify,
         0,
         15,
-        Handler::IdentitySelf,
+        H::IdentitySelf,
     ),
-    route(
-        "/v1/identity/list/",
-        Method::GET,
-        Auth::Policy,
-        0,
-        15,
-        Handler::IdentityList,
-    ),
-    route("/v1/log/error", Method::GET, Auth::Policy, 0, 0, Handler::LogError),
-    route("/v1/log/audit", Method::GET, Auth::Policy, 0, 0, Handler::LogAudit),
-    // KES 2022–2023: decrypt up to 1,000 ciphertexts of one key at once.
-    route(
+    only(Newest, "/v1/log/error", Method::GET, Policy, 0, 0, H::LogError),
+    only(Newest, "/v1/log/audit", Method::GET, Policy, 0, 0, H::LogAudit),
+    // KES 2022–2023: decrypt up to 1,000 ciphertexts of one key at once; authorized
+    // as `/v1/key/decrypt/<name>`, the operation it performs.
+    only(
+        Newest,
         "/v1/key/bulk/decrypt/",
         Method::PUT,
-        Auth::Policy,
+        Policy,
         MB,
         15,
-        Handler::KeyBulkDecrypt,
+        H::KeyBulkDecrypt,
     ),
-    // KES v0.16's routes that change policies and assignments (in memory, this node).
-    route(
+    // KES v0.16: policies and assignments changed at run time (in memory, this
+    // node), and the log streams' old names.
+    only(
+        V016,
         "/v1/policy/write/",
         Method::POST,
-        Auth::Policy,
+        Policy,
         1 << 20,
         10,
-        Handler::PolicyWrite,
+        H::PolicyWrite,
     ),
-    route(
+    only(
+        V016,
         "/v1/policy/delete/",
         Method::DELETE,
-        Auth::Policy,
+        Policy,
         0,
         10,
-        Handler::PolicyDelete,
+        H::PolicyDelete,
     ),
-    route(
+    only(
+        V016,
         "/v1/identity/assign/",
         Method::POST,
-        Auth::Policy,
+        Policy,
         1 << 20,
         10,
-        Handler::IdentityAssign,
+        H::IdentityAssign,
     ),
-    route(
+    only(
+        V016,
         "/v1/identity/forget/",
         Method::DELETE,
-        Auth::Policy,
+        Policy,
         0,
         10,
-        Handler::IdentityForget,
+        H::IdentityForget,
     ),
-    // KES v0.16's names of the log streams.
-    route(
-        "/v1/log/error/trace",
-        Method::GET,
-        Auth::Policy,
-        0,
-        0,
-        Handler::LogError,
-    ),
-    route(
-        "/v1/log/audit/trace",
-        Method::GET,
-        Auth::Policy,
-        0,
-        0,
-        Handler::LogAudit,
-    ),
+    only(V016, "/v1/log/error/trace", Method::GET, Policy, 0, 0, H::LogError),
+    only(V016, "/v1/log/audit/trace", Method::GET, Policy, 0, 0, H::LogAudit),
 ];
 
-/// Finds the route of `path` and the resource after its prefix. A prefix route is
-/// also found without its trailing slash (KES's Go router redirected; we answer).
-fn find(path: &str) -> Option<(&'static Route, &str)> {
+impl Route {
+    /// Whether configurations of `era` serve this route.
+    pub fn served_in(&self, era: Era) -> bool {
+        self.era.is_none_or(|e| e == era)
+    }
+
+    /// The path a policy must allow for a request to this route: the operation's
+    /// own path. A route that performs another route's operation is authorized as
+    /// that route, so a deny on the operation applies whatever route carries it.
+    fn authorized_path(&self, path: &str, resource: &str) -> String {
+        match self.handler {
+            H::KeyBulkDecrypt => format!("/v1/key/decrypt/{resource}"),
+            _ => path.to_owned(),
+        }
+    }
+}
+
+/// Finds the route of `path` among the routes `era` serves, and the resource after
+/// its prefix. A prefix route is also found without its trailing slash (KES's Go
+/// router redirected; we answer).
+fn find(path: &str, era: Era) -> Option<(&'static Route, &str)> {
     let mut best: Option<(&'static Route, &str)> = None;
-    for route in ROUTES {
+    for route in ROUTES.iter().filter(|r| r.served_in(era)) {
         let found = match route.path.strip_suffix('/') {
             Some(base) if path == base => Some(""),
             Some(_) => path.strip_prefix(route.path),
@@ -289,10 +281,23 @@ impl<B> RequestBody for B where
 {
 }
 
+/// What dispatching learned about a request, for its metrics and its audit line.
+#[derive(Debug, Default)]
+struct Routed {
+    /// The percent-decoded path the request was routed by, once it was.
+    path: Option<String>,
+    /// Who the request was made for: the connection's identity, or the client a
+    /// trusted proxy named.
+    client: Option<Identity>,
+    /// The trusted proxy the request came through.
+    proxy: Option<Identity>,
+}
+
 /// Answers one request, and counts and audits it.
 pub(crate) async fn handle<B: RequestBody>(state: &State, peer: &Peer, req: Request<B>) -> Response<Body> {
     let start = std::time::Instant::now();
-    let path = req.uri().path().to_owned();
+    let raw_path = req.uri().path().to_owned();
+    let mut routed = Routed::default();
     state.observer.start_request();
     let outcome = if state.observer.audit_failing() {
         // Fail closed: no request is served that cannot be audited. (The writer
@@ -300,8 +305,11 @@ pub(crate) async fn handle<B: RequestBody>(state: &State, peer: &Peer, req: Requ
         drain(req.into_body()).await;
         Err(ApiError::AuditUnavailable)
     } else {
-        dispatch(state, peer, req).await
+        dispatch(state, peer, req, &mut routed).await
     };
+    // Audit and count the request as it was routed, not as it was spelt:
+    // `/v1/%6Bey/delete/k` is a key deletion.
+    let path = routed.path.as_deref().unwrap_or(&raw_path);
     let response = match outcome {
         Ok(response) => response,
         Err(error) => {
@@ -311,17 +319,20 @@ pub(crate) async fn handle<B: RequestBody>(state: &State, peer: &Peer, req: Requ
             error.response(state.era).map(BodyExt::boxed)
         }
     };
-    let counted = ["/v1/key/", "/v1/policy/", "/v1/identity/"]
-        .iter()
-        .any(|p| path.starts_with(p));
+    let counted = routed.path.is_some()
+        && ["/v1/key/", "/v1/policy/", "/v1/identity/"]
+            .iter()
+            .any(|p| path.starts_with(p));
+    let identity = routed.client.as_ref().or(peer.identity.as_ref().ok());
     state.observer.finish_request(
         state.era,
         &crate::observe::Finished {
             counted,
             // A log stream's response outlives the request: it is not an event itself.
             audited: !path.starts_with("/v1/log/"),
-            path: &path,
-            identity: peer.identity.as_ref().ok().map(Identity::as_str),
+            path,
+            identity: identity.map(Identity::as_str),
+            proxy: routed.proxy.as_ref().map(Identity::as_str),
             ip: peer.addr.ip(),
             status: response.status().as_u16(),
             took: start.elapsed(),
@@ -339,30 +350,149 @@ const DRAIN_TIME: Duration = Duration::from_secs(1);
 /// for at most [`DRAIN_TIME`]) before an early error answer, so that a client still
 /// sending can finish and read the answer. Without it, HTTP/2 resets the stream and
 /// HTTP/1.1 closes the connection under the client's feet: curl, for one, then
-/// reports a framing error or a broken pipe instead of the answer.
-async fn drain<B: RequestBody>(body: B) {
-    let read = Limited::new(body, DRAIN_LIMIT).collect();
-    let _ = tokio::time::timeout(DRAIN_TIME, read).await;
+/// reports a framing error or a broken pipe instead of the answer. What is read is
+/// dropped at once, never gathered.
+async fn drain<B: RequestBody>(mut body: B) {
+    let discard = async {
+        let mut read = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(chunk) = frame.into_data() {
+                read += chunk.len();
+                if read > DRAIN_LIMIT {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
 }
 
-/// Reads a body of at most `max` bytes; a larger one is handed back, partly read.
-async fn read_limited<B: RequestBody>(mut body: B, max: usize) -> Result<Bytes, Option<B>> {
-    let mut data = bytes::BytesMut::new();
+/// How many bytes of request bodies all requests together may hold at once.
+/// Bodies are read into memory before a handler runs; without a common budget, a
+/// client sending many 1 MB bodies slowly would hold that much memory per request.
+/// A request whose next chunk does not fit waits (within its body timeout) for
+/// others to finish.
+const BODY_BUDGET: usize = 64 << 20;
+
+static BODY_PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(BODY_BUDGET);
+
+/// Bytes of [`BODY_BUDGET`] held by one request, given back when dropped.
+#[derive(Debug, Default)]
+struct Reserved(usize);
+
+impl Reserved {
+    async fn take(&mut self, bytes: usize) {
+        let Ok(n) = u32::try_from(bytes) else { return };
+        if let Ok(permit) = BODY_PERMITS.acquire_many(n).await {
+            permit.forget();
+            self.0 += bytes;
+        }
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        BODY_PERMITS.add_permits(self.0);
+    }
+}
+
+/// Reads a body of at most `max` bytes, holding its bytes in `reserved`; a larger
+/// one is handed back, partly read. The body may carry plaintexts and keys: it is
+/// gathered in a [`Wiping`] buffer.
+async fn read_limited<B: RequestBody>(
+    mut body: B,
+    max: usize,
+    declared: Option<u64>,
+    reserved: &mut Reserved,
+) -> Result<Zeroizing<Vec<u8>>, Option<B>> {
+    let expected = declared.and_then(|n| usize::try_from(n).ok()).unwrap_or(0).min(max);
+    let mut data = Wiping(Zeroizing::new(Vec::with_capacity(expected)));
+    reserved.take(expected).await;
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else { return Err(None) };
         if let Ok(chunk) = frame.into_data() {
-            if data.len() + chunk.len() > max {
+            if data.0.len() + chunk.len() > max {
                 return Err(Some(body));
             }
-            data.extend_from_slice(&chunk);
+            let beyond = (data.0.len() + chunk.len()).saturating_sub(reserved.0);
+            reserved.take(beyond).await;
+            data.append(&chunk);
         }
     }
-    Ok(data.freeze())
+    Ok(data.0)
 }
 
-async fn dispatch<B: RequestBody>(state: &State, peer: &Peer, req: Request<B>) -> Result<Response<Body>, ApiError> {
+/// A buffer that never leaves a copy of its bytes behind: when it must grow, it
+/// moves to a larger allocation and wipes the old one (a `Vec` would free it as it
+/// is).
+struct Wiping(Zeroizing<Vec<u8>>);
+
+impl Wiping {
+    fn append(&mut self, bytes: &[u8]) {
+        let needed = self.0.len() + bytes.len();
+        if needed > self.0.capacity() {
+            let mut larger = Zeroizing::new(Vec::with_capacity(needed.max(2 * self.0.capacity())));
+            larger.extend_from_slice(&self.0);
+            self.0 = larger; // the old buffer is wiped as it is dropped
+        }
+        self.0.extend_from_slice(bytes);
+    }
+}
+
+impl std::io::Write for Wiping {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.append(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The bytes of a response body that are wiped when hyper drops the body.
+struct Wiped(Zeroizing<Vec<u8>>);
+
+impl AsRef<[u8]> for Wiped {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// A JSON answer that carries secrets (data keys, plaintexts): serialized without
+/// an intermediate `serde_json::Value`, into a [`Wiping`] buffer that is wiped when
+/// the response body is dropped.
+fn secret_json(value: &impl Serialize) -> Result<Response<Body>, ApiError> {
+    let mut buf = Wiping(Zeroizing::new(Vec::with_capacity(256)));
+    serde_json::to_writer(&mut buf, value).map_err(|_| ApiError::MalformedKey)?;
+    let mut response = Response::new(full(Bytes::from_owner(Wiped(buf.0))));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(response)
+}
+
+/// `{"plaintext"}`: a decrypted plaintext, base64.
+#[derive(Serialize)]
+struct Plaintext<'a> {
+    plaintext: &'a str,
+}
+
+/// A new data key (fields in the order keyhost has always written them).
+#[derive(Serialize)]
+struct DataKey<'a> {
+    ciphertext: &'a str,
+    plaintext: &'a str,
+}
+
+async fn dispatch<B: RequestBody>(
+    state: &State,
+    peer: &Peer,
+    req: Request<B>,
+    routed: &mut Routed,
+) -> Result<Response<Body>, ApiError> {
     let (parts, body) = req.into_parts();
-    match dispatch_parts(state, peer, &parts, body).await {
+    match dispatch_parts(state, peer, &parts, body, routed).await {
         Err((error, Some(body))) => {
             drain(body).await;
             Err(error)
@@ -379,16 +509,19 @@ async fn dispatch_parts<B: RequestBody>(
     peer: &Peer,
     req: &http::request::Parts,
     body: B,
+    routed: &mut Routed,
 ) -> Result<Response<Body>, Early<B>> {
     let early = |e: ApiError, body| Err((e, Some(body)));
-    let raw_path = req.uri.path().to_owned();
-    let Ok(path) = percent_encoding::percent_decode_str(&raw_path).decode_utf8() else {
+    let Ok(path) = percent_encoding::percent_decode_str(req.uri.path()).decode_utf8() else {
         return early(ApiError::NoRoute, body);
     };
     let path = path.into_owned();
-    let Some((route, resource)) = find(&path) else {
+    let Some((route, resource)) = find(&path, state.era) else {
         return early(ApiError::NoRoute, body);
     };
+    let resource = resource.to_owned();
+    routed.path = Some(path);
+    let path = routed.path.as_deref().unwrap_or_default();
     let method_ok = req.method == route.method || (route.method == Method::PUT && req.method == Method::POST);
     if !method_ok {
         return early(
@@ -408,13 +541,20 @@ async fn dispatch_parts<B: RequestBody>(
     let identity = match auth {
         Auth::None => None,
         Auth::Identify | Auth::Policy => match client_identity(state, peer, &req.headers) {
-            Ok(identity) => Some(identity),
+            Ok((client, proxy)) => {
+                routed.client = Some(client.clone());
+                routed.proxy = proxy;
+                Some(client)
+            }
             Err(e) => return early(e, body),
         },
     };
     if auth == Auth::Policy
         && let Some(identity) = &identity
-        && state.authorizer().authorize(identity, &path) == Decision::Denied
+        && state
+            .authorizer()
+            .authorize(identity, &route.authorized_path(path, &resource))
+            == Decision::Denied
     {
         return early(ApiError::NotAllowed, body);
     }
@@ -424,7 +564,8 @@ async fn dispatch_parts<B: RequestBody>(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/x-ndjson"));
-    let body = if route.max_body > 0 {
+    let mut reserved = Reserved::default();
+    let body: Zeroizing<Vec<u8>> = if route.max_body > 0 {
         let declared = req
             .headers
             .get(header::CONTENT_LENGTH)
@@ -439,15 +580,18 @@ async fn dispatch_parts<B: RequestBody>(
             // reading, so that it never sends the body at all.
             return Err((ApiError::InvalidBody, None));
         }
-        read_limited(body, route.max_body)
-            .await
-            .map_err(|rest| (ApiError::InvalidBody, rest))?
+        let read = read_limited(body, route.max_body, declared, &mut reserved);
+        match tokio::time::timeout(state.limits.body_timeout, read).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(rest)) => return Err((ApiError::InvalidBody, rest)),
+            // A body that stops arriving is not drained: the connection goes.
+            Err(_) => return Err((ApiError::BodyTimeout, None)),
+        }
     } else {
         drain(body).await;
-        Bytes::new()
+        Zeroizing::new(Vec::new())
     };
-    let resource = resource.to_owned();
-    let call = run(state, route.handler, &resource, identity.as_ref(), body, ndjson);
+    let call = run(state, route.handler, &resource, identity.as_ref(), &body, ndjson);
     if timeout.is_zero() {
         return call.await.map_err(|e| (e, None));
     }
@@ -514,18 +658,30 @@ fn event_stream(rx: tokio::sync::broadcast::Receiver<Bytes>) -> Result<Response<
     Ok(response)
 }
 
-/// The identity of the request's client: the connection's, or — when the connection
-/// comes from a trusted TLS proxy — that of the certificate the proxy forwarded.
-fn client_identity(state: &State, peer: &Peer, headers: &http::HeaderMap) -> Result<Identity, ApiError> {
+/// The identity of the request's client, and the proxy it came through: the
+/// connection's identity, or — when the connection comes from a trusted TLS proxy —
+/// that of the certificate the proxy forwarded.
+///
+/// A proxy must *replace* the header: a request that carries it twice is refused,
+/// since a proxy that appends would otherwise let its client choose the identity.
+fn client_identity(
+    state: &State,
+    peer: &Peer,
+    headers: &http::HeaderMap,
+) -> Result<(Identity, Option<Identity>), ApiError> {
     let direct = peer.identity.clone()?;
     let Some(proxy) = state.proxy.as_ref().filter(|p| p.identities.contains(&direct)) else {
-        return Ok(direct);
+        return Ok((direct, None));
     };
-    let value = headers
-        .get(&proxy.header)
+    let mut values = headers.get_all(&proxy.header).iter();
+    let value = values
+        .next()
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
         .ok_or(ApiError::ProxyNoCert)?;
+    if values.next().is_some() {
+        return Err(ApiError::ProxyTooManyCerts);
+    }
     // Go's url.QueryUnescape: '+' is a space.
     let pem = percent_encoding::percent_decode_str(&value.replace('+', " "))
         .decode_utf8()
@@ -535,20 +691,37 @@ fn client_identity(state: &State, peer: &Peer, headers: &http::HeaderMap) -> Res
     let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|_| ApiError::ProxyInvalidCert)?;
-    match certs.as_slice() {
+    let client = match certs.as_slice() {
         [] => Err(ApiError::ProxyNoCert),
-        [cert] => keyhost_policy::identity_of_chain([cert.as_ref()]).map_err(|_| ApiError::ProxyInvalidCert),
+        [cert] => keyhost_policy::identity_of_chain([cert.as_ref()], keyhost_policy::ChainRule::V016)
+            .map_err(|_| ApiError::ProxyInvalidCert),
         _ => Err(ApiError::ProxyTooManyCerts),
-    }
+    }?;
+    Ok((client, Some(direct)))
 }
+
+/// The most names one key listing returns. Beyond it, `continue_at` names the next
+/// one (as KES does after a page); clients can then only go on with a narrower
+/// prefix.
+const MAX_LISTED: usize = 100_000;
+
+/// The longest listing glob a v0.16 listing accepts. Go's `path.Match` walks the
+/// whole pattern at every position of a name, so a pattern's cost grows with its
+/// length times the names'; names are at most 80 bytes, and 256 bytes leave room
+/// for a class per character of a long name.
+const MAX_GLOB: usize = 256;
 
 /// A v0.16 listing glob (`*` when empty).
 fn v016_glob(resource: &str) -> Result<keyhost_policy::Pattern, ApiError> {
     let pattern = if resource.is_empty() { "*" } else { resource };
-    keyhost_policy::Pattern::parse(pattern, keyhost_policy::PatternSyntax::Glob).map_err(|_| ApiError::InvalidName {
+    let invalid = || ApiError::InvalidName {
         kind: "listing pattern",
         name: resource.to_owned(),
-    })
+    };
+    if pattern.len() > MAX_GLOB {
+        return Err(invalid());
+    }
+    keyhost_policy::Pattern::parse(pattern, keyhost_policy::PatternSyntax::Glob).map_err(|_| invalid())
 }
 
 /// KES's `validName`: 1–80 bytes of `0-9 A-Z a-z _ -`, not starting or ending with
@@ -586,20 +759,48 @@ fn key_name(name: &str, era: Era) -> Result<&str, ApiError> {
     }
 }
 
-/// A base64 `[]byte` field: absent or `null` is empty.
+/// A base64 `[]byte` field: absent or `null` is empty. The field may hold a
+/// plaintext or a key: the text is read where it lies in the request buffer (or,
+/// when it had JSON escapes, from a copy that is wiped), and decoded into a wiped
+/// buffer.
 mod b64_field {
     use super::*;
     use serde::Deserializer;
+    use serde::de::{Error, Visitor};
+
+    struct Base64;
+
+    impl<'de> Visitor<'de> for Base64 {
+        type Value = Zeroizing<Vec<u8>>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("base64 text or null")
+        }
+
+        fn visit_str<E: Error>(self, text: &str) -> Result<Self::Value, E> {
+            B64.decode(text.as_bytes()).map(Zeroizing::new).map_err(E::custom)
+        }
+
+        fn visit_string<E: Error>(self, text: String) -> Result<Self::Value, E> {
+            let text = Zeroizing::new(text);
+            self.visit_str(&text)
+        }
+
+        fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(Zeroizing::new(Vec::new()))
+        }
+
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(Zeroizing::new(Vec::new()))
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
 
     pub(super) fn de<'de, D: Deserializer<'de>>(d: D) -> Result<Zeroizing<Vec<u8>>, D::Error> {
-        let text: Option<String> = Option::deserialize(d)?;
-        match text {
-            None => Ok(Zeroizing::new(Vec::new())),
-            Some(text) => B64
-                .decode(text.as_bytes())
-                .map(Zeroizing::new)
-                .map_err(serde::de::Error::custom),
-        }
+        d.deserialize_option(Base64)
     }
 }
 
@@ -674,7 +875,7 @@ async fn run(
     handler: Handler,
     resource: &str,
     identity: Option<&Identity>,
-    body: Bytes,
+    body: &[u8],
     ndjson: bool,
 ) -> Result<Response<Body>, ApiError> {
     let caller = identity.map(Identity::as_str).unwrap_or_default();
@@ -714,17 +915,18 @@ async fn run(
         }
         Handler::KeyBulkDecrypt => {
             let name = key_name(resource, state.era)?;
-            let requests: Vec<CryptoRequest> = serde_json::from_slice(&body).map_err(|_| ApiError::InvalidBody)?;
+            let requests: Vec<CryptoRequest> = serde_json::from_slice(body).map_err(|_| ApiError::InvalidBody)?;
             if requests.len() > 1000 {
                 return Err(ApiError::TooManyCiphertexts);
             }
             let key = state.cache.get(&*state.keystore, name).await?;
-            let mut out = Vec::with_capacity(requests.len());
+            let mut plaintexts = Vec::with_capacity(requests.len());
             for req in &requests {
                 let plaintext = key.key.open(&req.ciphertext, &req.context).map_err(ApiError::Decrypt)?;
-                out.push(json!({ "plaintext": Zeroizing::new(B64.encode(&plaintext[..])).as_str() }));
+                plaintexts.push(Zeroizing::new(B64.encode(&plaintext[..])));
             }
-            ok(&out)
+            let out: Vec<Plaintext<'_>> = plaintexts.iter().map(|p| Plaintext { plaintext: p }).collect();
+            secret_json(&out)
         }
         Handler::PolicyWrite => {
             #[derive(Deserialize)]
@@ -741,7 +943,7 @@ async fn run(
                     name: resource.to_owned(),
                 });
             }
-            let written: Written = serde_json::from_slice(&body).map_err(|_| ApiError::InvalidBody)?;
+            let written: Written = serde_json::from_slice(body).map_err(|_| ApiError::InvalidBody)?;
             let syntax = match state.era {
                 Era::V016 => keyhost_policy::PatternSyntax::Glob,
                 Era::Newest => keyhost_policy::PatternSyntax::Prefix,
@@ -794,6 +996,7 @@ async fn run(
         Handler::Api => {
             let routes: Vec<Value> = ROUTES
                 .iter()
+                .filter(|r| r.served_in(state.era))
                 .map(|r| {
                     let timeout = state.overrides.get(r.path).and_then(|o| o.timeout).unwrap_or(r.timeout);
                     json!({ "method": r.method.as_str(), "path": r.path, "max_body": r.max_body, "timeout": timeout.as_secs() })
@@ -807,7 +1010,7 @@ async fn run(
         }
         Handler::KeyImport => {
             let name = key_name(resource, state.era)?;
-            let req: ImportRequest = serde_json::from_slice(&body).map_err(|_| ApiError::InvalidImportBody)?;
+            let req: ImportRequest = serde_json::from_slice(body).map_err(|_| ApiError::InvalidImportBody)?;
             let cipher = req.cipher.clone().unwrap_or_default();
             let algorithm = if cipher.is_empty() {
                 Algorithm::Aes256
@@ -838,14 +1041,9 @@ async fn run(
         }
         Handler::KeyList if ndjson => {
             // KES v0.16: the resource is a glob; one `{"Name":…}` line per key, and the
-            // outcome in the trailers `Status` and `Error`.
-            let pattern = if resource.is_empty() { "*" } else { resource };
-            let glob = keyhost_policy::Pattern::parse(pattern, keyhost_policy::PatternSyntax::Glob).map_err(|_| {
-                ApiError::InvalidName {
-                    kind: "listing pattern",
-                    name: resource.to_owned(),
-                }
-            })?;
+            // outcome in the trailers `Status` and `Error`. Matching runs on the
+            // blocking pool, a page at a time, never on the runtime's threads.
+            let glob = std::sync::Arc::new(v016_glob(resource)?);
             let mut lines = Vec::new();
             let mut after: Option<String> = None;
             loop {
@@ -857,9 +1055,18 @@ async fn run(
                         op: StoreOp::List,
                         error,
                     })?;
-                for name in page.names.iter().filter(|n| glob.matches(n)) {
-                    lines.push(json!({ "Name": name }).to_string() + "\n");
-                }
+                let glob = glob.clone();
+                let names = page.names;
+                let matched = tokio::task::spawn_blocking(move || {
+                    names
+                        .into_iter()
+                        .filter(|n| glob.matches(n))
+                        .map(|name| json!({ "Name": name }).to_string() + "\n")
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .map_err(|_| ApiError::Timeout)?;
+                lines.extend(matched);
                 match page.next {
                     Some(next) => after = Some(next),
                     None => break,
@@ -868,21 +1075,34 @@ async fn run(
             ndjson_with_trailers(lines)
         }
         Handler::KeyList => {
+            // One answer holds every matching name, up to MAX_LISTED. A
+            // continuation cannot work here: clients (kms-go's iterator, the kes
+            // CLI) ask for `/v1/key/list/<continue_at>`, which names a prefix, so
+            // the next page would hold only names that extend the continuation.
             let prefix = list_prefix(resource).ok_or_else(|| ApiError::InvalidName {
                 kind: "listing pattern",
                 name: resource.to_owned(),
             })?;
-            const PAGE: u32 = 1000;
-            let page = state
-                .keystore
-                .list(prefix, None, PAGE + 1)
-                .await
-                .map_err(|error| ApiError::Store {
-                    op: StoreOp::List,
-                    error,
-                })?;
-            let mut names = page.names;
-            let continue_at = (names.len() > PAGE as usize).then(|| names.split_off(PAGE as usize).remove(0));
+            let mut names = Vec::new();
+            let mut after: Option<String> = None;
+            let continue_at = loop {
+                let page = state
+                    .keystore
+                    .list(prefix, after.as_deref(), 1000)
+                    .await
+                    .map_err(|error| ApiError::Store {
+                        op: StoreOp::List,
+                        error,
+                    })?;
+                names.extend(page.names);
+                if names.len() > MAX_LISTED {
+                    break names.drain(MAX_LISTED..).next();
+                }
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break None,
+                }
+            };
             let mut out = json!({ "names": names });
             if let Some(next) = continue_at {
                 out["continue_at"] = json!(next);
@@ -905,31 +1125,35 @@ async fn run(
         }
         Handler::KeyGenerate => {
             let name = key_name(resource, state.era)?;
-            let req = crypto_request(&body, state.era == Era::V016)?;
+            let req = crypto_request(body, state.era == Era::V016)?;
             let key = state.cache.get(&*state.keystore, name).await?;
             let dek = keyhost_crypto::random_key();
             let ciphertext = key.key.seal(&dek[..], &req.context, state.ciphertext_format);
             let plaintext = Zeroizing::new(B64.encode(&dek[..]));
-            ok(&json!({ "plaintext": plaintext.as_str(), "ciphertext": B64.encode(ciphertext) }))
+            let ciphertext = B64.encode(ciphertext);
+            secret_json(&DataKey {
+                ciphertext: &ciphertext,
+                plaintext: &plaintext,
+            })
         }
         Handler::KeyEncrypt => {
             let name = key_name(resource, state.era)?;
-            let req = crypto_request(&body, true)?;
+            let req = crypto_request(body, true)?;
             let key = state.cache.get(&*state.keystore, name).await?;
             let ciphertext = key.key.seal(&req.plaintext, &req.context, state.ciphertext_format);
             ok(&json!({ "ciphertext": B64.encode(ciphertext) }))
         }
         Handler::KeyDecrypt => {
             let name = key_name(resource, state.era)?;
-            let req = crypto_request(&body, true)?;
+            let req = crypto_request(body, true)?;
             let key = state.cache.get(&*state.keystore, name).await?;
             let plaintext = key.key.open(&req.ciphertext, &req.context).map_err(ApiError::Decrypt)?;
             let encoded = Zeroizing::new(B64.encode(&plaintext[..]));
-            ok(&json!({ "plaintext": encoded.as_str() }))
+            secret_json(&Plaintext { plaintext: &encoded })
         }
         Handler::KeyHmac => {
             let name = key_name(resource, state.era)?;
-            let req = crypto_request(&body, true)?;
+            let req = crypto_request(body, true)?;
             let key = state.cache.get(&*state.keystore, name).await?;
             let hmac = key.hmac.as_ref().ok_or(ApiError::NoHmac)?;
             ok(&json!({ "hmac": B64.encode(hmac.sign(&req.message)) }))
@@ -1028,21 +1252,37 @@ mod tests {
 
     #[test]
     fn routes_resolve_like_kes() {
+        for era in [Era::Newest, Era::V016] {
+            assert_eq!(
+                find("/v1/key/create/my-key", era).map(|(r, n)| (r.path, n)),
+                Some(("/v1/key/create/", "my-key"))
+            );
+            assert_eq!(
+                find("/v1/key/list", era).map(|(r, n)| (r.path, n)),
+                Some(("/v1/key/list/", ""))
+            );
+            assert_eq!(find("/version", era).map(|(r, _)| r.path), Some("/version"));
+            assert!(find("/v1/nope", era).is_none());
+            assert!(find("/version/x", era).is_none());
+        }
         assert_eq!(
-            find("/v1/key/create/my-key").map(|(r, n)| (r.path, n)),
-            Some(("/v1/key/create/", "my-key"))
-        );
-        assert_eq!(
-            find("/v1/key/list").map(|(r, n)| (r.path, n)),
-            Some(("/v1/key/list/", ""))
-        );
-        assert_eq!(
-            find("/v1/identity/self/describe").map(|(r, _)| r.path),
+            find("/v1/identity/self/describe", Era::Newest).map(|(r, _)| r.path),
             Some("/v1/identity/self/describe")
         );
-        assert_eq!(find("/version").map(|(r, _)| r.path), Some("/version"));
-        assert!(find("/v1/nope").is_none());
-        assert!(find("/version/x").is_none());
+        // Each era serves its own release's routes only.
+        for path in ["/v1/policy/write/p", "/v1/identity/assign/p/x", "/v1/log/audit/trace"] {
+            assert!(find(path, Era::Newest).is_none(), "{path}");
+            assert!(find(path, Era::V016).is_some(), "{path}");
+        }
+        for path in [
+            "/v1/key/describe/k",
+            "/v1/key/hmac/k",
+            "/v1/key/bulk/decrypt/k",
+            "/v1/ready",
+        ] {
+            assert!(find(path, Era::V016).is_none(), "{path}");
+            assert!(find(path, Era::Newest).is_some(), "{path}");
+        }
     }
 
     #[test]

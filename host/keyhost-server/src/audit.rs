@@ -3,9 +3,10 @@
 //! Request handlers append finished audit lines to a shared buffer; one writer
 //! thread wakes when lines arrive, lets more gather for [`GATHER`], and writes
 //! them in one system call. Under load a thousand requests cost one `write` and one
-//! wake-up instead of one each, and no request waits for the output unless
-//! [`MAX_PENDING`] bytes are already waiting, which keeps a stalled log reader from
-//! growing the server's memory without bound.
+//! wake-up instead of one each. No request ever waits for the output: when
+//! [`MAX_PENDING`] bytes are already waiting (a stalled log reader), lines are
+//! dropped and counted instead, which keeps the server's memory bounded and its
+//! threads free; `log.audit: required` refuses requests meanwhile.
 //!
 //! A write that fails is not lost: the writer keeps what was not written (from the
 //! first byte not written, so no line is cut) and tries again every [`RETRY`], with
@@ -64,6 +65,11 @@ struct Pending {
     retained: usize,
     /// Lines dropped while the log could not be written.
     dropped: u64,
+    /// Lines dropped in all.
+    dropped_total: u64,
+    /// Lines are being dropped because the backlog is full, until the writer
+    /// takes it.
+    full: bool,
 }
 
 struct CloseOnDrop(Arc<Shared>);
@@ -102,19 +108,21 @@ impl AuditWriter {
         Self::spawn(std::io::stdout())
     }
 
-    /// Queues one line (with its newline).
-    pub fn push(&self, line: &[u8]) {
+    /// Queues one line (with its newline). Never waits: when [`MAX_PENDING`] bytes
+    /// are already waiting (the log's reader has stalled, or writes fail), the line
+    /// is dropped and counted, and [`AuditWriter::is_failing`] reports it until the
+    /// writer takes the backlog, so that `log.audit: required` refuses requests
+    /// meanwhile. Returns whether the line was queued.
+    pub fn push(&self, line: &[u8]) -> bool {
         let mut pending = lock(&self.shared.pending);
-        if pending.error.is_some() && pending.buf.len() + pending.retained + line.len() > MAX_PENDING {
+        if pending.buf.len() + pending.retained + line.len() > MAX_PENDING && pending.buf.len() + pending.retained > 0 {
+            if !pending.full && pending.error.is_none() {
+                tracing::warn!("the audit log is not being read; dropping audit lines until it is");
+            }
+            pending.full = true;
             pending.dropped += 1;
-            return;
-        }
-        while pending.buf.len() + line.len() > MAX_PENDING
-            && !pending.buf.is_empty()
-            && !pending.closed
-            && pending.error.is_none()
-        {
-            pending = self.shared.taken.wait(pending).unwrap_or_else(|p| p.into_inner());
+            pending.dropped_total += 1;
+            return false;
         }
         pending.buf.extend_from_slice(line);
         let wake = std::mem::take(&mut pending.idle);
@@ -122,6 +130,12 @@ impl AuditWriter {
         if wake {
             self.shared.arrived.notify_one();
         }
+        true
+    }
+
+    /// How many lines were dropped since the writer started.
+    pub fn dropped_total(&self) -> u64 {
+        lock(&self.shared.pending).dropped_total
     }
 
     /// Waits until every queued line has been written or has failed to be (failed
@@ -138,9 +152,11 @@ impl AuditWriter {
         lock(&self.shared.pending).error.clone()
     }
 
-    /// Whether the last write failed (without copying its error).
+    /// Whether lines cannot be written now: the last write failed, or the backlog
+    /// is full and lines are being dropped.
     pub fn is_failing(&self) -> bool {
-        lock(&self.shared.pending).error.is_some()
+        let pending = lock(&self.shared.pending);
+        pending.error.is_some() || pending.full
     }
 }
 
@@ -179,6 +195,7 @@ fn write_loop(shared: &Shared, mut out: impl Write) {
         } else {
             batch.append(&mut pending.buf);
         }
+        pending.full = false;
         let closing = pending.closed;
         pending.in_flight = true;
         drop(pending);
@@ -271,6 +288,54 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "the queued line was not written");
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
+    }
+
+    /// A reader that stopped reading: `write` blocks until released. Pushing never
+    /// waits for it; what does not fit is dropped and counted, and the writer
+    /// reports itself failing until it can write again.
+    #[test]
+    fn a_stalled_reader_never_blocks_a_push() {
+        struct Stalled(Arc<(Mutex<bool>, Condvar)>, Calls);
+        impl Write for Stalled {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                let (lock, released) = &*self.0;
+                let mut open = lock.lock().unwrap_or_else(|p| p.into_inner());
+                while !*open {
+                    open = released.wait(open).unwrap_or_else(|p| p.into_inner());
+                }
+                self.1.write(buf)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let calls = Calls::default();
+        let writer = AuditWriter::spawn(Stalled(gate.clone(), calls.clone())).unwrap_or_else(|e| panic!("{e}"));
+        let line = [b'x'; 99].iter().copied().chain([b'\n']).collect::<Vec<u8>>();
+        // 3 x MAX_PENDING of lines: the writer holds one batch, the buffer one more.
+        let lines = 3 * MAX_PENDING / line.len();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn({
+            let (writer, line) = (writer.clone(), line.clone());
+            move || {
+                let pushed = (0..lines).filter(|_| writer.push(&line)).count();
+                let _ = done.send(pushed);
+            }
+        });
+        let pushed = finished
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("pushing waited for the stalled reader"));
+        assert!(writer.is_failing(), "a full backlog is reported");
+        assert!(writer.dropped_total() > 0);
+        assert_eq!(pushed as u64 + writer.dropped_total(), lines as u64);
+        *gate.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        gate.1.notify_all();
+        writer.flush();
+        assert!(!writer.is_failing(), "the writer recovers once the reader reads");
+        let written = calls.0.lock().unwrap_or_else(|p| p.into_inner()).concat();
+        assert_eq!(written.len(), pushed * line.len(), "every queued line, whole");
+        assert!(written.chunks(line.len()).all(|l| l == line.as_slice()));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //!   With `offline = 0`, expiry goes on as usual.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -55,11 +55,33 @@ struct Entry {
 pub(crate) struct KeyCache {
     keys: RwLock<HashMap<String, Entry>>,
     loading: Mutex<HashMap<String, Loading>>,
+    /// Counts evictions. A load puts its key in the cache only if no eviction
+    /// happened since it began: a load that read a key before it was deleted must
+    /// not bring it back (and seal new data under it once the name is re-created).
+    evictions: AtomicU64,
     offline: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Takes a load's cell out of the loading map when the load ends — also when the
+/// request that started it is cancelled (a reset stream, a deadline), so that no
+/// name stays in the map for good.
+struct Unregister<'a> {
+    cache: &'a KeyCache,
+    name: &'a str,
+    cell: Loading,
+}
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        let mut loading = lock(&self.cache.loading);
+        if loading.get(self.name).is_some_and(|c| Arc::ptr_eq(c, &self.cell)) {
+            loading.remove(self.name);
+        }
+    }
 }
 
 impl KeyCache {
@@ -70,37 +92,54 @@ impl KeyCache {
             return Ok(entry.key.clone());
         }
         let cell = lock(&self.loading).entry(name.to_owned()).or_default().clone();
-        let result = cell
-            .get_or_init(|| async {
-                let record = store.get(name).await.map_err(|error| match error {
-                    StoreError::NotFound => ApiError::KeyNotFound,
-                    error => ApiError::Store {
-                        op: StoreOp::Read,
-                        error,
-                    },
-                })?;
-                let key = Arc::new(KeyRecord::parse(&record).map_err(|_| ApiError::MalformedKey)?);
-                self.keys.write().unwrap_or_else(|p| p.into_inner()).insert(
+        let _unregister = Unregister {
+            cache: self,
+            name,
+            cell: cell.clone(),
+        };
+        cell.get_or_init(|| async {
+            let began = self.evictions.load(Ordering::SeqCst);
+            let record = store.get(name).await.map_err(|error| match error {
+                StoreError::NotFound => ApiError::KeyNotFound,
+                error => ApiError::Store {
+                    op: StoreOp::Read,
+                    error,
+                },
+            })?;
+            let key = Arc::new(KeyRecord::parse(&record).map_err(|_| ApiError::MalformedKey)?);
+            let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+            // `evict` counts under this lock, so an eviction either came before
+            // this check (and the key is not cached) or comes after the insert
+            // (and removes it).
+            if self.evictions.load(Ordering::SeqCst) == began {
+                keys.insert(
                     name.to_owned(),
                     Entry {
                         key: key.clone(),
                         used: AtomicBool::new(true),
                     },
                 );
-                Ok(key)
-            })
-            .await
-            .clone();
-        let mut loading = lock(&self.loading);
-        if loading.get(name).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            loading.remove(name);
-        }
-        result
+            }
+            Ok(key)
+        })
+        .await
+        .clone()
     }
 
-    /// Forgets `name` (after a delete).
+    /// Forgets `name` (after a delete), and any load of it under way: a request
+    /// that comes after this reads the keystore anew.
     pub(crate) fn evict(&self, name: &str) {
-        self.keys.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+        let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        self.evictions.fetch_add(1, Ordering::SeqCst);
+        keys.remove(name);
+        drop(keys);
+        lock(&self.loading).remove(name);
+    }
+
+    /// How many loads are under way (for tests).
+    #[cfg(test)]
+    fn loading(&self) -> usize {
+        lock(&self.loading).len()
     }
 
     /// Whether the last probe found the keystore unreachable.
@@ -190,4 +229,143 @@ pub(crate) fn spawn_maintenance(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyhost_crypto::{Algorithm, RecordFormat};
+    use keyhost_keystore::{MemStore, Page, Record, Status};
+
+    /// A keystore whose reads wait until the test lets them go, one at a time:
+    /// the test decides exactly where a read stands when something else happens.
+    #[derive(Debug)]
+    struct Gated {
+        inner: MemStore,
+        /// Told when a read has started.
+        started: tokio::sync::mpsc::UnboundedSender<()>,
+        /// A read finishes when it gets a permit.
+        gate: tokio::sync::Semaphore,
+    }
+
+    #[async_trait::async_trait]
+    impl Keystore for Gated {
+        async fn create(&self, name: &str, value: &[u8]) -> keyhost_keystore::Result<()> {
+            self.inner.create(name, value).await
+        }
+        async fn get(&self, name: &str) -> keyhost_keystore::Result<Record> {
+            let record = self.inner.get(name).await;
+            let _ = self.started.send(());
+            self.gate.acquire().await.map(|p| p.forget()).ok();
+            record
+        }
+        async fn delete(&self, name: &str) -> keyhost_keystore::Result<()> {
+            self.inner.delete(name).await
+        }
+        async fn list(&self, prefix: &str, after: Option<&str>, limit: u32) -> keyhost_keystore::Result<Page> {
+            self.inner.list(prefix, after, limit).await
+        }
+        async fn status(&self) -> keyhost_keystore::Result<Status> {
+            self.inner.status().await
+        }
+    }
+
+    fn gated() -> (Arc<Gated>, tokio::sync::mpsc::UnboundedReceiver<()>) {
+        let (started, rx) = tokio::sync::mpsc::unbounded_channel();
+        let store = Gated {
+            inner: MemStore::new(),
+            started,
+            gate: tokio::sync::Semaphore::new(0),
+        };
+        (Arc::new(store), rx)
+    }
+
+    fn record() -> Vec<u8> {
+        let key = KeyRecord::generate(Algorithm::preferred(), "test", time::OffsetDateTime::now_utc());
+        key.encode(RecordFormat::Current)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .to_vec()
+    }
+
+    /// A read that started before a delete and ends after it does not put the
+    /// deleted key back; once the name is re-created, the new key is served.
+    #[tokio::test]
+    async fn a_read_racing_a_delete_does_not_bring_the_key_back() {
+        let (store, mut started) = gated();
+        let old = record();
+        store.create("k", &old).await.unwrap_or_else(|e| panic!("{e}"));
+        let cache = Arc::new(KeyCache::default());
+
+        // A read of the old key is under way…
+        let reading = tokio::spawn({
+            let (cache, store) = (cache.clone(), store.clone());
+            async move { cache.get(&*store, "k").await }
+        });
+        started.recv().await;
+        // …when the key is deleted and created anew.
+        store.delete("k").await.unwrap_or_else(|e| panic!("{e}"));
+        cache.evict("k");
+        let new = record();
+        store.create("k", &new).await.unwrap_or_else(|e| panic!("{e}"));
+        store.gate.add_permits(1);
+        let stale = reading.await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(stale.is_ok(), "the read that began first may finish with what it read");
+        assert_eq!(cache.len(), 0, "the deleted key was put back in the cache");
+
+        // A request after the re-creation gets the new key, not the old one.
+        store.gate.add_permits(1);
+        let fresh = cache.get(&*store, "k").await.unwrap_or_else(|e| panic!("{e}"));
+        let expected = KeyRecord::parse(&new).unwrap_or_else(|e| panic!("{e}"));
+        let old = KeyRecord::parse(&old).unwrap_or_else(|e| panic!("{e}"));
+        let ct = fresh.key.seal(b"x", b"", keyhost_crypto::CiphertextFormat::Raw);
+        assert!(expected.key.open(&ct, b"").is_ok(), "sealed under the new key");
+        assert!(old.key.open(&ct, b"").is_err(), "not under the deleted one");
+    }
+
+    /// A request that joins a load begun before a delete does not get the deleted
+    /// key: the delete ends that load for newcomers.
+    #[tokio::test]
+    async fn a_delete_ends_a_load_for_later_requests() {
+        let (store, mut started) = gated();
+        store.create("k", &record()).await.unwrap_or_else(|e| panic!("{e}"));
+        let cache = Arc::new(KeyCache::default());
+        let first = tokio::spawn({
+            let (cache, store) = (cache.clone(), store.clone());
+            async move { cache.get(&*store, "k").await.map(|_| ()) }
+        });
+        started.recv().await;
+        store.delete("k").await.unwrap_or_else(|e| panic!("{e}"));
+        cache.evict("k");
+        let later = tokio::spawn({
+            let (cache, store) = (cache.clone(), store.clone());
+            async move { cache.get(&*store, "k").await.map(|_| ()) }
+        });
+        started.recv().await; // the later request reads the keystore itself
+        store.gate.add_permits(2);
+        let _ = first.await;
+        assert_eq!(
+            later.await.unwrap_or_else(|e| panic!("{e}")),
+            Err(ApiError::KeyNotFound)
+        );
+    }
+
+    /// A load whose request is cancelled (a reset stream, a deadline) leaves
+    /// nothing behind in the loading map.
+    #[tokio::test]
+    async fn a_cancelled_load_leaves_nothing_behind() {
+        let (store, mut started) = gated();
+        let cache = Arc::new(KeyCache::default());
+        for i in 0..100 {
+            let name = format!("never-{i}");
+            let load = tokio::spawn({
+                let (cache, store) = (cache.clone(), store.clone());
+                async move { cache.get(&*store, &name).await.map(|_| ()) }
+            });
+            started.recv().await;
+            assert_eq!(cache.loading(), 1);
+            load.abort();
+            let _ = load.await;
+            assert_eq!(cache.loading(), 0, "a cancelled load stayed in the loading map");
+        }
+    }
 }

@@ -102,6 +102,9 @@ pub enum ApiError {
     /// More than one end-entity certificate.
     #[error("tls: received more than one client certificate")]
     TooManyCerts,
+    /// A client certificate that does not parse.
+    #[error("tls: invalid client certificate")]
+    InvalidCert,
     /// A route that exists with another method.
     #[error("received method '{got}' expected '{expected}'")]
     Method {
@@ -137,9 +140,22 @@ pub enum ApiError {
     /// The route's deadline passed.
     #[error("timeout")]
     Timeout,
+    /// The request body did not arrive within the body timeout (keyhost's own).
+    #[error("request body timed out")]
+    BodyTimeout,
     /// `log.audit: required` and the audit log cannot be written (keyhost's own).
     #[error("audit log is not writable")]
     AuditUnavailable,
+}
+
+impl From<keyhost_policy::CertError> for ApiError {
+    fn from(error: keyhost_policy::CertError) -> Self {
+        match error {
+            keyhost_policy::CertError::Missing => ApiError::CertRequired,
+            keyhost_policy::CertError::TooMany => ApiError::TooManyCerts,
+            keyhost_policy::CertError::Invalid => ApiError::InvalidCert,
+        }
+    }
 }
 
 impl ApiError {
@@ -206,11 +222,15 @@ impl ApiError {
             ),
             Method { .. } if v016 => (StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed".into()),
             e @ Method { .. } => (StatusCode::METHOD_NOT_ALLOWED, e.to_string().into()),
-            e @ (ProxyNoCert | ProxyTooManyCerts | ProxyInvalidCert | IdentityIsRoot | IdentityUnknown
-            | TooManyCiphertexts) => (StatusCode::BAD_REQUEST, e.to_string().into()),
+            e @ (InvalidCert | ProxyNoCert | ProxyTooManyCerts | ProxyInvalidCert | IdentityIsRoot
+            | IdentityUnknown | TooManyCiphertexts) => (StatusCode::BAD_REQUEST, e.to_string().into()),
             e @ AssignSelf => (StatusCode::FORBIDDEN, e.to_string().into()),
             NoRoute => (StatusCode::NOT_FOUND, "404 page not found".into()),
             Timeout => (StatusCode::SERVICE_UNAVAILABLE, "".into()),
+            BodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time".into(),
+            ),
             e @ AuditUnavailable => (StatusCode::SERVICE_UNAVAILABLE, e.to_string().into()),
         }
     }

@@ -60,6 +60,8 @@ pub struct State {
     pub proxy: Option<Proxy>,
     /// Per-route settings (`api.<route>` of the configuration), by route path.
     pub overrides: std::collections::HashMap<String, RouteOverride>,
+    /// Connection limits and timeouts (read when a connection is accepted).
+    pub limits: Limits,
     cache: Arc<cache::KeyCache>,
 }
 
@@ -79,6 +81,7 @@ impl State {
             cache_expiry: CacheExpiry::default(),
             observer,
             overrides: Default::default(),
+            limits: Limits::default(),
             proxy: None,
             cache: Arc::default(),
         }
@@ -160,8 +163,147 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, state:
     serve_live(listener, Live::new(tls, state)).await
 }
 
+/// Connection limits and timeouts: what one client can hold of the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The most client connections open at once. Beyond it, connections are
+    /// closed as soon as they are accepted, before the TLS handshake costs
+    /// anything, except for [`Limits::admin_reserve`] more that the admin may use.
+    pub max_connections: usize,
+    /// Connections beyond `max_connections` kept for the admin identity, so that
+    /// the admin can still reach a server that others have filled.
+    pub admin_reserve: usize,
+    /// How long a TLS handshake may take.
+    pub handshake_timeout: Duration,
+    /// How long the headers of a request may take to arrive (HTTP/1.1, including
+    /// the wait for the next request on a kept-alive connection), and how long an
+    /// HTTP/2 connection may go without its first request.
+    pub header_timeout: Duration,
+    /// How long the body of a request may take to arrive.
+    pub body_timeout: Duration,
+    /// How long an HTTP/2 connection may stay open without a request in flight.
+    pub idle_timeout: Duration,
+}
+
+/// Connections beyond the limit kept for the admin.
+pub const ADMIN_RESERVE: usize = 16;
+
+/// File descriptors left for everything but client connections (listener, logs,
+/// plugin files, keystore connections).
+const OTHER_FDS: usize = 64;
+
+impl Limits {
+    /// The defaults for a process whose open-file limit is `fd_limit`: as many
+    /// connections as the limit leaves room for (at most 16,384), with the admin's
+    /// reserve and [`OTHER_FDS`] descriptors for everything else kept free.
+    pub fn for_fd_limit(fd_limit: u64) -> Self {
+        let fds = usize::try_from(fd_limit).unwrap_or(usize::MAX);
+        Self {
+            max_connections: fds.saturating_sub(OTHER_FDS + ADMIN_RESERVE).clamp(16, 16_384),
+            admin_reserve: ADMIN_RESERVE,
+            handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for Limits {
+    /// [`Limits::for_fd_limit`] of this process's open-file limit now.
+    fn default() -> Self {
+        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(u64::MAX);
+        Self::for_fd_limit(soft)
+    }
+}
+
+/// Raises this process's soft open-file limit to its hard limit (each client
+/// connection is a descriptor), and returns the limit in force.
+pub fn raise_fd_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+        }
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+/// Counts open connections; one is given back when dropped.
+#[derive(Debug)]
+struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Requests in flight on one connection, and when the last one ended.
+#[derive(Debug)]
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    since: std::sync::Mutex<Instant>,
+}
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(self.clone())
+    }
+
+    /// How long the connection has had no request in flight (`None`: one is).
+    fn idle_for(&self) -> Option<Duration> {
+        let since = *self.since.lock().unwrap_or_else(|p| p.into_inner());
+        (self.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0).then(|| since.elapsed())
+    }
+}
+
+/// One request in flight, until its response has been sent (or dropped).
+#[derive(Debug)]
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *self.0.since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.0.in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A response body that counts as a request in flight until it is sent.
+#[derive(Debug)]
+struct Tracked {
+    body: ResponseBody,
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// Serves the API on `listener` with a replaceable configuration.
 pub async fn serve_live(listener: TcpListener, live: Arc<Live>) -> std::io::Result<()> {
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         let (tcp, addr) = match listener.accept().await {
             Ok(conn) => conn,
@@ -172,11 +314,21 @@ pub async fn serve_live(listener: TcpListener, live: Arc<Live>) -> std::io::Resu
                 continue;
             }
         };
+        let limits = live.state().limits;
+        let slot = Slot(open.clone());
+        let count = open.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if count > limits.max_connections + limits.admin_reserve {
+            // Refused before the handshake costs memory or time.
+            tracing::debug!(%addr, count, "connection limit reached; closing");
+            continue;
+        }
         let _ = tcp.set_nodelay(true);
         let acceptor = TlsAcceptor::from(live.tls.load_full());
         let live = live.clone();
+        let open = open.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+            let _slot = slot;
+            let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::debug!(%addr, error = %e, "TLS handshake failed");
@@ -187,36 +339,141 @@ pub async fn serve_live(listener: TcpListener, live: Arc<Live>) -> std::io::Resu
                     return;
                 }
             };
-            let identity = {
+            let (identity, h2) = {
                 let (_, conn) = tls.get_ref();
-                match conn.peer_certificates() {
+                let rule = match live.state().era {
+                    Era::Newest => keyhost_policy::ChainRule::Newest,
+                    Era::V016 => keyhost_policy::ChainRule::V016,
+                };
+                let identity = match conn.peer_certificates() {
                     None => Err(ApiError::CertRequired),
-                    Some(chain) => {
-                        keyhost_policy::identity_of_chain(chain.iter().map(|c| c.as_ref())).map_err(|e| match e {
-                            keyhost_policy::CertError::TooMany => ApiError::TooManyCerts,
-                            _ => ApiError::CertRequired,
-                        })
-                    }
-                }
+                    Some(chain) => keyhost_policy::identity_of_chain(chain.iter().map(|c| c.as_ref()), rule)
+                        .map_err(ApiError::from),
+                };
+                (identity, conn.alpn_protocol() == Some(b"h2"))
             };
-            let peer = Arc::new(Peer { addr, identity });
-            let service = hyper::service::service_fn(move |req| {
+            if open.load(std::sync::atomic::Ordering::Relaxed) > limits.max_connections {
+                // Only the admin may use the reserve.
                 let state = live.state();
-                let peer = peer.clone();
-                async move { Ok::<_, std::convert::Infallible>(api::handle(&state, &peer, req).await) }
-            });
-            let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            builder
-                .http1()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(5));
-            if let Err(e) = builder
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                .await
-            {
-                tracing::debug!(%addr, error = %e, "connection ended with an error");
+                let admin = state.authorizer().admin().cloned();
+                if admin.is_none() || identity.as_ref().ok() != admin.as_ref() {
+                    tracing::debug!(%addr, "connection limit reached; closing a non-admin connection");
+                    return;
+                }
             }
+            serve_connection(tls, addr, Arc::new(Peer { addr, identity }), h2, limits, live).await;
         });
+    }
+}
+
+/// Serves one TLS connection with the protocol its ALPN chose, until it ends or
+/// has been without a request in flight for too long.
+async fn serve_connection(
+    tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    addr: SocketAddr,
+    peer: Arc<Peer>,
+    h2: bool,
+    limits: Limits,
+    live: Arc<Live>,
+) {
+    let activity = Arc::new(Activity {
+        in_flight: Default::default(),
+        since: std::sync::Mutex::new(Instant::now()),
+    });
+    let tracker = activity.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let state = live.state();
+        let peer = peer.clone();
+        let in_flight = tracker.begin();
+        async move {
+            let response = api::handle(&state, &peer, req).await;
+            Ok::<_, std::convert::Infallible>(response.map(|body| Tracked {
+                body,
+                _in_flight: in_flight,
+            }))
+        }
+    });
+    let io = hyper_util::rt::TokioIo::new(tls);
+    // The protocol comes from ALPN (as with Go's server): no bytes are read to guess
+    // it, so a client that sends nothing, or part of a preface, is under the
+    // timeouts below from the start.
+    let conn: std::pin::Pin<Box<dyn GracefulConnection>> = if h2 {
+        let mut builder = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+        builder
+            .timer(hyper_util::rt::TokioTimer::new())
+            .max_concurrent_streams(128)
+            .keep_alive_interval(limits.idle_timeout / 2)
+            .keep_alive_timeout(limits.header_timeout);
+        Box::pin(builder.serve_connection(io, service))
+    } else {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(limits.header_timeout);
+        Box::pin(builder.serve_connection(io, service))
+    };
+    let mut conn = conn;
+    // The first request must come within the header timeout; later, the connection
+    // may sit without a request in flight for the idle timeout.
+    let mut allowed = limits.header_timeout;
+    let mut tick = tokio::time::interval(
+        Duration::from_millis(250)
+            .min(allowed / 4)
+            .max(Duration::from_millis(10)),
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%addr, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = tick.tick() => {
+                if activity.idle_for().is_some_and(|idle| idle >= allowed) {
+                    tracing::debug!(%addr, "closing an idle connection");
+                    conn.as_mut().shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await;
+                    return;
+                }
+                if activity.in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                    allowed = limits.idle_timeout.max(limits.header_timeout);
+                }
+            }
+        }
+    }
+}
+
+/// A served connection of either protocol that can be asked to shut down.
+trait GracefulConnection: std::future::Future<Output = Result<(), hyper::Error>> + Send {
+    fn shutdown(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S> GracefulConnection for hyper::server::conn::http1::Connection<I, S>
+where
+    Self: std::future::Future<Output = Result<(), hyper::Error>> + Send,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn shutdown(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, E> GracefulConnection for hyper::server::conn::http2::Connection<I, S, E>
+where
+    Self: std::future::Future<Output = Result<(), hyper::Error>> + Send,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn shutdown(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
     }
 }
 

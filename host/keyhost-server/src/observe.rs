@@ -20,6 +20,7 @@ pub struct Observer {
     response_time: Histogram,
     error_events: IntCounter,
     audit_events: IntCounter,
+    audit_dropped: IntCounter,
     up_time: IntGauge,
     cached_keys: IntGauge,
     plugin: [IntGauge; 5],
@@ -46,6 +47,9 @@ struct AuditRequest<'a> {
     ip: Option<std::net::IpAddr>,
     path: &'a str,
     identity: &'a str,
+    /// The trusted TLS proxy the request came through (keyhost's own field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proxy: Option<&'a str>,
 }
 
 #[derive(serde::Serialize)]
@@ -114,6 +118,10 @@ impl Default for Observer {
                 "kes_log_audit_events",
                 "Number of audit log events written to audit log targets.",
             ),
+            audit_dropped: counter(
+                "keyhost_log_audit_dropped",
+                "Audit lines dropped because the audit log was not being read or could not be written.",
+            ),
             up_time: gauge(
                 "kes_system_up_time",
                 "The time the server has been up and running in seconds.",
@@ -150,6 +158,7 @@ pub(crate) struct Finished<'a> {
     pub(crate) audited: bool,
     pub(crate) path: &'a str,
     pub(crate) identity: Option<&'a str>,
+    pub(crate) proxy: Option<&'a str>,
     pub(crate) ip: std::net::IpAddr,
     pub(crate) status: u16,
     pub(crate) took: Duration,
@@ -203,6 +212,7 @@ impl Observer {
                 ip,
                 path: done.path,
                 identity: done.identity.unwrap_or_default(),
+                proxy: done.proxy,
             },
             response: AuditResponse {
                 code: done.status,
@@ -214,8 +224,10 @@ impl Observer {
             return; // a struct of strings and numbers always serializes
         }
         line.push(b'\n');
-        if let Some(log) = &self.audit_log {
-            log.push(&line);
+        if let Some(log) = &self.audit_log
+            && !log.push(&line)
+        {
+            self.audit_dropped.inc();
         }
         if self.audit.receiver_count() > 0 {
             let _ = self.audit.send(Bytes::from(line));

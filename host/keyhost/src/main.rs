@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod files;
 mod units;
 
 /// A KES-compatible key server whose keystores are sandboxed WebAssembly plugins.

@@ -371,6 +371,66 @@ fn migrate_copies_records_verbatim() {
         String::from_utf8_lossy(&out.stdout).contains("1 keys copied, 2 skipped"),
         "{out:?}"
     );
+
+    // --force saves what it replaces before it replaces it (0600), so no key is lost.
+    std::fs::write(
+        d.join("old/minio-a"),
+        r#"{"bytes":"BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA="}"#,
+    )
+    .unwrap();
+    let before = std::fs::read(d.join("new/minio-a")).unwrap();
+    let backup = d.join("backup");
+    let out = migrate(&["--force", "--backup", backup.to_str().unwrap(), "minio-a"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("previous records are in"),
+        "{out:?}"
+    );
+    assert_eq!(std::fs::read(backup.join("minio-a")).unwrap(), before);
+    assert_eq!(
+        std::fs::read(d.join("new/minio-a")).unwrap(),
+        std::fs::read(d.join("old/minio-a")).unwrap()
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(backup.join("minio-a")).unwrap().mode() & 0o777, 0o600);
+
+    // A configuration without a keystore would be the in-memory store: refused.
+    let memory = d.join("memory.yaml");
+    std::fs::write(&memory, "address: 0.0.0.0:7373\nroot: disabled\n").unwrap();
+    for (a, b) in [(&from, &memory), (&memory, &to)] {
+        let out = run(
+            &[],
+            &["migrate", "--from", a.to_str().unwrap(), "--to", b.to_str().unwrap()],
+        );
+        fails(&out, 1, "no keystore section");
+    }
+    // Two files that name one store, however spelt: refused.
+    let same = d.join("same.yaml");
+    std::fs::write(
+        &same,
+        format!(
+            "address: 0.0.0.0:7373\nroot: disabled\nkeystore:\n  fs:\n    path: {}/./old/\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let out = run(
+        &[],
+        &[
+            "migrate",
+            "--from",
+            from.to_str().unwrap(),
+            "--to",
+            same.to_str().unwrap(),
+            "--force",
+        ],
+    );
+    fails(&out, 1, "name the same keystore");
+    assert_eq!(
+        std::fs::read_dir(d.join("old")).unwrap().count(),
+        3,
+        "the store was left as it was"
+    );
 }
 
 #[test]
@@ -485,4 +545,55 @@ fn encrypted_client_keys() {
     );
     let me: Value = serde_json::from_slice(&right.stdout).unwrap();
     assert_eq!(me["identity"].as_str().unwrap().len(), 64);
+}
+
+/// `key ls` lists every key however many keystore pages they take (it printed the
+/// first 1,001 of 2,301 and exited 0, taking the continuation for a prefix).
+#[test]
+fn key_ls_lists_every_key_past_the_first_page() {
+    let env = setup();
+    let names: Vec<String> = (0..2301).map(|i| format!("many-{i:04}")).collect();
+    let mut args = vec!["key", "create", "-k"];
+    args.extend(names.iter().map(String::as_str));
+    env.ok(&args);
+    let listed: Vec<String> = env
+        .ok(&["key", "ls", "-k", "many-*"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(listed, names);
+    let all = env.json(&["key", "ls", "-k"]);
+    assert_eq!(all["names"].as_array().unwrap().len(), 2301);
+}
+
+/// `identity new --force` writes a private key 0600 even over a 0644 file, and
+/// replaces a symbolic link instead of writing through it (to a file of the
+/// attacker's choosing).
+#[test]
+fn identity_new_writes_private_keys_0600_and_never_through_a_link() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (key, cert, victim) = (d.join("id.key"), d.join("id.cert"), d.join("victim"));
+    std::fs::write(&key, "old").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&victim, "untouched").unwrap();
+    std::os::unix::fs::symlink(&victim, &cert).unwrap();
+    let args = [
+        "identity",
+        "new",
+        "--key",
+        key.to_str().unwrap(),
+        "--cert",
+        cert.to_str().unwrap(),
+    ];
+    fails(&run(&[], &args), 1, "exists; use --force to overwrite it");
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    let out = run(&[], &forced);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::metadata(&key).unwrap().mode() & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&key).unwrap().contains("PRIVATE KEY"));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    assert!(!std::fs::symlink_metadata(&cert).unwrap().file_type().is_symlink());
 }

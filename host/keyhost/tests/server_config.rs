@@ -307,3 +307,26 @@ fn compat_writes_formats_old_kes_reads() {
         String::from_utf8_lossy(&decoded)
     );
 }
+
+/// Key files the fs keystore writes are readable by their owner only (0600), even
+/// in a key directory that already existed with 0755 and under a umask of 022, and
+/// the server raises its open-file limit to the hard limit at start.
+#[test]
+fn key_files_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let keys = d.join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (_creds, server) = start_as_admin(d, &format!("keystore:\n  fs:\n    path: {}\n", keys.display()));
+    let (status, body) = curl(d, "admin", &format!("-X POST {}/v1/key/create/private-key", server.url));
+    assert_eq!(status, 200, "{body}");
+    let mode = std::fs::metadata(keys.join("private-key")).unwrap().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the key file is {mode:o}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).unwrap();
+    let files = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let fields: Vec<&str> = files.split_whitespace().collect();
+    assert_eq!(fields[3], fields[4], "soft and hard open-file limits: {files}");
+}

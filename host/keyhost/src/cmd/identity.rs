@@ -1,7 +1,7 @@
 //! `keyhost identity`: make identities and compute them.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -291,8 +291,9 @@ impl NewArgs {
         } else {
             key_pem
         };
-        write_private(key_path, key_pem.as_bytes(), self.force)?;
-        std::fs::write(cert_path, cert_pem).map_err(|e| format!("cannot write {}: {e}", cert_path.display()))?;
+        use crate::files::{Mode, write_atomic};
+        write_atomic(key_path, key_pem.as_bytes(), Mode::Private, self.force)?;
+        write_atomic(cert_path, cert_pem.as_bytes(), Mode::Public, self.force)?;
         println!("{}", identity.as_str());
         Ok(())
     }
@@ -314,25 +315,6 @@ fn encrypt_pem(pem: &str, password: &str) -> Result<zeroize::Zeroizing<String>, 
     encrypted
         .to_pem("ENCRYPTED PRIVATE KEY", LineEnding::LF)
         .map_err(|e| format!("cannot encode the key: {e}"))
-}
-
-/// Writes a file only its owner can read.
-fn write_private(path: &Path, bytes: &[u8], force: bool) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).mode(0o600);
-    if force {
-        options.create(true).truncate(true);
-    } else {
-        options.create_new(true);
-    }
-    let mut file = options
-        .open(path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Print the identity of a certificate or an API key.
@@ -392,5 +374,6 @@ fn of_pem(pem: &[u8]) -> Result<Identity, String> {
     if certs.is_empty() {
         return Err("no certificate (expected -----BEGIN CERTIFICATE-----)".into());
     }
-    keyhost_policy::identity_of_chain(certs.iter().map(|c| c.as_ref())).map_err(|e| e.to_string())
+    keyhost_policy::identity_of_chain(certs.iter().map(|c| c.as_ref()), keyhost_policy::ChainRule::Newest)
+        .map_err(|e| e.to_string())
 }

@@ -5,15 +5,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use keyhost_config::Config;
+use keyhost_config::{Config, KeystoreConfig};
 use keyhost_keystore::{Error, Keystore};
 
 /// Copy keys from the keystore of one configuration to the keystore of another.
 ///
 /// Records are copied byte for byte, so keys of every era stay readable by every
 /// server that could read them before. Both files may be in either KES schema;
-/// only their keystore sections are used. Without --merge or --force, a key that
-/// exists at the destination stops the migration before anything is copied.
+/// only their keystore sections are used, and both must name one (a file without
+/// one would mean the in-memory store, which keeps nothing), and not the same one.
+/// Without --merge or --force, a key that exists at the destination stops the
+/// migration before anything is copied. With --force, the record each replaced key
+/// had is first saved in a backup directory (a directory keystore: point
+/// keystore.fs.path at it to serve or migrate those keys again).
 ///
 /// Examples:
 ///
@@ -37,9 +41,14 @@ pub struct MigrateArgs {
     /// Skip keys that already exist at the destination.
     #[arg(long, conflicts_with = "force")]
     merge: bool,
-    /// Replace keys that already exist at the destination.
+    /// Replace keys that already exist at the destination (their records are
+    /// saved in the backup directory first).
     #[arg(short, long)]
     force: bool,
+    /// Where --force saves the records it replaces [default:
+    /// ./keyhost-migrate-backup-<seconds since 1970>].
+    #[arg(long, value_name = "DIR", requires = "force")]
+    backup: Option<PathBuf>,
 }
 
 impl MigrateArgs {
@@ -53,14 +62,29 @@ impl MigrateArgs {
         }
     }
 
-    async fn open(path: &std::path::Path) -> Result<std::sync::Arc<dyn Keystore>, String> {
+    fn config(path: &std::path::Path) -> Result<Config, String> {
         let config = Config::load(path).map_err(|e| e.to_string())?;
-        super::keystore::open(&config.keystore, &path.display().to_string()).await
+        if config.keystore == KeystoreConfig::Memory {
+            return Err(format!(
+                "{}: no keystore section, so this is the in-memory store, which keeps nothing; \
+                 name the keystore (keystore.fs, keystore.aws or keystore.plugin)",
+                path.display()
+            ));
+        }
+        Ok(config)
     }
 
     async fn migrate(&self) -> Result<(), String> {
-        let from = Self::open(&self.from).await?;
-        let to = Self::open(&self.to).await?;
+        let (from_config, to_config) = (Self::config(&self.from)?, Self::config(&self.to)?);
+        if same_store(&from_config.keystore, &to_config.keystore) {
+            return Err(format!(
+                "{} and {} name the same keystore; a migration needs two",
+                self.from.display(),
+                self.to.display()
+            ));
+        }
+        let from = super::keystore::open(&from_config.keystore, &self.from.display().to_string()).await?;
+        let to = super::keystore::open(&to_config.keystore, &self.to.display().to_string()).await?;
         let prefix = self.pattern.strip_suffix('*').unwrap_or(&self.pattern);
         let mut names = Vec::new();
         let mut after: Option<String> = None;
@@ -105,6 +129,24 @@ impl MigrateArgs {
             return Ok(());
         }
         let tty = std::io::stderr().is_terminal();
+        let backup = match (&self.backup, self.force && !existing.is_empty()) {
+            (_, false) => None,
+            (Some(dir), true) => Some(dir.clone()),
+            (None, true) => {
+                let secs = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                Some(PathBuf::from(format!("keyhost-migrate-backup-{secs}")))
+            }
+        };
+        if let Some(dir) = &backup {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| format!("--backup: cannot create {}: {e}; nothing was copied", dir.display()))?;
+        }
         let (mut copied, mut skipped) = (0usize, 0usize);
         for (i, name) in names.iter().enumerate() {
             let exists = existing.contains(name);
@@ -112,14 +154,13 @@ impl MigrateArgs {
                 skipped += 1;
             } else {
                 let record = from.get(name).await.map_err(|e| format!("cannot read '{name}': {e}"))?;
-                if exists {
-                    to.delete(name)
+                if exists && let Some(dir) = &backup {
+                    replace(&*to, name, &record, dir).await?;
+                } else {
+                    to.create(name, &record)
                         .await
-                        .map_err(|e| format!("cannot replace '{name}': {e}"))?;
+                        .map_err(|e| format!("cannot write '{name}' ({copied} keys copied so far): {e}"))?;
                 }
-                to.create(name, &record)
-                    .await
-                    .map_err(|e| format!("cannot write '{name}' ({copied} keys copied so far): {e}"))?;
                 copied += 1;
             }
             if tty {
@@ -132,6 +173,58 @@ impl MigrateArgs {
             eprintln!();
         }
         println!("{copied} keys copied, {skipped} skipped (already at the destination)");
+        if let Some(dir) = &backup {
+            println!(
+                "the {} replaced keys' previous records are in {} (point keystore.fs.path at it to restore them)",
+                existing.len(),
+                dir.display()
+            );
+        }
         Ok(())
+    }
+}
+
+/// Replaces `name` at `to` with `record` without ever losing a key: the record it
+/// had is saved (0600, synced) in `backup` first, and put back if the new one
+/// cannot be written.
+async fn replace(to: &dyn Keystore, name: &str, record: &[u8], backup: &std::path::Path) -> Result<(), String> {
+    let old = to
+        .get(name)
+        .await
+        .map_err(|e| format!("cannot read '{name}' at the destination: {e}"))?;
+    crate::files::write_atomic(&backup.join(name), &old, crate::files::Mode::Private, false)
+        .map_err(|e| format!("cannot save the record '{name}' had: {e}; '{name}' was not replaced"))?;
+    to.delete(name)
+        .await
+        .map_err(|e| format!("cannot replace '{name}': {e}"))?;
+    if let Err(e) = to.create(name, record).await {
+        let restored = match to.create(name, &old).await {
+            Ok(()) => "it has its previous record again".to_owned(),
+            Err(r) => format!(
+                "putting its previous record back failed too ({r}); it is saved in {}",
+                backup.join(name).display()
+            ),
+        };
+        return Err(format!("cannot write '{name}': {e}; {restored}"));
+    }
+    Ok(())
+}
+
+/// Whether two keystore sections name the same store: the same directory (however
+/// spelt), or the same AWS endpoint and region.
+fn same_store(a: &KeystoreConfig, b: &KeystoreConfig) -> bool {
+    fn dir(k: &KeystoreConfig) -> Option<PathBuf> {
+        let path = match k {
+            KeystoreConfig::Fs { path } => path.clone(),
+            KeystoreConfig::Plugin(p) => p.allow_dir.clone()?,
+            _ => return None,
+        };
+        Some(std::fs::canonicalize(&path).unwrap_or(path))
+    }
+    match (a, b) {
+        (KeystoreConfig::AwsSecretsManager(a), KeystoreConfig::AwsSecretsManager(b)) => {
+            a.endpoint == b.endpoint && a.region == b.region
+        }
+        _ => dir(a).is_some() && dir(a) == dir(b) || a == b,
     }
 }

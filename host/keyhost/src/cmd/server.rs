@@ -64,6 +64,11 @@ pub struct ServerArgs {
 impl ServerArgs {
     pub async fn run(self) -> ExitCode {
         no_core_dumps();
+        // Every file the server or a plugin creates is its owner's alone, whatever
+        // the umask it was started with: key files hold key material.
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+        let fds = keyhost_server::raise_fd_limit();
+        tracing::debug!(fds, "open-file limit");
         if !self.no_mlock {
             match lock_memory() {
                 Ok(()) => tracing::info!("memory locked: pages of this process will not be swapped"),
@@ -254,9 +259,25 @@ impl ServerArgs {
         if config.compat.v016_records {
             state.record_format = keyhost_crypto::RecordFormat::V016;
         }
+        state.era = match config.schema {
+            Schema::V016 => Era::V016,
+            Schema::Newest => Era::Newest,
+        };
+        let limits = &config.connections;
+        let defaults = keyhost_server::Limits::default();
+        state.limits = keyhost_server::Limits {
+            max_connections: limits.max.unwrap_or(defaults.max_connections),
+            handshake_timeout: limits.handshake_timeout.unwrap_or(defaults.handshake_timeout),
+            header_timeout: limits.header_timeout.unwrap_or(defaults.header_timeout),
+            body_timeout: limits.body_timeout.unwrap_or(defaults.body_timeout),
+            idle_timeout: limits.idle_timeout.unwrap_or(defaults.idle_timeout),
+            ..defaults
+        };
+        let era = state.era;
+        let served = || keyhost_server::ROUTES.iter().filter(move |r| r.served_in(era));
         for (route, o) in &config.api {
-            if !keyhost_server::ROUTES.iter().any(|r| r.path == route) {
-                let known: Vec<&str> = keyhost_server::ROUTES.iter().map(|r| r.path).collect();
+            if !served().any(|r| r.path == route) {
+                let known: Vec<&str> = served().map(|r| r.path).collect();
                 return Err(format!(
                     "{file}: api.{route}: no such route; routes are {}",
                     known.join(", ")
@@ -270,10 +291,6 @@ impl ServerArgs {
                 },
             );
         }
-        state.era = match config.schema {
-            Schema::V016 => Era::V016,
-            Schema::Newest => Era::Newest,
-        };
         let creator = admin.as_ref().map(Identity::as_str).unwrap_or_default();
         for name in &config.keys {
             state
@@ -343,17 +360,6 @@ impl ServerArgs {
     }
 }
 
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(contents.as_bytes())
-}
-
 async fn dev(addr: SocketAddr) -> Result<(), String> {
     let dir = tempfile::Builder::new()
         .prefix("keyhost-dev-")
@@ -373,9 +379,10 @@ async fn dev(addr: SocketAddr) -> Result<(), String> {
         dir.path().join("keys"),
     );
     std::fs::create_dir(&keys).map_err(|e| e.to_string())?;
-    write_private(&server_crt, &creds.server_cert_pem)
-        .and_then(|()| write_private(&admin_crt, &creds.admin_cert_pem))
-        .and_then(|()| write_private(&admin_key, &creds.admin_key_pem))
+    use crate::files::{Mode, write_atomic};
+    write_atomic(&server_crt, creds.server_cert_pem.as_bytes(), Mode::Private, false)
+        .and_then(|()| write_atomic(&admin_crt, creds.admin_cert_pem.as_bytes(), Mode::Private, false))
+        .and_then(|()| write_atomic(&admin_key, creds.admin_key_pem.as_bytes(), Mode::Private, false))
         .map_err(|e| format!("cannot write the dev credentials: {e}"))?;
 
     let runtime = Runtime::new(RuntimeOptions {
