@@ -669,3 +669,147 @@ async fn a_stalled_audit_reader_never_stalls_the_server() {
         }
     }
 }
+
+/// Item 19: a client that offers the hybrid post-quantum key exchange gets it; a
+/// client that offers only classic groups still connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_exchange_is_post_quantum_when_the_client_offers_it() {
+    let s = start(|_| {}).await;
+    let (cert, key) = client_certificate(&s.app).unwrap();
+    let id = Some((cert.as_str(), key.as_str()));
+    let conn = s.tls(&[b"http/1.1"], id).await;
+    let group = conn.get_ref().1.negotiated_key_exchange_group().unwrap().name();
+    assert_eq!(group, rustls::NamedGroup::X25519MLKEM768);
+
+    // A client without ML-KEM (classic groups only).
+    let mut classic = rustls::crypto::aws_lc_rs::default_provider();
+    classic
+        .kx_groups
+        .retain(|g| g.name() != rustls::NamedGroup::X25519MLKEM768);
+    let roots = {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(s.creds.server_cert_der.clone()).unwrap();
+        roots
+    };
+    let chain: Vec<rustls::pki_types::CertificateDer<'static>> =
+        vec![rustls::pki_types::pem::PemObject::from_pem_slice(cert.as_bytes()).unwrap()];
+    let private: rustls::pki_types::PrivateKeyDer<'static> =
+        rustls::pki_types::pem::PemObject::from_pem_slice(key.as_bytes()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(classic))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, private)
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let conn = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let group = conn.get_ref().1.negotiated_key_exchange_group().unwrap().name();
+    assert_eq!(group, rustls::NamedGroup::X25519);
+
+    // OpenSSL 3.0 (no ML-KEM) connects and negotiates X25519.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("client.crt"), &cert).unwrap();
+    std::fs::write(d.join("client.key"), key.as_str()).unwrap();
+    std::fs::write(d.join("server.crt"), &s.creds.server_cert_pem).unwrap();
+    let out = tokio::task::spawn_blocking({
+        let (d, port) = (d.to_owned(), s.addr.port());
+        move || {
+            std::process::Command::new("openssl")
+                .args([
+                    "s_client",
+                    "-connect",
+                    &format!("127.0.0.1:{port}"),
+                    "-servername",
+                    "localhost",
+                ])
+                .arg("-CAfile")
+                .arg(d.join("server.crt"))
+                .arg("-cert")
+                .arg(d.join("client.crt"))
+                .arg("-key")
+                .arg(d.join("client.key"))
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+    assert!(
+        text.contains("Server Temp Key: X25519") || text.contains("Negotiated TLS1.3 group: X25519"),
+        "{text}"
+    );
+}
+
+fn rss_mib() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    (statm.split(' ').nth(1).unwrap().parse::<usize>().unwrap() * 4096) >> 20
+}
+
+/// A body that sends `sent` bytes and then, if `stall`, nothing more.
+fn streamed(sent: usize, stall: bool) -> reqwest::Body {
+    static CHUNK: [u8; 64 * 1024] = [b'A'; 64 * 1024];
+    let chunks = (0..sent.div_ceil(CHUNK.len())).map(move |i| {
+        let n = CHUNK.len().min(sent - i * CHUNK.len());
+        Ok::<_, std::io::Error>(bytes::Bytes::from_static(&CHUNK[..n]))
+    });
+    let stream = futures::stream::iter(chunks);
+    if stall {
+        reqwest::Body::wrap_stream(stream.chain(futures::stream::pending()))
+    } else {
+        reqwest::Body::wrap_stream(stream)
+    }
+}
+
+/// Item 7: refused requests' bodies are discarded as they are drained, and bodies
+/// being read share one budget: neither 64 refused 4 MiB bodies nor 200 slow 1 MB
+/// bodies of an authenticated client grow the server's memory by their size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_cannot_grow_the_servers_memory() {
+    let s = start(|state| state.limits.body_timeout = Duration::from_secs(2)).await;
+    s.call(&s.admin(), "POST", "/v1/key/create/app-key", None).await;
+    let app = s.app();
+    let base = rss_mib();
+    // Refused by policy before the body is read: 64 x 4 MiB.
+    let refused = (0..64).map(|_| {
+        let (app, url) = (app.clone(), s.url.clone());
+        async move {
+            let len = 4 << 20;
+            app.put(format!("{url}/v1/key/encrypt/not-allowed"))
+                .header("content-length", len)
+                .body(streamed(len, false))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    });
+    let statuses = futures::future::join_all(refused).await;
+    let grown = rss_mib().saturating_sub(base);
+    assert!(statuses.iter().all(|s| matches!(s, Ok(403) | Err(_))), "{statuses:?}");
+    assert!(grown < 64, "64 refused 4 MiB bodies grew the process by {grown} MiB");
+
+    // Allowed, 1 MB each, 900 kB sent and then nothing: 200 at once.
+    let base = rss_mib();
+    let slow = (0..200).map(|_| {
+        let (app, url) = (app.clone(), s.url.clone());
+        async move {
+            let len = 1_000_000;
+            app.put(format!("{url}/v1/key/decrypt/app-key"))
+                .header("content-length", len)
+                .body(streamed(900_000, true))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    });
+    let statuses = futures::future::join_all(slow).await;
+    let grown = rss_mib().saturating_sub(base);
+    assert!(statuses.iter().all(|s| matches!(s, Ok(408) | Err(_))), "{statuses:?}");
+    assert!(grown < 120, "200 slow 1 MB bodies grew the process by {grown} MiB");
+}

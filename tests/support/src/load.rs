@@ -120,7 +120,7 @@ pub fn connector(
     roots.add(server_cert).expect("a server certificate");
     let cert = CertificateDer::from_pem_slice(client_cert.as_bytes()).expect("a client certificate");
     let key = PrivateKeyDer::from_pem_slice(client_key.as_bytes()).expect("a client key");
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()
         .expect("TLS versions")
         .with_root_certificates(roots)

@@ -61,7 +61,7 @@ pub async fn start_with(
 
 impl Server {
     pub fn client_config(&self, cert_pem: Option<(&str, &str)>) -> rustls::ClientConfig {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.creds.server_cert_der.clone()).unwrap();
         let builder = rustls::ClientConfig::builder_with_provider(provider)
