@@ -9,6 +9,10 @@
 //! - **Names**: KES's rules for its fs keystore, minus its ban on inner dots: a name
 //!   is refused when empty, longer than 255 bytes, starting with `.`, or containing
 //!   `/`, `\` or NUL.
+//! - **Case-sensitive**: on a file system that ignores case (macOS's default, FAT,
+//!   some network mounts) `SECRET` and `secret` would be one file, so a policy
+//!   naming one could be bypassed with the other. [`DirStore::open`] finds out with
+//!   a probe file and refuses such a directory.
 
 use std::fs::{self, File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
@@ -56,7 +60,34 @@ impl DirStore {
             counter: AtomicU64::new(0),
         };
         store.remove_stale_temporaries();
+        store.refuse_case_folding()?;
         Ok(store)
+    }
+
+    /// Creates `.tmp-case-<n>` and looks for `.TMP-CASE-<N>`: found, the file
+    /// system folds case and the directory is refused. A directory that cannot be
+    /// written now (full, read-only) is not probed: it still serves reads.
+    fn refuse_case_folding(&self) -> Result<(), Error> {
+        let lower = self.root.join(format!("{TMP_PREFIX}case-{:016x}", self.instance));
+        let upper = self.root.join(format!(
+            "{}CASE-{:016X}",
+            TMP_PREFIX.to_ascii_uppercase(),
+            self.instance
+        ));
+        if write_synced(&lower, b"").is_err() {
+            return Ok(());
+        }
+        let folded = fs::symlink_metadata(&upper).is_ok();
+        let _ = fs::remove_file(&lower);
+        if folded {
+            return Err(Error::InvalidArgument(format!(
+                "{} is on a file system that ignores case, where the keys `KEY` and `key` would be one file \
+                 and a policy naming one could be bypassed with the other; use a case-sensitive file system \
+                 (on macOS, a case-sensitive APFS volume)",
+                self.root.display()
+            )));
+        }
+        Ok(())
     }
 
     fn remove_stale_temporaries(&self) {

@@ -125,6 +125,10 @@ pub const CASES: &[CaseInfo] = &[
         title: "names at the edges of the portable charset and length round-trip",
     },
     CaseInfo {
+        id: "names.case",
+        title: "names that differ only in case are distinct records",
+    },
+    CaseInfo {
         id: "create.concurrent-same",
         title: "of 16 concurrent creates of one name exactly one succeeds",
     },
@@ -470,6 +474,7 @@ impl Kit {
             "list.pages.1000" => self.list_pages(1000).await,
             "list.pages.2500" => self.list_pages(2500).await,
             "names.edges" => self.names_edges().await,
+            "names.case" => self.names_case().await,
             "create.concurrent-same" => self.concurrent_same().await,
             "create.concurrent-distinct" => self.concurrent_distinct().await,
             "recycle.durable" => self.recycle_durable().await,
@@ -878,6 +883,29 @@ impl Kit {
                     }
                 ));
             }
+        }
+        Ok(None)
+    }
+
+    /// On a store that folds case (a case-insensitive file system), `KEY` and `key`
+    /// are one record, so a policy that names one could be bypassed with the other.
+    async fn names_case(&self) -> CaseResultInner {
+        let (upper, lower) = (self.name("case-KEY"), self.name("case-key"));
+        for (name, value) in [(&upper, &b"upper"[..]), (&lower, &b"lower"[..])] {
+            self.create(name, value).await.map_err(|e| {
+                format!("create({name:?}) failed after create({upper:?}): {e}; names must be case-sensitive")
+            })?;
+        }
+        for (name, value) in [(&upper, &b"upper"[..]), (&lower, &b"lower"[..])] {
+            let got = self
+                .plugin
+                .get(name)
+                .await
+                .map_err(|e| format!("get({name:?}) failed: {e}"))?;
+            ensure!(
+                got[..] == *value,
+                "get({name:?}) returned the record of a name that differs only in case"
+            );
         }
         Ok(None)
     }

@@ -77,6 +77,7 @@ const DEFECTS: &[(&str, &str)] = &[
     ("delete-does-nothing", "delete.then-get"),
     ("wrong-error-case", "get.missing"),
     ("memory-only", "recycle.durable"),
+    ("fold-case", "names.case"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,6 +27,9 @@ enum Defect {
     WrongErrorCase,
     /// Records live in instance memory only: lost when the instance is recycled.
     MemoryOnly,
+    /// Names are folded to lower case, as a case-insensitive file system does:
+    /// `KEY` and `key` are one record.
+    FoldCase,
 }
 
 impl std::str::FromStr for Defect {
@@ -42,6 +45,7 @@ impl std::str::FromStr for Defect {
             "delete-does-nothing" => Self::DeleteDoesNothing,
             "wrong-error-case" => Self::WrongErrorCase,
             "memory-only" => Self::MemoryOnly,
+            "fold-case" => Self::FoldCase,
             other => return Err(format!("unknown defect '{other}'")),
         })
     }
@@ -82,6 +86,7 @@ impl Keystore for Faulty {
     }
 
     fn create(&self, name: &str, value: &[u8]) -> Result<(), Error> {
+        let name = &self.stored_name(name);
         match self.defect {
             Defect::NonAtomicCreate => self.dir.create_racy(name, value),
             Defect::OverwriteExisting => match self.dir.create(name, value) {
@@ -105,6 +110,7 @@ impl Keystore for Faulty {
     }
 
     fn get(&self, name: &str) -> Result<Vec<u8>, Error> {
+        let name = &self.stored_name(name);
         let result = match self.defect {
             Defect::MemoryOnly => self.memory.borrow().get(name).cloned().ok_or(Error::NotFound),
             _ => self.dir.get(name),
@@ -123,6 +129,7 @@ impl Keystore for Faulty {
     }
 
     fn delete(&self, name: &str) -> Result<(), Error> {
+        let name = &self.stored_name(name);
         match self.defect {
             Defect::DeleteDoesNothing => Ok(()),
             Defect::MemoryOnly => self.memory.borrow_mut().remove(name).map(drop).ok_or(Error::NotFound),
@@ -144,6 +151,16 @@ impl Keystore for Faulty {
             _ => {}
         }
         Ok(page)
+    }
+}
+
+impl Faulty {
+    /// The name under which a record is kept.
+    fn stored_name(&self, name: &str) -> String {
+        match self.defect {
+            Defect::FoldCase => name.to_ascii_lowercase(),
+            _ => name.to_owned(),
+        }
     }
 }
 
