@@ -234,6 +234,9 @@ pub struct ConnectionLimits {
     /// The most client connections open at once (`connections.max`); the admin
     /// identity has a reserve beyond it.
     pub max: Option<usize>,
+    /// The most TLS handshakes under way at once from one IP address
+    /// (`connections.handshakes_per_ip`).
+    pub handshakes_per_ip: Option<usize>,
     /// How long a TLS handshake may take.
     pub handshake_timeout: Option<Duration>,
     /// How long a request's headers (or an HTTP/2 connection's first request) may

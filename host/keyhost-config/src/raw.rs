@@ -69,6 +69,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawConnectionLimits {
     max: Option<Val>,
+    handshakes_per_ip: Option<Val>,
     handshake_timeout: Option<Val>,
     header_timeout: Option<Val>,
     body_timeout: Option<Val>,
@@ -482,18 +483,17 @@ pub(crate) fn parse(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String
     };
 
     let raw_limits = raw.connections.unwrap_or_default();
-    let max = match ctx.opt("connections.max", &raw_limits.max)? {
-        None => None,
-        Some(n) => match n.parse::<usize>() {
-            Ok(n) if n > 0 => Some(n),
-            _ => {
-                return Err(ctx.err(
-                    "connections.max",
-                    format!("'{n}' is not a positive number of connections"),
-                ));
-            }
-        },
+    let count = |field: &str, v: &Option<Val>| -> Result<Option<usize>, ConfigError> {
+        match ctx.opt(field, v)? {
+            None => Ok(None),
+            Some(n) => match n.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(Some(n)),
+                _ => Err(ctx.err(field, format!("'{n}' is not a positive number of connections"))),
+            },
+        }
     };
+    let max = count("connections.max", &raw_limits.max)?;
+    let handshakes_per_ip = count("connections.handshakes_per_ip", &raw_limits.handshakes_per_ip)?;
     let timeout = |field: &str, v: &Option<Val>| -> Result<Option<std::time::Duration>, ConfigError> {
         match ctx.duration(field, v)? {
             Some(d) if d.is_zero() => {
@@ -504,6 +504,7 @@ pub(crate) fn parse(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String
     };
     let limits = ConnectionLimits {
         max,
+        handshakes_per_ip,
         handshake_timeout: timeout("connections.handshake_timeout", &raw_limits.handshake_timeout)?,
         header_timeout: timeout("connections.header_timeout", &raw_limits.header_timeout)?,
         body_timeout: timeout("connections.body_timeout", &raw_limits.body_timeout)?,

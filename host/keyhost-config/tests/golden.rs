@@ -258,10 +258,11 @@ fn a_missing_file_is_named() {
 #[test]
 fn connection_limits_and_their_errors() {
     let c = inline(
-        "version: v1\nadmin:\n  identity: disabled\nconnections:\n  max: 512\n  handshake_timeout: 3s\n  header_timeout: 2s\n  body_timeout: 4s\n  idle_timeout: 1m\n",
+        "version: v1\nadmin:\n  identity: disabled\nconnections:\n  max: 512\n  handshakes_per_ip: 32\n  handshake_timeout: 3s\n  header_timeout: 2s\n  body_timeout: 4s\n  idle_timeout: 1m\n",
     )
     .unwrap();
     assert_eq!(c.connections.max, Some(512));
+    assert_eq!(c.connections.handshakes_per_ip, Some(32));
     assert_eq!(c.connections.handshake_timeout, Some(Duration::from_secs(3)));
     assert_eq!(c.connections.header_timeout, Some(Duration::from_secs(2)));
     assert_eq!(c.connections.body_timeout, Some(Duration::from_secs(4)));

@@ -173,8 +173,8 @@ pub const ROUTES: &[Route] = &[
     ),
     only(Newest, "/v1/log/error", Method::GET, Policy, 0, 0, H::LogError),
     only(Newest, "/v1/log/audit", Method::GET, Policy, 0, 0, H::LogAudit),
-    // KES 2022–2023: decrypt up to 1,000 ciphertexts of one key at once; authorized
-    // as `/v1/key/decrypt/<name>`, the operation it performs.
+    // KES 2022–2023: decrypt up to 1,000 ciphertexts of one key at once; the policy
+    // must allow both this path and `/v1/key/decrypt/<name>`, the operation it is.
     only(
         Newest,
         "/v1/key/bulk/decrypt/",
@@ -232,13 +232,13 @@ impl Route {
         self.era.is_none_or(|e| e == era)
     }
 
-    /// The path a policy must allow for a request to this route: the operation's
-    /// own path. A route that performs another route's operation is authorized as
-    /// that route, so a deny on the operation applies whatever route carries it.
-    fn authorized_path(&self, path: &str, resource: &str) -> String {
+    /// The paths a policy must all allow for a request to this route: its own, and
+    /// that of the operation it performs when another route is that operation's,
+    /// so a deny on either applies (bulk decrypt is a decryption of its key).
+    fn authorized_paths(&self, path: &str, resource: &str) -> Vec<String> {
         match self.handler {
-            H::KeyBulkDecrypt => format!("/v1/key/decrypt/{resource}"),
-            _ => path.to_owned(),
+            H::KeyBulkDecrypt => vec![format!("/v1/key/decrypt/{resource}"), path.to_owned()],
+            _ => vec![path.to_owned()],
         }
     }
 }
@@ -380,12 +380,23 @@ static BODY_PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(
 #[derive(Debug, Default)]
 struct Reserved(usize);
 
+/// How long a request waits for room in [`BODY_BUDGET`] before it is refused.
+const BODY_WAIT: Duration = Duration::from_secs(1);
+
 impl Reserved {
-    async fn take(&mut self, bytes: usize) {
-        let Ok(n) = u32::try_from(bytes) else { return };
-        if let Ok(permit) = BODY_PERMITS.acquire_many(n).await {
-            permit.forget();
-            self.0 += bytes;
+    /// Takes `bytes` more of the budget, waiting at most [`BODY_WAIT`] for room.
+    async fn take(&mut self, bytes: usize) -> Result<(), ApiError> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        let n = u32::try_from(bytes).map_err(|_| ApiError::InvalidBody)?;
+        match tokio::time::timeout(BODY_WAIT, BODY_PERMITS.acquire_many(n)).await {
+            Ok(Ok(permit)) => {
+                permit.forget();
+                self.0 += bytes;
+                Ok(())
+            }
+            _ => Err(ApiError::Busy),
         }
     }
 }
@@ -396,27 +407,31 @@ impl Drop for Reserved {
     }
 }
 
-/// Reads a body of at most `max` bytes, holding its bytes in `reserved`; a larger
-/// one is handed back, partly read. The body may carry plaintexts and keys: it is
+/// Reads a body of at most `max` bytes, holding the bytes that arrived in
+/// `reserved` (never more: a declared length alone holds nothing); a larger body
+/// is handed back, partly read. The body may carry plaintexts and keys: it is
 /// gathered in a [`Wiping`] buffer.
 async fn read_limited<B: RequestBody>(
     mut body: B,
     max: usize,
     declared: Option<u64>,
     reserved: &mut Reserved,
-) -> Result<Zeroizing<Vec<u8>>, Option<B>> {
+) -> Result<Zeroizing<Vec<u8>>, (ApiError, Option<B>)> {
     let expected = declared.and_then(|n| usize::try_from(n).ok()).unwrap_or(0).min(max);
-    let mut data = Wiping(Zeroizing::new(Vec::with_capacity(expected)));
-    reserved.take(expected).await;
+    let mut data = Wiping(Zeroizing::new(Vec::new()));
     while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else { return Err(None) };
+        let Ok(frame) = frame else {
+            return Err((ApiError::InvalidBody, None));
+        };
         if let Ok(chunk) = frame.into_data() {
-            if data.0.len() + chunk.len() > max {
-                return Err(Some(body));
+            let needed = data.0.len() + chunk.len();
+            if needed > max {
+                return Err((ApiError::InvalidBody, Some(body)));
             }
-            let beyond = (data.0.len() + chunk.len()).saturating_sub(reserved.0);
-            reserved.take(beyond).await;
-            data.append(&chunk);
+            if let Err(e) = reserved.take(needed.saturating_sub(reserved.0)).await {
+                return Err((e, None));
+            }
+            data.append(&chunk, expected);
         }
     }
     Ok(data.0)
@@ -428,10 +443,17 @@ async fn read_limited<B: RequestBody>(
 struct Wiping(Zeroizing<Vec<u8>>);
 
 impl Wiping {
-    fn append(&mut self, bytes: &[u8]) {
+    /// Appends `bytes`; `expected` is the size the whole is expected to reach (0:
+    /// unknown), to grow there at once.
+    fn append(&mut self, bytes: &[u8], expected: usize) {
         let needed = self.0.len() + bytes.len();
         if needed > self.0.capacity() {
-            let mut larger = Zeroizing::new(Vec::with_capacity(needed.max(2 * self.0.capacity())));
+            let size = if expected >= needed {
+                expected
+            } else {
+                needed.max(2 * self.0.capacity())
+            };
+            let mut larger = Zeroizing::new(Vec::with_capacity(size));
             larger.extend_from_slice(&self.0);
             self.0 = larger; // the old buffer is wiped as it is dropped
         }
@@ -441,7 +463,7 @@ impl Wiping {
 
 impl std::io::Write for Wiping {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.append(bytes);
+        self.append(bytes, 0);
         Ok(bytes.len())
     }
 
@@ -551,10 +573,10 @@ async fn dispatch_parts<B: RequestBody>(
     };
     if auth == Auth::Policy
         && let Some(identity) = &identity
-        && state
-            .authorizer()
-            .authorize(identity, &route.authorized_path(path, &resource))
-            == Decision::Denied
+        && route
+            .authorized_paths(path, &resource)
+            .iter()
+            .any(|p| state.authorizer().authorize(identity, p) == Decision::Denied)
     {
         return early(ApiError::NotAllowed, body);
     }
@@ -583,7 +605,7 @@ async fn dispatch_parts<B: RequestBody>(
         let read = read_limited(body, route.max_body, declared, &mut reserved);
         match tokio::time::timeout(state.limits.body_timeout, read).await {
             Ok(Ok(bytes)) => bytes,
-            Ok(Err(rest)) => return Err((ApiError::InvalidBody, rest)),
+            Ok(Err(refused)) => return Err(refused),
             // A body that stops arriving is not drained: the connection goes.
             Err(_) => return Err((ApiError::BodyTimeout, None)),
         }
@@ -704,6 +726,18 @@ fn client_identity(
 /// one (as KES does after a page); clients can then only go on with a narrower
 /// prefix.
 const MAX_LISTED: usize = 100_000;
+
+/// Key listings built at once. A listing holds up to [`MAX_LISTED`] names (a few
+/// MB) and makes up to a hundred keystore calls; more listings wait their turn.
+static LISTINGS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
+/// A newest-era key listing.
+#[derive(Serialize)]
+struct Names<'a> {
+    names: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    continue_at: Option<&'a str>,
+}
 
 /// The longest listing glob a v0.16 listing accepts. Go's `path.Match` walks the
 /// whole pattern at every position of a name, so a pattern's cost grows with its
@@ -1044,6 +1078,7 @@ async fn run(
             // outcome in the trailers `Status` and `Error`. Matching runs on the
             // blocking pool, a page at a time, never on the runtime's threads.
             let glob = std::sync::Arc::new(v016_glob(resource)?);
+            let _turn = LISTINGS.acquire().await.map_err(|_| ApiError::Timeout)?;
             let mut lines = Vec::new();
             let mut after: Option<String> = None;
             loop {
@@ -1067,6 +1102,10 @@ async fn run(
                 .await
                 .map_err(|_| ApiError::Timeout)?;
                 lines.extend(matched);
+                if lines.len() >= MAX_LISTED {
+                    lines.truncate(MAX_LISTED);
+                    break;
+                }
                 match page.next {
                     Some(next) => after = Some(next),
                     None => break,
@@ -1083,6 +1122,7 @@ async fn run(
                 kind: "listing pattern",
                 name: resource.to_owned(),
             })?;
+            let _turn = LISTINGS.acquire().await.map_err(|_| ApiError::Timeout)?;
             let mut names = Vec::new();
             let mut after: Option<String> = None;
             let continue_at = loop {
@@ -1103,16 +1143,17 @@ async fn run(
                     None => break None,
                 }
             };
-            let mut out = json!({ "names": names });
-            if let Some(next) = continue_at {
-                out["continue_at"] = json!(next);
-            }
-            ok(&out)
+            ok(&Names {
+                names: &names,
+                continue_at: continue_at.as_deref(),
+            })
         }
         Handler::KeyDelete => {
             let name = key_name(resource, state.era)?;
             let result = state.keystore.delete(name).await;
-            state.cache.evict(name);
+            if matches!(result, Ok(()) | Err(StoreError::NotFound)) {
+                state.cache.evict(name);
+            }
             match result {
                 Ok(()) => empty(),
                 Err(StoreError::NotFound) if state.era == Era::V016 => empty(),

@@ -114,8 +114,23 @@ impl AuditWriter {
     /// writer takes the backlog, so that `log.audit: required` refuses requests
     /// meanwhile. Returns whether the line was queued.
     pub fn push(&self, line: &[u8]) -> bool {
+        self.push_line(line, false)
+    }
+
+    /// Like [`AuditWriter::push`], but a line that does not fit is queued all the
+    /// same (and the writer reports itself failing): for `log.audit: required`,
+    /// where a request that was answered must be audited. Requests are refused while
+    /// the writer fails, so the excess is bounded by the requests in flight.
+    pub fn push_kept(&self, line: &[u8]) {
+        self.push_line(line, true);
+    }
+
+    fn push_line(&self, line: &[u8], keep: bool) -> bool {
         let mut pending = lock(&self.shared.pending);
-        if pending.buf.len() + pending.retained + line.len() > MAX_PENDING && pending.buf.len() + pending.retained > 0 {
+        if pending.buf.len() + pending.retained + line.len() > MAX_PENDING
+            && pending.buf.len() + pending.retained > 0
+            && !keep
+        {
             if !pending.full && pending.error.is_none() {
                 tracing::warn!("the audit log is not being read; dropping audit lines until it is");
             }
@@ -123,6 +138,9 @@ impl AuditWriter {
             pending.dropped += 1;
             pending.dropped_total += 1;
             return false;
+        }
+        if pending.buf.len() + pending.retained + line.len() > MAX_PENDING {
+            pending.full = true;
         }
         pending.buf.extend_from_slice(line);
         let wake = std::mem::take(&mut pending.idle);
@@ -313,28 +331,45 @@ mod tests {
         let calls = Calls::default();
         let writer = AuditWriter::spawn(Stalled(gate.clone(), calls.clone())).unwrap_or_else(|e| panic!("{e}"));
         let line = [b'x'; 99].iter().copied().chain([b'\n']).collect::<Vec<u8>>();
-        // 3 x MAX_PENDING of lines: the writer holds one batch, the buffer one more.
-        let lines = 3 * MAX_PENDING / line.len();
+        // Until the writer holds one batch in its stuck write and the buffer
+        // behind it is full too: then pushes are dropped.
         let (done, finished) = std::sync::mpsc::channel();
         std::thread::spawn({
             let (writer, line) = (writer.clone(), line.clone());
             move || {
-                let pushed = (0..lines).filter(|_| writer.push(&line)).count();
-                let _ = done.send(pushed);
+                let (mut pushed, mut tried) = (0u64, 0u64);
+                loop {
+                    tried += 1;
+                    if writer.push(&line) {
+                        pushed += 1;
+                        continue;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    tried += 1;
+                    if !writer.push(&line) {
+                        break;
+                    }
+                    pushed += 1;
+                }
+                let _ = done.send((pushed, tried));
             }
         });
-        let pushed = finished
+        let (pushed, tried) = finished
             .recv_timeout(std::time::Duration::from_secs(10))
             .unwrap_or_else(|_| panic!("pushing waited for the stalled reader"));
         assert!(writer.is_failing(), "a full backlog is reported");
         assert!(writer.dropped_total() > 0);
-        assert_eq!(pushed as u64 + writer.dropped_total(), lines as u64);
+        assert_eq!(pushed + writer.dropped_total(), tried);
         *gate.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
         gate.1.notify_all();
         writer.flush();
         assert!(!writer.is_failing(), "the writer recovers once the reader reads");
         let written = calls.0.lock().unwrap_or_else(|p| p.into_inner()).concat();
-        assert_eq!(written.len(), pushed * line.len(), "every queued line, whole");
+        assert_eq!(
+            written.len() as u64,
+            pushed * line.len() as u64,
+            "every queued line, whole"
+        );
         assert!(written.chunks(line.len()).all(|l| l == line.as_slice()));
     }
 

@@ -9,7 +9,7 @@
 //!   With `offline = 0`, expiry goes on as usual.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -54,11 +54,11 @@ struct Entry {
 #[derive(Debug, Default)]
 pub(crate) struct KeyCache {
     keys: RwLock<HashMap<String, Entry>>,
+    /// Loads under way. [`KeyCache::evict`] takes a name's load out of this map, and
+    /// a load puts its key in the cache only while it is still the name's load: a
+    /// load that read a key before it was deleted must not bring it back (and seal
+    /// new data under it once the name is re-created).
     loading: Mutex<HashMap<String, Loading>>,
-    /// Counts evictions. A load puts its key in the cache only if no eviction
-    /// happened since it began: a load that read a key before it was deleted must
-    /// not bring it back (and seal new data under it once the name is re-created).
-    evictions: AtomicU64,
     offline: AtomicBool,
 }
 
@@ -98,7 +98,6 @@ impl KeyCache {
             cell: cell.clone(),
         };
         cell.get_or_init(|| async {
-            let began = self.evictions.load(Ordering::SeqCst);
             let record = store.get(name).await.map_err(|error| match error {
                 StoreError::NotFound => ApiError::KeyNotFound,
                 error => ApiError::Store {
@@ -108,10 +107,11 @@ impl KeyCache {
             })?;
             let key = Arc::new(KeyRecord::parse(&record).map_err(|_| ApiError::MalformedKey)?);
             let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
-            // `evict` counts under this lock, so an eviction either came before
-            // this check (and the key is not cached) or comes after the insert
-            // (and removes it).
-            if self.evictions.load(Ordering::SeqCst) == began {
+            // `evict` unregisters loads under this lock, so an eviction either came
+            // before this check (and the key is not cached) or comes after the
+            // insert (and removes it).
+            let current = lock(&self.loading).get(name).is_some_and(|c| Arc::ptr_eq(c, &cell));
+            if current {
                 keys.insert(
                     name.to_owned(),
                     Entry {
@@ -130,9 +130,7 @@ impl KeyCache {
     /// that comes after this reads the keystore anew.
     pub(crate) fn evict(&self, name: &str) {
         let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
-        self.evictions.fetch_add(1, Ordering::SeqCst);
         keys.remove(name);
-        drop(keys);
         lock(&self.loading).remove(name);
     }
 
@@ -347,6 +345,23 @@ mod tests {
             later.await.unwrap_or_else(|e| panic!("{e}")),
             Err(ApiError::KeyNotFound)
         );
+    }
+
+    /// Deleting one name leaves loads of other names alone: they are cached.
+    #[tokio::test]
+    async fn a_delete_of_another_name_does_not_stop_caching() {
+        let (store, mut started) = gated();
+        store.create("k", &record()).await.unwrap_or_else(|e| panic!("{e}"));
+        let cache = Arc::new(KeyCache::default());
+        let load = tokio::spawn({
+            let (cache, store) = (cache.clone(), store.clone());
+            async move { cache.get(&*store, "k").await.map(|_| ()) }
+        });
+        started.recv().await;
+        cache.evict("other");
+        store.gate.add_permits(1);
+        assert_eq!(load.await.unwrap_or_else(|e| panic!("{e}")), Ok(()));
+        assert_eq!(cache.len(), 1, "a delete of another name kept k out of the cache");
     }
 
     /// A load whose request is cancelled (a reset stream, a deadline) leaves

@@ -140,6 +140,9 @@ pub enum ApiError {
     /// The route's deadline passed.
     #[error("timeout")]
     Timeout,
+    /// The bodies of other requests fill the body budget (keyhost's own).
+    #[error("server busy")]
+    Busy,
     /// The request body did not arrive within the body timeout (keyhost's own).
     #[error("request body timed out")]
     BodyTimeout,
@@ -227,6 +230,10 @@ impl ApiError {
             e @ AssignSelf => (StatusCode::FORBIDDEN, e.to_string().into()),
             NoRoute => (StatusCode::NOT_FOUND, "404 page not found".into()),
             Timeout => (StatusCode::SERVICE_UNAVAILABLE, "".into()),
+            Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is busy reading other requests; try again".into(),
+            ),
             BodyTimeout => (
                 StatusCode::REQUEST_TIMEOUT,
                 "the request body did not arrive in time".into(),

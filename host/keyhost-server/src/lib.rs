@@ -173,6 +173,8 @@ pub struct Limits {
     /// Connections beyond `max_connections` kept for the admin identity, so that
     /// the admin can still reach a server that others have filled.
     pub admin_reserve: usize,
+    /// The most TLS handshakes under way at once from one IP address.
+    pub handshakes_per_ip: usize,
     /// How long a TLS handshake may take.
     pub handshake_timeout: Duration,
     /// How long the headers of a request may take to arrive (HTTP/1.1, including
@@ -181,7 +183,10 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// How long the body of a request may take to arrive.
     pub body_timeout: Duration,
-    /// How long an HTTP/2 connection may stay open without a request in flight.
+    /// How long a connection may stay open without a request in flight (an
+    /// HTTP/1.1 connection waits at most `header_timeout` for its next request).
+    /// A connection whose responses make no progress for twice this long is
+    /// closed too (log streams aside).
     pub idle_timeout: Duration,
 }
 
@@ -189,8 +194,8 @@ pub struct Limits {
 pub const ADMIN_RESERVE: usize = 16;
 
 /// File descriptors left for everything but client connections (listener, logs,
-/// plugin files, keystore connections).
-const OTHER_FDS: usize = 64;
+/// plugin files — up to 256 per instance between calls — and keystore connections).
+const OTHER_FDS: usize = 256;
 
 impl Limits {
     /// The defaults for a process whose open-file limit is `fd_limit`: as many
@@ -201,6 +206,7 @@ impl Limits {
         Self {
             max_connections: fds.saturating_sub(OTHER_FDS + ADMIN_RESERVE).clamp(16, 16_384),
             admin_reserve: ADMIN_RESERVE,
+            handshakes_per_ip: 256,
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(10),
@@ -233,52 +239,140 @@ pub fn raise_fd_limit() -> u64 {
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
-/// Counts open connections; one is given back when dropped.
-#[derive(Debug)]
-struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+/// Connections in each stage, counted as they come and go.
+#[derive(Debug, Default)]
+struct Counts {
+    /// Connections whose TLS handshake is under way, in all and by address.
+    handshaking: std::sync::Mutex<(usize, std::collections::HashMap<std::net::IpAddr, usize>)>,
+    /// Connections past their handshake.
+    established: std::sync::atomic::AtomicUsize,
+}
 
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Counts {
+    /// Takes a handshake slot for `ip`, unless all slots, or those of `ip`, are taken.
+    fn start_handshake(self: &Arc<Self>, ip: std::net::IpAddr, limits: &Limits) -> Option<Handshaking> {
+        let mut guard = lock(&self.handshaking);
+        let (all, by_ip) = &mut *guard;
+        let mine = by_ip.entry(ip).or_default();
+        if *all >= limits.max_connections + limits.admin_reserve || *mine >= limits.handshakes_per_ip {
+            if *mine == 0 {
+                by_ip.remove(&ip);
+            }
+            return None;
+        }
+        *mine += 1;
+        *all += 1;
+        Some(Handshaking(self.clone(), ip))
+    }
+
+    fn established(&self) -> usize {
+        self.established.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
-/// Requests in flight on one connection, and when the last one ended.
+/// A handshake slot, given back when dropped.
+#[derive(Debug)]
+struct Handshaking(Arc<Counts>, std::net::IpAddr);
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        let mut guard = lock(&self.0.handshaking);
+        let (all, by_ip) = &mut *guard;
+        *all -= 1;
+        if let Some(mine) = by_ip.get_mut(&self.1) {
+            *mine -= 1;
+            if *mine == 0 {
+                by_ip.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// An established connection, counted until dropped.
+#[derive(Debug)]
+struct Established(Arc<Counts>);
+
+impl Established {
+    fn new(counts: &Arc<Counts>) -> (Self, usize) {
+        let now = counts.established.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        (Self(counts.clone()), now)
+    }
+}
+
+impl Drop for Established {
+    fn drop(&mut self) {
+        self.0.established.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Requests in flight on one connection, and when anything last happened on it.
 #[derive(Debug)]
 struct Activity {
     in_flight: std::sync::atomic::AtomicUsize,
+    /// Requests in flight whose responses may rightly wait for ever (log streams).
+    streams: std::sync::atomic::AtomicUsize,
+    /// Whether the connection has served a request.
+    served: std::sync::atomic::AtomicBool,
+    /// When the last request ended, began, or a response body moved.
     since: std::sync::Mutex<Instant>,
 }
 
 impl Activity {
-    fn begin(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        InFlight(self.clone())
+    fn begin(self: &Arc<Self>, stream: bool) -> InFlight {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.in_flight.fetch_add(1, SeqCst);
+        if stream {
+            self.streams.fetch_add(1, SeqCst);
+        }
+        self.served.store(true, SeqCst);
+        self.touch();
+        InFlight(self.clone(), stream)
     }
 
-    /// How long the connection has had no request in flight (`None`: one is).
-    fn idle_for(&self) -> Option<Duration> {
-        let since = *self.since.lock().unwrap_or_else(|p| p.into_inner());
-        (self.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0).then(|| since.elapsed())
+    fn touch(&self) {
+        *lock(&self.since) = Instant::now();
+    }
+
+    /// Whether the connection should be closed: it has had no request in flight
+    /// for `idle` (`header` before its first request), or its requests (log
+    /// streams aside) have made no progress for `stall`.
+    fn expired(&self, header: Duration, idle: Duration, stall: Duration) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        let quiet = lock(&self.since).elapsed();
+        let in_flight = self.in_flight.load(SeqCst);
+        if in_flight == 0 {
+            let allowed = if self.served.load(SeqCst) { idle } else { header };
+            return quiet >= allowed;
+        }
+        in_flight > self.streams.load(SeqCst) && quiet >= stall
     }
 }
 
 /// One request in flight, until its response has been sent (or dropped).
 #[derive(Debug)]
-struct InFlight(Arc<Activity>);
+struct InFlight(Arc<Activity>, bool);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        *self.0.since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-        self.0.in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        use std::sync::atomic::Ordering::SeqCst;
+        self.0.touch();
+        if self.1 {
+            self.0.streams.fetch_sub(1, SeqCst);
+        }
+        self.0.in_flight.fetch_sub(1, SeqCst);
     }
 }
 
-/// A response body that counts as a request in flight until it is sent.
+/// A response body that counts as a request in flight until it is sent, and marks
+/// the connection active whenever the client takes some of it.
 #[derive(Debug)]
 struct Tracked {
     body: ResponseBody,
-    _in_flight: InFlight,
+    in_flight: InFlight,
 }
 
 impl hyper::body::Body for Tracked {
@@ -289,6 +383,7 @@ impl hyper::body::Body for Tracked {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        self.in_flight.0.touch();
         std::pin::Pin::new(&mut self.body).poll_frame(cx)
     }
 
@@ -303,7 +398,7 @@ impl hyper::body::Body for Tracked {
 
 /// Serves the API on `listener` with a replaceable configuration.
 pub async fn serve_live(listener: TcpListener, live: Arc<Live>) -> std::io::Result<()> {
-    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counts = Arc::new(Counts::default());
     loop {
         let (tcp, addr) = match listener.accept().await {
             Ok(conn) => conn,
@@ -315,19 +410,22 @@ pub async fn serve_live(listener: TcpListener, live: Arc<Live>) -> std::io::Resu
             }
         };
         let limits = live.state().limits;
-        let slot = Slot(open.clone());
-        let count = open.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        if count > limits.max_connections + limits.admin_reserve {
-            // Refused before the handshake costs memory or time.
-            tracing::debug!(%addr, count, "connection limit reached; closing");
+        // Refused before the handshake costs memory or time: a full server, or an
+        // address that already has its share of handshakes under way (so that
+        // silent sockets from one place cannot take every slot).
+        if counts.established() >= limits.max_connections + limits.admin_reserve {
+            tracing::debug!(%addr, "connection limit reached; closing");
             continue;
         }
+        let Some(handshaking) = counts.start_handshake(addr.ip(), &limits) else {
+            tracing::debug!(%addr, "too many handshakes under way; closing");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = TlsAcceptor::from(live.tls.load_full());
         let live = live.clone();
-        let open = open.clone();
+        let counts = counts.clone();
         tokio::spawn(async move {
-            let _slot = slot;
             let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -339,6 +437,7 @@ pub async fn serve_live(listener: TcpListener, live: Arc<Live>) -> std::io::Resu
                     return;
                 }
             };
+            drop(handshaking);
             let (identity, h2) = {
                 let (_, conn) = tls.get_ref();
                 let rule = match live.state().era {
@@ -352,22 +451,27 @@ pub async fn serve_live(listener: TcpListener, live: Arc<Live>) -> std::io::Resu
                 };
                 (identity, conn.alpn_protocol() == Some(b"h2"))
             };
-            if open.load(std::sync::atomic::Ordering::Relaxed) > limits.max_connections {
+            let (established, now) = Established::new(&counts);
+            if now > limits.max_connections {
                 // Only the admin may use the reserve.
                 let state = live.state();
                 let admin = state.authorizer().admin().cloned();
-                if admin.is_none() || identity.as_ref().ok() != admin.as_ref() {
-                    tracing::debug!(%addr, "connection limit reached; closing a non-admin connection");
+                if now > limits.max_connections + limits.admin_reserve
+                    || admin.is_none()
+                    || identity.as_ref().ok() != admin.as_ref()
+                {
+                    tracing::debug!(%addr, "connection limit reached; closing a connection past it");
                     return;
                 }
             }
             serve_connection(tls, addr, Arc::new(Peer { addr, identity }), h2, limits, live).await;
+            drop(established);
         });
     }
 }
 
 /// Serves one TLS connection with the protocol its ALPN chose, until it ends or
-/// has been without a request in flight for too long.
+/// the watchdog finds it idle or stalled (see [`Activity::expired`]).
 async fn serve_connection(
     tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
     addr: SocketAddr,
@@ -378,19 +482,19 @@ async fn serve_connection(
 ) {
     let activity = Arc::new(Activity {
         in_flight: Default::default(),
+        streams: Default::default(),
+        served: Default::default(),
         since: std::sync::Mutex::new(Instant::now()),
     });
     let tracker = activity.clone();
-    let service = hyper::service::service_fn(move |req| {
+    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let state = live.state();
         let peer = peer.clone();
-        let in_flight = tracker.begin();
+        // A log stream's response waits for events for as long as its client wants.
+        let in_flight = tracker.begin(req.uri().path().starts_with("/v1/log/"));
         async move {
             let response = api::handle(&state, &peer, req).await;
-            Ok::<_, std::convert::Infallible>(response.map(|body| Tracked {
-                body,
-                _in_flight: in_flight,
-            }))
+            Ok::<_, std::convert::Infallible>(response.map(|body| Tracked { body, in_flight }))
         }
     });
     let io = hyper_util::rt::TokioIo::new(tls);
@@ -402,6 +506,10 @@ async fn serve_connection(
         builder
             .timer(hyper_util::rt::TokioTimer::new())
             .max_concurrent_streams(128)
+            // What a client may send ahead of the handlers: bounded per stream and
+            // per connection, so that bodies wait in the client, not in memory.
+            .initial_stream_window_size(64 * 1024)
+            .initial_connection_window_size(256 * 1024)
             .keep_alive_interval(limits.idle_timeout / 2)
             .keep_alive_timeout(limits.header_timeout);
         Box::pin(builder.serve_connection(io, service))
@@ -409,18 +517,20 @@ async fn serve_connection(
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(limits.header_timeout);
+            .header_read_timeout(limits.header_timeout)
+            // The most a connection reads ahead of its handler (and the largest
+            // request head).
+            .max_buf_size(128 * 1024);
         Box::pin(builder.serve_connection(io, service))
     };
     let mut conn = conn;
-    // The first request must come within the header timeout; later, the connection
-    // may sit without a request in flight for the idle timeout.
-    let mut allowed = limits.header_timeout;
-    let mut tick = tokio::time::interval(
-        Duration::from_millis(250)
-            .min(allowed / 4)
-            .max(Duration::from_millis(10)),
-    );
+    // A response the client does not take (an HTTP/2 window held at zero, a socket
+    // never read) may take this long; a handler never takes longer than its route's
+    // deadline.
+    let stall = (limits.idle_timeout * 2).max(Duration::from_secs(1));
+    let tick = (limits.header_timeout.min(limits.idle_timeout) / 4)
+        .clamp(Duration::from_millis(10), Duration::from_millis(250));
+    let mut tick = tokio::time::interval(tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -431,14 +541,11 @@ async fn serve_connection(
                 return;
             }
             _ = tick.tick() => {
-                if activity.idle_for().is_some_and(|idle| idle >= allowed) {
-                    tracing::debug!(%addr, "closing an idle connection");
+                if activity.expired(limits.header_timeout, limits.idle_timeout, stall) {
+                    tracing::debug!(%addr, "closing an idle or stalled connection");
                     conn.as_mut().shutdown();
                     let _ = tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await;
                     return;
-                }
-                if activity.in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0 {
-                    allowed = limits.idle_timeout.max(limits.header_timeout);
                 }
             }
         }

@@ -224,10 +224,12 @@ impl Observer {
             return; // a struct of strings and numbers always serializes
         }
         line.push(b'\n');
-        if let Some(log) = &self.audit_log
-            && !log.push(&line)
-        {
-            self.audit_dropped.inc();
+        if let Some(log) = &self.audit_log {
+            if self.audit_required {
+                log.push_kept(&line);
+            } else if !log.push(&line) {
+                self.audit_dropped.inc();
+            }
         }
         if self.audit.receiver_count() > 0 {
             let _ = self.audit.send(Bytes::from(line));

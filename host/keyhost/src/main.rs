@@ -73,12 +73,23 @@ enum LogV016 {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every file keyhost or a plugin creates is its owner's alone, whatever the
+    // umask it was started with: key files, backups and private keys hold secrets.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    // Log lines go through a writer thread: a standard error that nobody reads
+    // must not block the threads that serve requests. Lines beyond its buffer are
+    // dropped (and counted in a final line) rather than waited for.
+    let (stderr, _flush_at_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(16_384)
+        .thread_name("keyhost-log")
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEYHOST_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,keyhost=info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(stderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

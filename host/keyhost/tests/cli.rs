@@ -394,6 +394,41 @@ fn migrate_copies_records_verbatim() {
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(backup.join("minio-a")).unwrap().mode() & 0o777, 0o600);
 
+    // A destination that fails between the delete and the create loses nothing: the
+    // record it had is in the backup directory before anything is replaced.
+    let faulty = keyhost_plugin_build::build(&["keyhost-test-faulty"]).unwrap_or_else(|e| panic!("{e}"))[0].clone();
+    let broken = d.join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    std::fs::write(broken.join("minio-a"), b"the only copy").unwrap();
+    let broken_config = d.join("broken.yaml");
+    std::fs::write(
+        &broken_config,
+        format!(
+            "version: v1\nadmin:\n  identity: disabled\nkeystore:\n  plugin:\n    path: {}\n    config: {{ defect: create-fails }}\n    allow:\n      dir: {}\n",
+            faulty.display(),
+            broken.display()
+        ),
+    )
+    .unwrap();
+    let rescue = d.join("rescue");
+    let out = run(
+        &[],
+        &[
+            "migrate",
+            "--from",
+            from.to_str().unwrap(),
+            "--to",
+            broken_config.to_str().unwrap(),
+            "--force",
+            "--backup",
+            rescue.to_str().unwrap(),
+            "minio-a",
+        ],
+    );
+    fails(&out, 1, "cannot write 'minio-a'");
+    fails(&out, 1, "it is saved in the backup directory");
+    assert_eq!(std::fs::read(rescue.join("minio-a")).unwrap(), b"the only copy");
+
     // A configuration without a keystore would be the in-memory store: refused.
     let memory = d.join("memory.yaml");
     std::fs::write(&memory, "address: 0.0.0.0:7373\nroot: disabled\n").unwrap();

@@ -78,6 +78,7 @@ const DEFECTS: &[(&str, &str)] = &[
     ("wrong-error-case", "get.missing"),
     ("memory-only", "recycle.durable"),
     ("fold-case", "names.case"),
+    ("create-fails", "create.roundtrip.empty"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

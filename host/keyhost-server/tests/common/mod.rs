@@ -93,9 +93,21 @@ impl Server {
         alpn: &[&[u8]],
         cert_pem: Option<(&str, &str)>,
     ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        self.tls_from([127, 0, 0, 1].into(), alpn, cert_pem).await
+    }
+
+    /// [`Server::tls`] from the loopback address `from` (any of 127.0.0.0/8).
+    pub async fn tls_from(
+        &self,
+        from: std::net::IpAddr,
+        alpn: &[&[u8]],
+        cert_pem: Option<(&str, &str)>,
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
         let mut config = self.client_config(cert_pem);
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((from, 0).into()).unwrap();
+        let tcp = socket.connect(self.addr).await.unwrap();
         tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
             .await

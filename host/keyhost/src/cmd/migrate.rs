@@ -139,6 +139,9 @@ impl MigrateArgs {
                 Some(PathBuf::from(format!("keyhost-migrate-backup-{secs}")))
             }
         };
+        // Every record about to be replaced is saved before any is replaced: a
+        // backup that cannot be written stops the migration with nothing changed.
+        let mut previous = std::collections::HashMap::new();
         if let Some(dir) = &backup {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new()
@@ -146,6 +149,20 @@ impl MigrateArgs {
                 .mode(0o700)
                 .create(dir)
                 .map_err(|e| format!("--backup: cannot create {}: {e}; nothing was copied", dir.display()))?;
+            for name in &existing {
+                let old = to
+                    .get(name)
+                    .await
+                    .map_err(|e| format!("cannot read '{name}' at the destination: {e}; nothing was copied"))?;
+                crate::files::write_atomic(
+                    &dir.join(backup_file_name(name)),
+                    &old,
+                    crate::files::Mode::Private,
+                    false,
+                )
+                .map_err(|e| format!("cannot save the record '{name}' had: {e}; nothing was copied"))?;
+                previous.insert(name.clone(), old);
+            }
         }
         let (mut copied, mut skipped) = (0usize, 0usize);
         for (i, name) in names.iter().enumerate() {
@@ -154,8 +171,8 @@ impl MigrateArgs {
                 skipped += 1;
             } else {
                 let record = from.get(name).await.map_err(|e| format!("cannot read '{name}': {e}"))?;
-                if exists && let Some(dir) = &backup {
-                    replace(&*to, name, &record, dir).await?;
+                if let Some(old) = previous.get(name) {
+                    replace(&*to, name, &record, old).await?;
                 } else {
                     to.create(name, &record)
                         .await
@@ -184,30 +201,37 @@ impl MigrateArgs {
     }
 }
 
-/// Replaces `name` at `to` with `record` without ever losing a key: the record it
-/// had is saved (0600, synced) in `backup` first, and put back if the new one
-/// cannot be written.
-async fn replace(to: &dyn Keystore, name: &str, record: &[u8], backup: &std::path::Path) -> Result<(), String> {
-    let old = to
-        .get(name)
-        .await
-        .map_err(|e| format!("cannot read '{name}' at the destination: {e}"))?;
-    crate::files::write_atomic(&backup.join(name), &old, crate::files::Mode::Private, false)
-        .map_err(|e| format!("cannot save the record '{name}' had: {e}; '{name}' was not replaced"))?;
+/// Replaces `name` at `to` with `record`; the record it had (`old`) is saved in
+/// the backup directory already, and is put back if the new one cannot be written.
+async fn replace(to: &dyn Keystore, name: &str, record: &[u8], old: &[u8]) -> Result<(), String> {
     to.delete(name)
         .await
         .map_err(|e| format!("cannot replace '{name}': {e}"))?;
     if let Err(e) = to.create(name, record).await {
-        let restored = match to.create(name, &old).await {
+        let restored = match to.create(name, old).await {
             Ok(()) => "it has its previous record again".to_owned(),
-            Err(r) => format!(
-                "putting its previous record back failed too ({r}); it is saved in {}",
-                backup.join(name).display()
-            ),
+            Err(r) => format!("putting its previous record back failed too ({r}); it is saved in the backup directory"),
         };
         return Err(format!("cannot write '{name}': {e}; {restored}"));
     }
     Ok(())
+}
+
+/// The file a key's previous record is saved in: the name itself where it is a
+/// plain file name (so the backup directory is a directory keystore), otherwise
+/// with `%`, `/` and a leading `.` written as `%25`, `%2F` and `%2E`.
+fn backup_file_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for (i, c) in name.chars().enumerate() {
+        match c {
+            '%' => out.push_str("%25"),
+            '/' => out.push_str("%2F"),
+            '\0' => out.push_str("%00"),
+            '.' if i == 0 => out.push_str("%2E"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Whether two keystore sections name the same store: the same directory (however

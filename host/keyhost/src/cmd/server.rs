@@ -64,9 +64,6 @@ pub struct ServerArgs {
 impl ServerArgs {
     pub async fn run(self) -> ExitCode {
         no_core_dumps();
-        // Every file the server or a plugin creates is its owner's alone, whatever
-        // the umask it was started with: key files hold key material.
-        rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
         let fds = keyhost_server::raise_fd_limit();
         tracing::debug!(fds, "open-file limit");
         if !self.no_mlock {
@@ -267,6 +264,7 @@ impl ServerArgs {
         let defaults = keyhost_server::Limits::default();
         state.limits = keyhost_server::Limits {
             max_connections: limits.max.unwrap_or(defaults.max_connections),
+            handshakes_per_ip: limits.handshakes_per_ip.unwrap_or(defaults.handshakes_per_ip),
             handshake_timeout: limits.handshake_timeout.unwrap_or(defaults.handshake_timeout),
             header_timeout: limits.header_timeout.unwrap_or(defaults.header_timeout),
             body_timeout: limits.body_timeout.unwrap_or(defaults.body_timeout),

@@ -30,6 +30,8 @@ enum Defect {
     /// Names are folded to lower case, as a case-insensitive file system does:
     /// `KEY` and `key` are one record.
     FoldCase,
+    /// Every create fails (a backend that has stopped taking writes).
+    CreateFails,
 }
 
 impl std::str::FromStr for Defect {
@@ -46,6 +48,7 @@ impl std::str::FromStr for Defect {
             "wrong-error-case" => Self::WrongErrorCase,
             "memory-only" => Self::MemoryOnly,
             "fold-case" => Self::FoldCase,
+            "create-fails" => Self::CreateFails,
             other => return Err(format!("unknown defect '{other}'")),
         })
     }
@@ -88,6 +91,7 @@ impl Keystore for Faulty {
     fn create(&self, name: &str, value: &[u8]) -> Result<(), Error> {
         let name = &self.stored_name(name);
         match self.defect {
+            Defect::CreateFails => Err(Error::Unavailable("the backend takes no writes".into())),
             Defect::NonAtomicCreate => self.dir.create_racy(name, value),
             Defect::OverwriteExisting => match self.dir.create(name, value) {
                 Err(Error::AlreadyExists) => {
