@@ -330,3 +330,67 @@ fn key_files_are_readable_by_their_owner_only() {
     let fields: Vec<&str> = files.split_whitespace().collect();
     assert_eq!(fields[3], fields[4], "soft and hard open-file limits: {files}");
 }
+
+/// The fs keystore refuses a directory on a file system that ignores case, where
+/// `SECRET` and `secret` would be one key and a policy naming one could be bypassed
+/// with the other (item 18). The file system is a FUSE one that folds every name to
+/// lower case (`tests/support/casefold_fs.py`); mounting it needs root.
+#[test]
+fn the_fs_keystore_refuses_a_file_system_that_ignores_case() {
+    assert!(
+        common::is_root(),
+        "this test mounts a FUSE file system and needs root (CI and the dev machines run as root)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (backing, mount) = (d.join("backing"), d.join("keys"));
+    std::fs::create_dir(&backing).unwrap();
+    std::fs::create_dir(&mount).unwrap();
+    let venv = keyhost_test_support::install_moto();
+    let script = keyhost_plugin_build::repo_root().join("tests/support/casefold_fs.py");
+    let fuse = common::KillOnDrop(
+        Command::new(venv.join("bin/python"))
+            .arg(&script)
+            .arg(&backing)
+            .arg(&mount)
+            .spawn()
+            .unwrap(),
+    );
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&mount);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mounts")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split(' ').nth(1) == mount.to_str())
+    };
+    while !mounted() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the case-folding file system did not mount"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // It does fold case.
+    std::fs::write(mount.join("Probe"), b"x").unwrap();
+    assert!(mount.join("PROBE").exists(), "the test file system does not fold case");
+    std::fs::remove_file(mount.join("probe")).unwrap();
+
+    let creds = server_files(d);
+    let config = newest_config(d, &creds, &format!("keystore:\n  fs:\n    path: {}\n", mount.display()));
+    let err = start(&config, &[])
+        .err()
+        .expect("the server started on a case-folding directory");
+    assert!(err.contains("ignores case"), "{err}");
+    assert!(
+        err.contains(&mount.display().to_string()) || err.contains("/data"),
+        "{err}"
+    );
+    drop(fuse);
+}
