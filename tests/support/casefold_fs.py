@@ -15,6 +15,8 @@ from mfusepy import FUSE, FuseOSError, Operations
 
 
 class CaseFolding(Operations):
+    use_ns = True
+
     def __init__(self, root):
         self.root = root
 
@@ -33,8 +35,11 @@ class CaseFolding(Operations):
 
     def getattr(self, path, fh=None):
         st = self._call(os.lstat, self._path(path))
-        keys = ("st_atime", "st_ctime", "st_gid", "st_mode", "st_mtime", "st_nlink", "st_size", "st_uid")
-        return {k: getattr(st, k) for k in keys}
+        keys = ("st_gid", "st_mode", "st_nlink", "st_size", "st_uid")
+        attrs = {k: getattr(st, k) for k in keys}
+        for k in ("st_atime", "st_ctime", "st_mtime"):
+            attrs[k] = getattr(st, k + "_ns")  # use_ns: times in nanoseconds
+        return attrs
 
     def readdir(self, path, fh):
         return [".", ".."] + self._call(os.listdir, self._path(path))
@@ -58,7 +63,7 @@ class CaseFolding(Operations):
         return self._call(os.chmod, self._path(path), mode)
 
     def utimens(self, path, times=None):
-        return self._call(os.utime, self._path(path), times)
+        return self._call(lambda p: os.utime(p, ns=times) if times else os.utime(p), self._path(path))
 
     def truncate(self, path, length, fh=None):
         with open(self._path(path), "r+b") as f:

@@ -591,6 +591,7 @@ impl Runtime {
             permits: Semaphore::new(spec.limits.instances.max(1)),
             waiting: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
+            log_budget: Arc::default(),
             stats: Counters::default(),
         }))
     }
@@ -801,6 +802,7 @@ struct Shared {
     waiting: AtomicUsize,
     generation: AtomicU64,
     stats: Counters,
+    log_budget: Arc<stdio::LogBudget>,
 }
 
 /// The most resources (open files, streams, HTTP requests, pollables) one plugin
@@ -819,10 +821,12 @@ impl Shared {
         wasi.stdout(stdio::PluginLog {
             plugin: self.name.clone(),
             stream: "stdout",
+            budget: self.log_budget.clone(),
         })
         .stderr(stdio::PluginLog {
             plugin: self.name.clone(),
             stream: "stderr",
+            budget: self.log_budget.clone(),
         })
         .allow_tcp(false)
         .allow_udp(false)

@@ -22,6 +22,45 @@ const MAX_LINE: usize = 4096;
 pub(crate) struct PluginLog {
     pub(crate) plugin: Arc<str>,
     pub(crate) stream: &'static str,
+    pub(crate) budget: Arc<LogBudget>,
+}
+
+/// How many lines a plugin may log: a burst of [`LogBudget::BURST`], then
+/// [`LogBudget::PER_SECOND`]. A plugin writing newlines by the kilobyte would
+/// otherwise turn each write into thousands of host log lines. Lines beyond are
+/// dropped and counted, and the count is logged with the next line let through.
+#[derive(Debug)]
+pub(crate) struct LogBudget {
+    state: std::sync::Mutex<(f64, std::time::Instant, u64)>,
+}
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        Self {
+            state: std::sync::Mutex::new((Self::BURST, std::time::Instant::now(), 0)),
+        }
+    }
+}
+
+impl LogBudget {
+    pub(crate) const BURST: f64 = 200.0;
+    pub(crate) const PER_SECOND: f64 = 100.0;
+
+    /// Whether one more line may be logged, and how many were dropped before it.
+    fn take(&self) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (tokens, last, dropped) = &mut *state;
+        let now = std::time::Instant::now();
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * Self::PER_SECOND).min(Self::BURST);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Some(std::mem::take(dropped))
+        } else {
+            *dropped += 1;
+            None
+        }
+    }
 }
 
 impl IsTerminal for PluginLog {
@@ -59,6 +98,13 @@ struct LineWriter {
 
 impl LineWriter {
     fn emit(&mut self) {
+        let Some(dropped) = self.log.budget.take() else {
+            self.line.clear();
+            return;
+        };
+        if dropped > 0 {
+            tracing::warn!(target: "keyhost::plugin", plugin = %self.log.plugin, dropped, "plugin log lines dropped (more than {} a second)", LogBudget::PER_SECOND);
+        }
         let text: String = String::from_utf8_lossy(&self.line)
             .chars()
             .map(|c| if c.is_control() && c != '\t' { '\u{fffd}' } else { c })

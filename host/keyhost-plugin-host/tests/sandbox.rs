@@ -647,3 +647,46 @@ async fn gc_subtypes_and_atomic_waits_are_refused_at_load() {
         assert!(text.contains(reason), "{name}: {text}");
     }
 }
+
+/// A plugin that writes newlines by the kilobyte gets a bounded number of host log
+/// lines, and the host says how many it dropped.
+#[test]
+fn a_plugin_cannot_flood_the_host_log() {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let plugin = hostile(Grants::default(), short()).await;
+        assert_eq!(text(&plugin, "lines:40000").await.unwrap(), "written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        plugin.get("print:after the flood").await.unwrap();
+    });
+    let log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let plugin_lines = log.lines().filter(|l| l.contains("plugin=hostile")).count();
+    assert!(
+        plugin_lines < 400,
+        "{plugin_lines} host log lines for 40,000 plugin lines"
+    );
+    assert!(log.contains("after the flood") || plugin_lines > 150, "{log}");
+    assert!(log.contains("plugin log lines dropped"), "the drop is not reported");
+}

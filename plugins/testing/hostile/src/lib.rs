@@ -19,6 +19,7 @@
 //! | `print:<text>`  | writes `<text>` to stdout and stderr                      |
 //! | `files:<n>`     | opens `/data` `<n>` times and keeps every handle; returns how many it got |
 //! | `empty:<n>`     | makes `<n>` zero-length writes to stdout                  |
+//! | `lines:<n>`     | writes `<n>` lines to stdout in one write                 |
 //! | `big:<bytes>`   | returns a record of that many bytes                       |
 //! | `huge`          | returns a record of 1 MiB + 1 byte, over the limit        |
 //! | `garbage`       | returns bytes that are no key record                      |
@@ -159,6 +160,15 @@ impl Keystore for Hostile {
                     opened += 1;
                 }
                 Ok(opened.to_string().into_bytes())
+            }
+            "lines" => {
+                let n: usize = arg.parse().map_err(|_| Error::InvalidArgument("lines:<n>".into()))?;
+                let out = wasip2::cli::stdout::get_stdout();
+                for chunk in "x\n".repeat(n).as_bytes().chunks(4096) {
+                    out.blocking_write_and_flush(chunk)
+                        .map_err(|e| Error::Unavailable(format!("write: {e:?}")))?;
+                }
+                Ok(b"written".to_vec())
             }
             "empty" => {
                 let n: usize = arg.parse().map_err(|_| Error::InvalidArgument("empty:<n>".into()))?;
