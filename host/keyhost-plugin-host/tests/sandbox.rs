@@ -404,36 +404,12 @@ async fn the_artifact_cache_skips_compilation_and_rejects_tampering() {
 
 #[test]
 fn plugin_output_becomes_log_lines_prefixed_with_its_name() {
-    use std::sync::{Arc, Mutex};
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buffer {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    let log = logs_of(async {
         let plugin = hostile(Grants::default(), short()).await;
         plugin.get("print:hello from the sandbox").await.unwrap();
         // Output is written asynchronously; give the writer task a moment.
         tokio::time::sleep(Duration::from_millis(50)).await;
     });
-    let log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("hello from the sandbox")).collect();
     assert_eq!(lines.len(), 2, "{log}");
     assert!(
@@ -652,6 +628,23 @@ async fn gc_subtypes_and_atomic_waits_are_refused_at_load() {
 /// lines, and the host says how many it dropped.
 #[test]
 fn a_plugin_cannot_flood_the_host_log() {
+    let log = logs_of(async {
+        let plugin = hostile(Grants::default(), short()).await;
+        assert_eq!(text(&plugin, "lines:40000").await.unwrap(), "written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        plugin.get("print:after the flood").await.unwrap();
+    });
+    let plugin_lines = log.lines().filter(|l| l.contains("plugin=hostile")).count();
+    assert!(
+        plugin_lines < 400,
+        "{plugin_lines} host log lines for 40,000 plugin lines"
+    );
+    assert!(log.contains("after the flood") || plugin_lines > 150, "{log}");
+    assert!(log.contains("plugin log lines dropped"), "the drop is not reported");
+}
+
+/// What the host logs while `work` runs on a runtime of its own.
+fn logs_of(work: impl std::future::Future<Output = ()>) -> String {
     use std::sync::{Arc, Mutex};
     #[derive(Clone, Default)]
     struct Buffer(Arc<Mutex<Vec<u8>>>);
@@ -671,22 +664,10 @@ fn a_plugin_cannot_flood_the_host_log() {
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    let rt = tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    rt.block_on(async {
-        let plugin = hostile(Grants::default(), short()).await;
-        assert_eq!(text(&plugin, "lines:40000").await.unwrap(), "written");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        plugin.get("print:after the flood").await.unwrap();
-    });
-    let log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-    let plugin_lines = log.lines().filter(|l| l.contains("plugin=hostile")).count();
-    assert!(
-        plugin_lines < 400,
-        "{plugin_lines} host log lines for 40,000 plugin lines"
-    );
-    assert!(log.contains("after the flood") || plugin_lines > 150, "{log}");
-    assert!(log.contains("plugin log lines dropped"), "the drop is not reported");
+        .unwrap()
+        .block_on(work);
+    String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
 }

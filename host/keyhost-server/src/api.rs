@@ -81,21 +81,26 @@ pub struct Route {
 
 const MB: usize = 1_000_000;
 
+/// A route that configurations of both eras serve.
 const fn route(path: &'static str, method: Method, auth: Auth, max_body: usize, secs: u64, handler: Handler) -> Route {
-    Route {
-        path,
-        method,
-        auth,
-        max_body,
-        timeout: Duration::from_secs(secs),
-        era: None,
-        handler,
-    }
+    route_in(None, path, method, auth, max_body, secs, handler)
 }
 
 /// A route that only configurations of `era` serve.
 const fn only(
     era: Era,
+    path: &'static str,
+    method: Method,
+    auth: Auth,
+    max_body: usize,
+    secs: u64,
+    handler: Handler,
+) -> Route {
+    route_in(Some(era), path, method, auth, max_body, secs, handler)
+}
+
+const fn route_in(
+    era: Option<Era>,
     path: &'static str,
     method: Method,
     auth: Auth,
@@ -109,7 +114,7 @@ const fn only(
         auth,
         max_body,
         timeout: Duration::from_secs(secs),
-        era: Some(era),
+        era,
         handler,
     }
 }
