@@ -333,17 +333,7 @@ fn migrate_copies_records_verbatim() {
     ] {
         std::fs::write(d.join("old").join(name), record).unwrap();
     }
-    let migrate = |extra: &[&str]| {
-        let mut args = vec![
-            "migrate",
-            "--from",
-            from.to_str().unwrap(),
-            "--to",
-            to.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        run(&[], &args)
-    };
+    let migrate = |extra: &[&str]| migrate_between(&from, &to, extra);
     let out = migrate(&["--dry-run", "minio-*"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("copy           minio-b"));
@@ -411,19 +401,10 @@ fn migrate_copies_records_verbatim() {
     )
     .unwrap();
     let rescue = d.join("rescue");
-    let out = run(
-        &[],
-        &[
-            "migrate",
-            "--from",
-            from.to_str().unwrap(),
-            "--to",
-            broken_config.to_str().unwrap(),
-            "--force",
-            "--backup",
-            rescue.to_str().unwrap(),
-            "minio-a",
-        ],
+    let out = migrate_between(
+        &from,
+        &broken_config,
+        &["--force", "--backup", rescue.to_str().unwrap(), "minio-a"],
     );
     fails(&out, 1, "cannot write 'minio-a'");
     fails(&out, 1, "it is saved in the backup directory");
@@ -433,11 +414,7 @@ fn migrate_copies_records_verbatim() {
     let memory = d.join("memory.yaml");
     std::fs::write(&memory, "address: 0.0.0.0:7373\nroot: disabled\n").unwrap();
     for (a, b) in [(&from, &memory), (&memory, &to)] {
-        let out = run(
-            &[],
-            &["migrate", "--from", a.to_str().unwrap(), "--to", b.to_str().unwrap()],
-        );
-        fails(&out, 1, "no keystore section");
+        fails(&migrate_between(a, b, &[]), 1, "no keystore section");
     }
     // Two files that name one store, however spelt: refused.
     let same = d.join("same.yaml");
@@ -449,23 +426,29 @@ fn migrate_copies_records_verbatim() {
         ),
     )
     .unwrap();
-    let out = run(
-        &[],
-        &[
-            "migrate",
-            "--from",
-            from.to_str().unwrap(),
-            "--to",
-            same.to_str().unwrap(),
-            "--force",
-        ],
+    fails(
+        &migrate_between(&from, &same, &["--force"]),
+        1,
+        "name the same keystore",
     );
-    fails(&out, 1, "name the same keystore");
     assert_eq!(
         std::fs::read_dir(d.join("old")).unwrap().count(),
         3,
         "the store was left as it was"
     );
+}
+
+/// Runs `keyhost migrate --from FROM --to TO EXTRA…`.
+fn migrate_between(from: &std::path::Path, to: &std::path::Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "migrate",
+        "--from",
+        from.to_str().unwrap(),
+        "--to",
+        to.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run(&[], &args)
 }
 
 #[test]
