@@ -220,10 +220,12 @@ pub struct ApiOverride {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Compat {
     /// Write ciphertexts in KES's JSON framing (readable by KES ≤ v0.19.1) instead of
-    /// the raw framing of KES 2024+ (`compat.ciphertext: json`).
+    /// the raw framing of KES 2024+ (`compat.ciphertext: json`; the default for a
+    /// v0.16 file, `raw` for a newest one).
     pub json_ciphertexts: bool,
     /// Store new keys as KES v0.16's `{"bytes"}` records, readable by KES v0.16,
-    /// without an HMAC key (`compat.key_format: v0.16`).
+    /// without an HMAC key (`compat.key_format: v0.16`; the default for a v0.16
+    /// file, `current` for a newest one).
     pub v016_records: bool,
 }
 

@@ -471,12 +471,16 @@ pub(crate) fn parse(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String
     let raw_compat = raw.compat.unwrap_or_default();
     let compat = Compat {
         json_ciphertexts: match ctx.opt("compat.ciphertext", &raw_compat.ciphertext)?.as_deref() {
-            None | Some("raw") => false,
+            // A v0.16 file keeps v0.16's formats unless told otherwise, so that the
+            // fleet can go back to KES v0.16.1 with every key and ciphertext.
+            None => schema == Schema::V016,
+            Some("raw") => false,
             Some("json") => true,
             Some(other) => return Err(ctx.err("compat.ciphertext", format!("'{other}' is not raw or json"))),
         },
         v016_records: match ctx.opt("compat.key_format", &raw_compat.key_format)?.as_deref() {
-            None | Some("current") => false,
+            None => schema == Schema::V016,
+            Some("current") => false,
             Some("v0.16") => true,
             Some(other) => return Err(ctx.err("compat.key_format", format!("'{other}' is not current or v0.16"))),
         },

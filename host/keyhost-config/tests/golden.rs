@@ -288,3 +288,20 @@ fn connection_limits_and_their_errors() {
         assert!(err.to_string().contains(words), "{text:?}: {err}");
     }
 }
+
+/// A v0.16 file keeps KES v0.16's formats (JSON ciphertexts, `{"bytes"}` records)
+/// unless `compat:` says otherwise, so that a fleet can go back to KES v0.16.1 with
+/// every key and ciphertext; a newest file writes the newest formats.
+#[test]
+fn each_schema_writes_its_own_eras_formats_by_default() {
+    let v016 = inline("root: disabled\ntls: {key: k, cert: c}\n").unwrap();
+    assert_eq!(v016.schema, Schema::V016);
+    assert!(v016.compat.json_ciphertexts && v016.compat.v016_records);
+    let v016_current =
+        inline("root: disabled\ntls: {key: k, cert: c}\ncompat: {ciphertext: raw, key_format: current}\n").unwrap();
+    assert!(!v016_current.compat.json_ciphertexts && !v016_current.compat.v016_records);
+    let newest =
+        inline("admin: {identity: disabled}\ntls: {key: k, cert: c}\nkeystore: {fs: {path: /tmp/k}}\n").unwrap();
+    assert_eq!(newest.schema, Schema::Newest);
+    assert!(!newest.compat.json_ciphertexts && !newest.compat.v016_records);
+}

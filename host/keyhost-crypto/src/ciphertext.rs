@@ -48,15 +48,20 @@ pub(crate) struct Parts<'a> {
     pub(crate) sealed: std::borrow::Cow<'a, [u8]>,
 }
 
+/// KES ≤ v0.19.1's JSON ciphertext. Read as KES read it (Go's `json.Unmarshal`):
+/// unknown fields are ignored, and a missing or `null` field is empty.
 #[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct JsonCiphertext {
-    aead: String,
+    #[serde(default)]
+    aead: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     id: Option<String>,
-    iv: String,
-    nonce: String,
-    bytes: String,
+    #[serde(default)]
+    iv: Option<String>,
+    #[serde(default)]
+    nonce: Option<String>,
+    #[serde(default)]
+    bytes: Option<String>,
 }
 
 const JSON_AES: &str = "AES-256-GCM-HMAC-SHA-256";
@@ -79,15 +84,17 @@ pub(crate) fn frame(
         }
         CiphertextFormat::Json => {
             let json = JsonCiphertext {
-                aead: match key.algorithm() {
-                    Algorithm::Aes256 => JSON_AES,
-                    Algorithm::ChaCha20 => JSON_CHACHA,
-                }
-                .to_owned(),
+                aead: Some(
+                    match key.algorithm() {
+                        Algorithm::Aes256 => JSON_AES,
+                        Algorithm::ChaCha20 => JSON_CHACHA,
+                    }
+                    .to_owned(),
+                ),
                 id: Some(key.key_id()),
-                iv: B64.encode(iv),
-                nonce: B64.encode(nonce),
-                bytes: B64.encode(&sealed),
+                iv: Some(B64.encode(iv)),
+                nonce: Some(B64.encode(nonce)),
+                bytes: Some(B64.encode(&sealed)),
             };
             serde_json::to_vec(&json).expect("a struct of strings serialises")
         }
@@ -123,22 +130,25 @@ pub(crate) fn parse_raw<'a>(key: &SecretKey, ciphertext: &'a [u8]) -> Result<Par
 
 fn parse_json<'a>(key: &SecretKey, ciphertext: &'a [u8]) -> Result<Parts<'a>, DecryptError> {
     let json: JsonCiphertext = serde_json::from_slice(ciphertext).map_err(|_| DecryptError::Malformed)?;
-    let algorithm = match json.aead.as_str() {
-        JSON_AES => Algorithm::Aes256,
-        JSON_CHACHA => Algorithm::ChaCha20,
-        _ => return Err(DecryptError::UnsupportedAlgorithm),
+    let decode = |field: &Option<String>| {
+        B64.decode(field.as_deref().unwrap_or_default())
+            .map_err(|_| DecryptError::Malformed)
     };
-    let iv = B64.decode(&json.iv).map_err(|_| DecryptError::Malformed)?;
-    let nonce = B64.decode(&json.nonce).map_err(|_| DecryptError::Malformed)?;
-    let sealed = B64.decode(&json.bytes).map_err(|_| DecryptError::Malformed)?;
-    let iv: [u8; IV_LEN] = iv.try_into().map_err(|_| DecryptError::InvalidIvSize)?;
-    let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| DecryptError::InvalidNonceSize)?;
+    let (iv, nonce, sealed) = (decode(&json.iv)?, decode(&json.nonce)?, decode(&json.bytes)?);
+    // KES v0.16's order of checks: key ID, IV, algorithm, nonce.
     if let Some(id) = &json.id
         && !id.is_empty()
         && *id != key.key_id()
     {
         return Err(DecryptError::KeyIdMismatch);
     }
+    let iv: [u8; IV_LEN] = iv.try_into().map_err(|_| DecryptError::InvalidIvSize)?;
+    let algorithm = match json.aead.as_deref().unwrap_or_default() {
+        JSON_AES => Algorithm::Aes256,
+        JSON_CHACHA => Algorithm::ChaCha20,
+        _ => return Err(DecryptError::UnsupportedAlgorithm),
+    };
+    let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| DecryptError::InvalidNonceSize)?;
     Ok(Parts {
         algorithm,
         iv,

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use keyhost_crypto::{Algorithm, KeyRecord};
+use keyhost_crypto::{Algorithm, DecryptError, KeyRecord};
 use keyhost_keystore::Error as StoreError;
 use keyhost_policy::{Decision, Identity};
 use serde::{Deserialize, Serialize};
@@ -246,6 +246,80 @@ impl Route {
             _ => vec![path.to_owned()],
         }
     }
+}
+
+impl Route {
+    /// The method KES v0.16 took: POST where the newest declares PUT.
+    fn v016_method(&self) -> &'static str {
+        if self.method == Method::PUT || self.method == Method::POST {
+            "POST"
+        } else if self.method == Method::DELETE {
+            "DELETE"
+        } else {
+            "GET"
+        }
+    }
+
+    /// KES v0.16's body limits: 1 MiB (not the newest 1 MB), 512 KiB to encrypt.
+    fn v016_max_body(&self) -> usize {
+        match (self.handler, self.max_body) {
+            (_, 0) => 0,
+            (H::KeyEncrypt, _) => 1 << 19,
+            _ => 1 << 20,
+        }
+    }
+
+    /// The `path.Match` pattern KES v0.16 checked a request's path against.
+    fn v016_pattern(&self) -> String {
+        match self.handler {
+            H::IdentityAssign => format!("{}*/*", self.path),
+            _ if self.path.ends_with('/') => format!("{}*", self.path),
+            _ => self.path.to_owned(),
+        }
+    }
+}
+
+/// Whether `path` matches a route pattern of [`Route::v016_pattern`]: each `*`
+/// stands for one non-empty-or-empty path element without `/`.
+fn v016_path_matches(pattern: &str, path: &str) -> bool {
+    let (mut p, mut s) = (pattern.split('/'), path.split('/'));
+    loop {
+        match (p.next(), s.next()) {
+            (None, None) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Where Go's router (KES of both eras) redirected a path: a route prefix named
+/// without its trailing slash (`/v1/key/create` → `/v1/key/create/`), and paths
+/// that are not clean (`//`, `.`, `..` elements) to their cleaned form.
+fn go_redirect(path: &str, era: Era) -> Option<String> {
+    let mut clean: Vec<&str> = Vec::new();
+    for element in path.split('/').skip(1) {
+        match element {
+            "" | "." => {}
+            ".." => {
+                clean.pop();
+            }
+            e => clean.push(e),
+        }
+    }
+    let mut cleaned = format!("/{}", clean.join("/"));
+    let trailing = path.ends_with('/') || path.ends_with("/.") || path.ends_with("/..");
+    if trailing && cleaned != "/" {
+        cleaned.push('/');
+    }
+    if cleaned != path {
+        return Some(cleaned);
+    }
+    ROUTES
+        .iter()
+        .filter(|r| r.served_in(era))
+        .find(|r| r.path.strip_suffix('/') == Some(path))
+        .map(|r| r.path.to_owned())
 }
 
 /// Finds the route of `path` among the routes `era` serves, and the resource after
@@ -543,21 +617,51 @@ async fn dispatch_parts<B: RequestBody>(
         return early(ApiError::NoRoute, body);
     };
     let path = path.into_owned();
+    if let Some(to) = go_redirect(&path, state.era) {
+        return early(
+            ApiError::Redirect {
+                to,
+                with_body: req.method == Method::GET || req.method == Method::HEAD,
+            },
+            body,
+        );
+    }
     let Some((route, resource)) = find(&path, state.era) else {
         return early(ApiError::NoRoute, body);
     };
-    let resource = resource.to_owned();
+    let mut resource = resource.to_owned();
     routed.path = Some(path);
     let path = routed.path.as_deref().unwrap_or_default();
-    let method_ok = req.method == route.method || (route.method == Method::PUT && req.method == Method::POST);
+    let method_ok = match state.era {
+        // KES v0.16 took POST where the newest declares PUT, and nothing else.
+        Era::V016 => req.method == route.v016_method(),
+        Era::Newest => req.method == route.method || (route.method == Method::PUT && req.method == Method::POST),
+    };
     if !method_ok {
         return early(
             ApiError::Method {
                 got: req.method.to_string(),
-                expected: route.method.as_str(),
+                expected: match state.era {
+                    Era::V016 => route.v016_method(),
+                    Era::Newest => route.method.as_str(),
+                },
             },
             body,
         );
+    }
+    if state.era == Era::V016 {
+        // KES v0.16 matched the whole path against the route's pattern
+        // (`/v1/key/create/*`), then took the resource as the path's last element
+        // (`path.Base`): `/v1/key/list/` lists the pattern `list`.
+        let pattern = route.v016_pattern();
+        if !v016_path_matches(&pattern, path) {
+            return early(ApiError::PathMismatch(pattern), body);
+        }
+        if resource.is_empty()
+            && let Some(base) = route.path.strip_suffix('/')
+        {
+            resource = base.rsplit('/').next().unwrap_or_default().to_owned();
+        }
     }
     let overridden = state.overrides.get(route.path);
     let auth = match overridden {
@@ -585,14 +689,19 @@ async fn dispatch_parts<B: RequestBody>(
     {
         return early(ApiError::NotAllowed, body);
     }
-    // KES v0.16 clients ask for listings as NDJSON.
-    let ndjson = req
-        .headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/x-ndjson"));
+    // KES v0.16 answers every key listing as NDJSON, whatever the request accepts
+    // (its client reads the trailers); newer clients may still ask for it.
+    let accept = req.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    // KES v0.16 answered every key listing as NDJSON, whatever the request
+    // accepted (its client reads the trailers); the newest KES answers JSON.
+    let ndjson = state.era == Era::V016;
+    let all_metrics = crate::observe::Observer::wants_all(accept);
     let mut reserved = Reserved::default();
-    let body: Zeroizing<Vec<u8>> = if route.max_body > 0 {
+    let max_body = match state.era {
+        Era::V016 => route.v016_max_body(),
+        Era::Newest => route.max_body,
+    };
+    let body: Zeroizing<Vec<u8>> = if max_body > 0 {
         let declared = req
             .headers
             .get(header::CONTENT_LENGTH)
@@ -602,14 +711,18 @@ async fn dispatch_parts<B: RequestBody>(
             .headers
             .get(header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-        if expects_continue && declared.is_some_and(|n| n > route.max_body as u64) {
+        if expects_continue && declared.is_some_and(|n| n > max_body as u64) {
             // The client waits for "100 Continue" before it sends: answer without
             // reading, so that it never sends the body at all.
             return Err((ApiError::InvalidBody, None));
         }
-        let read = read_limited(body, route.max_body, declared, &mut reserved);
+        let read = read_limited(body, max_body, declared, &mut reserved);
         match tokio::time::timeout(state.limits.body_timeout, read).await {
             Ok(Ok(bytes)) => bytes,
+            // The newest KES names the import body in its message, whatever is wrong.
+            Ok(Err((ApiError::InvalidBody, body))) if route.handler == Handler::KeyImport => {
+                return Err((ApiError::InvalidImportBody, body));
+            }
             Ok(Err(refused)) => return Err(refused),
             // A body that stops arriving is not drained: the connection goes.
             Err(_) => return Err((ApiError::BodyTimeout, None)),
@@ -618,7 +731,17 @@ async fn dispatch_parts<B: RequestBody>(
         drain(body).await;
         Zeroizing::new(Vec::new())
     };
-    let call = run(state, route.handler, &resource, identity.as_ref(), &body, ndjson);
+    let handler = route.handler;
+    let era = state.era;
+    let call = async move {
+        let accepts = Accepts { ndjson, all_metrics };
+        let response = run(state, handler, &resource, identity.as_ref(), &body, accepts).await?;
+        Ok(match (era, handler) {
+            (Era::V016, Handler::Status) => response,
+            (Era::V016, _) => v016_json(response),
+            (Era::Newest, _) => response,
+        })
+    };
     if timeout.is_zero() {
         return call.await.map_err(|e| (e, None));
     }
@@ -640,6 +763,56 @@ fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Body> {
 
 fn ok<T: Serialize>(value: &T) -> Result<Response<Body>, ApiError> {
     Ok(json_response(StatusCode::OK, value))
+}
+
+/// The machine's architecture as Go names it (`GOARCH`), which KES reports.
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "x86" => "386",
+        "aarch64" => "arm64",
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
+        "loongarch64" => "loong64",
+        other => other,
+    }
+}
+
+/// The content type Go gives a body it was not told the type of (KES v0.16's
+/// JSON answers).
+const GO_TEXT: &str = "text/plain; charset=utf-8";
+
+/// A response of `bytes` typed `content_type`.
+fn typed(bytes: Vec<u8>, content_type: &'static str) -> Response<Body> {
+    let mut response = Response::new(full(bytes));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// A JSON answer as KES v0.16 wrote it (`json.NewEncoder(w).Encode`): a trailing
+/// newline, and Go's sniffed content type. Bodies that carry secrets stay in
+/// wiped buffers.
+fn v016_json(response: Response<Body>) -> Response<Body> {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/json");
+    if !is_json || response.status() != StatusCode::OK {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(GO_TEXT));
+    let newline =
+        futures::stream::once(async { Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from_static(b"\n"))) });
+    use futures::StreamExt;
+    let frames = body
+        .into_data_stream()
+        .map(|d| d.map(hyper::body::Frame::data))
+        .chain(newline);
+    Response::from_parts(parts, BodyExt::boxed(http_body_util::StreamBody::new(frames)))
 }
 
 fn empty() -> Result<Response<Body>, ApiError> {
@@ -751,16 +924,23 @@ struct Names<'a> {
 const MAX_GLOB: usize = 256;
 
 /// A v0.16 listing glob (`*` when empty).
-fn v016_glob(resource: &str) -> Result<keyhost_policy::Pattern, ApiError> {
+/// A v0.16 listing's glob; `None` for a malformed one, which (as in KES v0.16,
+/// where `path.Match` fails) matches nothing. Longer globs than [`MAX_GLOB`] are
+/// refused: matching them costs more than any name is worth.
+fn v016_glob(resource: &str) -> Result<Option<keyhost_policy::Pattern>, ApiError> {
     let pattern = if resource.is_empty() { "*" } else { resource };
-    let invalid = || ApiError::InvalidName {
-        kind: "listing pattern",
-        name: resource.to_owned(),
-    };
     if pattern.len() > MAX_GLOB {
-        return Err(invalid());
+        return Err(ApiError::InvalidName {
+            kind: "listing pattern",
+            name: resource.to_owned(),
+        });
     }
-    keyhost_policy::Pattern::parse(pattern, keyhost_policy::PatternSyntax::Glob).map_err(|_| invalid())
+    Ok(keyhost_policy::Pattern::parse(pattern, keyhost_policy::PatternSyntax::Glob).ok())
+}
+
+/// Whether a v0.16 listing's glob (see [`v016_glob`]) matches `name`.
+fn glob_matches(glob: &Option<keyhost_policy::Pattern>, name: &str) -> bool {
+    glob.as_ref().is_some_and(|g| g.matches(name))
 }
 
 /// KES's `validName`: 1–80 bytes of `0-9 A-Z a-z _ -`, not starting or ending with
@@ -778,13 +958,40 @@ fn valid_name(name: &str, era: Era) -> bool {
 
 /// KES's `validPattern`: the name alphabet, at most 80 bytes, possibly empty, `*`,
 /// or ending in one `*`. Returns the prefix to list.
+/// KES's `validPattern`: empty, `*`, or up to 80 bytes of `0-9 A-Z a-z _ -`
+/// (`-` neither first nor last, not `_` alone) optionally ending in one `*`; the
+/// prefix it lists.
 fn list_prefix(pattern: &str) -> Option<&str> {
-    let prefix = pattern.strip_suffix('*').unwrap_or(pattern);
-    let ok = pattern.len() <= 80
-        && prefix
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
-    ok.then_some(prefix)
+    if pattern == "*" {
+        return Some("");
+    }
+    let last = pattern.len().saturating_sub(1);
+    let ok = pattern != "_"
+        && pattern.len() <= 80
+        && pattern.bytes().enumerate().all(|(i, b)| {
+            b.is_ascii_alphanumeric() || b == b'_' || (b == b'-' && i > 0 && i < last) || (b == b'*' && i == last)
+        });
+    ok.then(|| pattern.strip_suffix('*').unwrap_or(pattern))
+}
+
+/// A listing's pattern as a prefix, or KES's 400.
+fn listing_prefix(pattern: &str) -> Result<&str, ApiError> {
+    list_prefix(pattern).ok_or_else(|| ApiError::InvalidName {
+        kind: "listing pattern",
+        name: pattern.to_owned(),
+    })
+}
+
+/// A policy name or identity of a newest route, checked with KES's `validName`.
+fn valid_newest(kind: &'static str, name: &str) -> Result<(), ApiError> {
+    if valid_name(name, Era::Newest) {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidName {
+            kind,
+            name: name.to_owned(),
+        })
+    }
 }
 
 fn key_name(name: &str, era: Era) -> Result<&str, ApiError> {
@@ -909,16 +1116,31 @@ async fn create_record(state: &State, name: &str, record: &KeyRecord) -> Result<
         })
 }
 
+/// What the request's `Accept` header asks for.
+#[derive(Debug, Clone, Copy)]
+struct Accepts {
+    /// NDJSON listings (KES v0.16 clients, and always in a v0.16 configuration).
+    ndjson: bool,
+    /// keyhost's own metric families besides KES's (Prometheus scrapers).
+    all_metrics: bool,
+}
+
 async fn run(
     state: &State,
     handler: Handler,
     resource: &str,
     identity: Option<&Identity>,
     body: &[u8],
-    ndjson: bool,
+    accepts: Accepts,
 ) -> Result<Response<Body>, ApiError> {
+    let ndjson = accepts.ndjson;
     let caller = identity.map(Identity::as_str).unwrap_or_default();
     match handler {
+        // KES v0.16 printed `{"version":"…"}` as text, without a content type of its own.
+        Handler::Version if state.era == Era::V016 => Ok(typed(
+            format!("{{\"version\":\"{}\"}}", env!("CARGO_PKG_VERSION")).into_bytes(),
+            GO_TEXT,
+        )),
         Handler::Version => ok(&json!({ "version": env!("CARGO_PKG_VERSION"), "commit": "" })),
         Handler::Ready if state.cache.is_offline() => Err(ApiError::StoreUnreachable),
         Handler::Ready => match state.keystore.status().await {
@@ -926,6 +1148,30 @@ async fn run(
             Err(e) if e.is_unreachable() => Err(ApiError::StoreUnreachable),
             Err(_) => Err(ApiError::StoreUnavailable),
         },
+        Handler::Status if state.era == Era::V016 => {
+            // KES v0.16: durations in nanoseconds (whole seconds), and the server
+            // certificate's expiry and names.
+            let secs = |d: Duration| d.as_secs().saturating_mul(1_000_000_000);
+            let mut certificate = json!({ "expiry": 0 });
+            if let Some(cert) = &state.certificate {
+                let left = (cert.not_after - time::OffsetDateTime::now_utc()).max(time::Duration::ZERO);
+                certificate["expiry"] = json!(secs(left.try_into().unwrap_or_default()));
+                if !cert.dns.is_empty() {
+                    certificate["dns"] = json!(cert.dns);
+                }
+                if !cert.ips.is_empty() {
+                    certificate["ip"] = json!(cert.ips);
+                }
+            }
+            let status = json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "uptime": secs(state.started.elapsed()),
+                "certificate": certificate,
+            });
+            let mut body = serde_json::to_vec(&status).unwrap_or_default();
+            body.push(b'\n');
+            Ok(typed(body, "application/json"))
+        }
         Handler::Status => {
             let health = if state.cache.is_offline() {
                 Err(keyhost_keystore::Error::Unavailable("offline".into()))
@@ -935,7 +1181,7 @@ async fn run(
             let mut status = json!({
                 "version": env!("CARGO_PKG_VERSION"),
                 "os": std::env::consts::OS,
-                "arch": std::env::consts::ARCH,
+                "arch": go_arch(),
                 "uptime": state.started.elapsed().as_secs(),
                 "num_cpu": std::thread::available_parallelism().map_or(1, |n| n.get()),
                 "num_cpu_used": std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -999,6 +1245,10 @@ async fn run(
         Handler::IdentityAssign => {
             let (policy, id) = resource.split_once('/').ok_or(ApiError::IdentityUnknown)?;
             let id = Identity::parse(id).ok_or(ApiError::IdentityUnknown)?;
+            // KES v0.16's order: the admin first, then the caller itself.
+            if Some(&id) == state.authorizer().admin() {
+                return Err(ApiError::IdentityIsRoot);
+            }
             if Some(&id) == identity {
                 return Err(ApiError::AssignSelf);
             }
@@ -1019,6 +1269,8 @@ async fn run(
         }
         Handler::Metrics => {
             let text = state.observer.render(
+                state.era,
+                accepts.all_metrics,
                 state.started.elapsed(),
                 state.cache.len(),
                 state.keystore.runtime_stats(),
@@ -1050,13 +1302,23 @@ async fn run(
         Handler::KeyImport => {
             let name = key_name(resource, state.era)?;
             let req: ImportRequest = serde_json::from_slice(body).map_err(|_| ApiError::InvalidImportBody)?;
-            let cipher = req.cipher.clone().unwrap_or_default();
-            let algorithm = if cipher.is_empty() {
-                Algorithm::Aes256
-            } else {
-                Algorithm::from_name(&cipher).ok_or_else(|| ApiError::UnsupportedCipher(cipher.clone()))?
+            let cipher = match state.era {
+                Era::V016 => String::new(),
+                Era::Newest => req.cipher.clone().unwrap_or_default(),
             };
-            let bytes = if req.key.is_empty() { &req.bytes } else { &req.key };
+            let algorithm = match state.era {
+                Era::V016 => Algorithm::Aes256,
+                // The newest KES names the cipher or refuses the key (406).
+                Era::Newest => {
+                    Algorithm::from_name(&cipher).ok_or_else(|| ApiError::UnsupportedCipher(cipher.clone()))?
+                }
+            };
+            // KES v0.16 read only `bytes` (and ignored other fields).
+            let bytes = if req.key.is_empty() || state.era == Era::V016 {
+                &req.bytes
+            } else {
+                &req.key
+            };
             let key: [u8; 32] = bytes[..]
                 .try_into()
                 .map_err(|_| ApiError::InvalidKeySize(algorithm.name().to_owned()))?;
@@ -1100,7 +1362,7 @@ async fn run(
                 let matched = tokio::task::spawn_blocking(move || {
                     names
                         .into_iter()
-                        .filter(|n| glob.matches(n))
+                        .filter(|n| glob_matches(&glob, n))
                         .map(|name| json!({ "Name": name }).to_string() + "\n")
                         .collect::<Vec<_>>()
                 })
@@ -1123,10 +1385,7 @@ async fn run(
             // continuation cannot work here: clients (kms-go's iterator, the kes
             // CLI) ask for `/v1/key/list/<continue_at>`, which names a prefix, so
             // the next page would hold only names that extend the continuation.
-            let prefix = list_prefix(resource).ok_or_else(|| ApiError::InvalidName {
-                kind: "listing pattern",
-                name: resource.to_owned(),
-            })?;
+            let prefix = listing_prefix(resource)?;
             let _turn = LISTINGS.acquire().await.map_err(|_| ApiError::Timeout)?;
             let mut names = Vec::new();
             let mut after: Option<String> = None;
@@ -1193,7 +1452,17 @@ async fn run(
             let name = key_name(resource, state.era)?;
             let req = crypto_request(body, true)?;
             let key = state.cache.get(&*state.keystore, name).await?;
-            let plaintext = key.key.open(&req.ciphertext, &req.context).map_err(ApiError::Decrypt)?;
+            let plaintext = key.key.open(&req.ciphertext, &req.context).map_err(|e| match e {
+                // KES v0.16 knew only JSON ciphertexts: anything else that does not
+                // open is, to it, not a ciphertext at all.
+                DecryptError::NotAuthentic
+                    if state.era == Era::V016
+                        && serde_json::from_slice::<serde::de::IgnoredAny>(&req.ciphertext).is_err() =>
+                {
+                    ApiError::Decrypt(DecryptError::Malformed)
+                }
+                e => ApiError::Decrypt(e),
+            })?;
             let encoded = Zeroizing::new(B64.encode(&plaintext[..]));
             secret_json(&Plaintext { plaintext: &encoded })
         }
@@ -1213,7 +1482,7 @@ async fn run(
         Handler::PolicyList if state.era == Era::V016 => {
             let auth = state.authorizer();
             let glob = v016_glob(resource)?;
-            let names: Vec<&str> = auth.policy_names().filter(|n| glob.matches(n)).collect();
+            let names: Vec<&str> = auth.policy_names().filter(|n| glob_matches(&glob, n)).collect();
             ok(&names)
         }
         Handler::IdentityList if state.era == Era::V016 => {
@@ -1221,13 +1490,14 @@ async fn run(
                 let auth = state.authorizer();
                 let glob = v016_glob(resource)?;
                 auth.identities()
-                    .filter(|(i, _)| glob.matches(i.as_str()))
+                    .filter(|(i, _)| glob_matches(&glob, i.as_str()))
                     .map(|(i, p)| json!({ "identity": i.as_str(), "policy": p }).to_string() + "\n")
                     .collect()
             };
             ndjson_with_trailers(lines)
         }
         Handler::PolicyDescribe | Handler::PolicyRead => {
+            valid_newest("policy name", resource)?;
             let auth = state.authorizer();
             let policy = auth.policy(resource).ok_or(ApiError::PolicyNotFound)?;
             let admin = auth.admin().map(Identity::as_str).unwrap_or_default();
@@ -1241,14 +1511,12 @@ async fn run(
         }
         Handler::PolicyList => {
             let auth = state.authorizer();
-            let prefix = list_prefix(resource).ok_or_else(|| ApiError::InvalidName {
-                kind: "listing pattern",
-                name: resource.to_owned(),
-            })?;
+            let prefix = listing_prefix(resource)?;
             let names: Vec<&str> = auth.policy_names().filter(|n| n.starts_with(prefix)).collect();
-            ok(&json!({ "names": names }))
+            ok(&json!({ "names": names, "continue_at": "" }))
         }
         Handler::IdentityDescribe => {
+            valid_newest("identity", resource)?;
             let auth = state.authorizer();
             let id = Identity::parse(resource).ok_or(ApiError::IdentityNotFound)?;
             let admin = auth.admin();
@@ -1279,7 +1547,7 @@ async fn run(
         }
         Handler::IdentityList => {
             let auth = state.authorizer();
-            let prefix = resource.strip_suffix('*').unwrap_or(resource);
+            let prefix = listing_prefix(resource)?;
             let mut ids: Vec<&str> = auth
                 .identities()
                 .map(|(i, _)| i.as_str())
@@ -1287,7 +1555,7 @@ async fn run(
                 .filter(|i| i.starts_with(prefix))
                 .collect();
             ids.sort_unstable();
-            ok(&json!({ "identities": ids }))
+            ok(&json!({ "identities": ids, "continue_at": "" }))
         }
     }
 }
@@ -1356,5 +1624,60 @@ mod tests {
         }
         assert!(list_prefix("*-*").is_none());
         assert_eq!(list_prefix("my-key*"), Some("my-key"));
+        // What the newest KES refused (seen side by side in tests/compat).
+        for bad in ["app-", "a.b", "_", "a*b", "**", &"a".repeat(81)] {
+            assert!(list_prefix(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn go_routers_redirect_like_kes() {
+        for era in [Era::Newest, Era::V016] {
+            assert_eq!(go_redirect("/v1/key/create", era).as_deref(), Some("/v1/key/create/"));
+            assert_eq!(go_redirect("/v1/key/create/", era), None);
+            assert_eq!(go_redirect("/v1/key/create/k", era), None);
+            assert_eq!(
+                go_redirect("/v1//key/create/k", era).as_deref(),
+                Some("/v1/key/create/k")
+            );
+            assert_eq!(
+                go_redirect("/v1/key/./create/k", era).as_deref(),
+                Some("/v1/key/create/k")
+            );
+            assert_eq!(
+                go_redirect("/v1/key/x/../create/", era).as_deref(),
+                Some("/v1/key/create/")
+            );
+            assert_eq!(go_redirect("/version", era), None);
+            assert_eq!(go_redirect("/", era), None);
+        }
+        assert_eq!(
+            go_redirect("/v1/key/hmac", Era::Newest).as_deref(),
+            Some("/v1/key/hmac/")
+        );
+        assert_eq!(go_redirect("/v1/key/hmac", Era::V016), None, "not a v0.16 route");
+        assert_eq!(
+            go_redirect("/v1/policy/write", Era::V016).as_deref(),
+            Some("/v1/policy/write/")
+        );
+    }
+
+    #[test]
+    fn v016_paths_match_their_route_patterns() {
+        assert!(v016_path_matches("/v1/key/create/*", "/v1/key/create/k"));
+        assert!(v016_path_matches("/v1/key/create/*", "/v1/key/create/"));
+        assert!(!v016_path_matches("/v1/key/create/*", "/v1/key/create/a/b"));
+        assert!(v016_path_matches("/v1/identity/assign/*/*", "/v1/identity/assign/p/id"));
+        assert!(!v016_path_matches("/v1/identity/assign/*/*", "/v1/identity/assign/p"));
+        assert!(!v016_path_matches(
+            "/v1/identity/assign/*/*",
+            "/v1/identity/assign/p/id/x"
+        ));
+        assert!(v016_path_matches("/v1/status", "/v1/status"));
+        let create = ROUTES.iter().find(|r| r.path == "/v1/key/create/").unwrap();
+        assert_eq!(create.v016_pattern(), "/v1/key/create/*");
+        assert_eq!(create.v016_method(), "POST");
+        let encrypt = ROUTES.iter().find(|r| r.path == "/v1/key/encrypt/").unwrap();
+        assert_eq!(encrypt.v016_max_body(), 512 << 10);
     }
 }

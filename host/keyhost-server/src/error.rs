@@ -137,6 +137,18 @@ pub enum ApiError {
     /// No route.
     #[error("404 page not found")]
     NoRoute,
+    /// KES v0.16's router sent the client to the route's own path (a prefix
+    /// named without its trailing slash, or a path with `//`, `.` or `..`).
+    #[error("Moved Permanently")]
+    Redirect {
+        /// Where to.
+        to: String,
+        /// Whether the answer has Go's small HTML body (GET and HEAD).
+        with_body: bool,
+    },
+    /// KES v0.16: the path has more or fewer elements than the route's pattern.
+    #[error("request URL path does not match API pattern: {0}")]
+    PathMismatch(String),
     /// The route's deadline passed.
     #[error("timeout")]
     Timeout,
@@ -229,6 +241,8 @@ impl ApiError {
             | IdentityUnknown | TooManyCiphertexts) => (StatusCode::BAD_REQUEST, e.to_string().into()),
             e @ AssignSelf => (StatusCode::FORBIDDEN, e.to_string().into()),
             NoRoute => (StatusCode::NOT_FOUND, "404 page not found".into()),
+            Redirect { .. } => (StatusCode::MOVED_PERMANENTLY, "".into()),
+            e @ PathMismatch(_) => (StatusCode::BAD_REQUEST, e.to_string().into()),
             Timeout => (StatusCode::SERVICE_UNAVAILABLE, "".into()),
             Busy => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -255,6 +269,26 @@ impl ApiError {
                 r
             }
             ApiError::Timeout => http::Response::new(Full::new(Bytes::new())),
+            ApiError::Redirect { to, with_body } => {
+                let body = if *with_body {
+                    format!("<a href=\"{}\">Moved Permanently</a>.\n\n", html_escape(to))
+                } else {
+                    String::new()
+                };
+                let mut r = http::Response::new(Full::new(Bytes::from(body)));
+                if *with_body {
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/html; charset=utf-8"),
+                    );
+                }
+                if let Ok(location) =
+                    HeaderValue::from_str(&percent_encoding::utf8_percent_encode(to, LOCATION).to_string())
+                {
+                    r.headers_mut().insert(header::LOCATION, location);
+                }
+                r
+            }
             _ => {
                 let quoted = serde_json::to_string(&message).unwrap_or_else(|_| "\"\"".into());
                 let body = match era {
@@ -280,4 +314,26 @@ impl ApiError {
         *response.status_mut() = status;
         response
     }
+}
+
+/// What a `Location` path escapes (Go's `url.URL.EscapedPath` keeps the rest).
+const LOCATION: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+/// Go's `htmlReplacer`, for the redirect's HTML body.
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&#34;")
+        .replace('\'', "&#39;")
 }

@@ -62,7 +62,52 @@ pub struct State {
     pub overrides: std::collections::HashMap<String, RouteOverride>,
     /// Connection limits and timeouts (read when a connection is accepted).
     pub limits: Limits,
+    /// The server certificate, as a v0.16 `/v1/status` reports it.
+    pub certificate: Option<ServerCertificate>,
     cache: Arc<cache::KeyCache>,
+}
+
+/// An `Accept` header that asks `/v1/metrics` for every family, keyhost's own
+/// included, as Prometheus's scrapes do (see [`Observer`]).
+pub const PROMETHEUS_ACCEPT: &str = "text/plain; version=0.0.4";
+
+/// What KES v0.16's `/v1/status` tells about the server's certificate.
+#[derive(Debug, Clone)]
+pub struct ServerCertificate {
+    /// When it expires.
+    pub not_after: time::OffsetDateTime,
+    /// Its DNS names.
+    pub dns: Vec<String>,
+    /// Its IP addresses.
+    pub ips: Vec<String>,
+}
+
+impl ServerCertificate {
+    /// Reads the expiry and subject alternative names of a DER certificate.
+    pub fn of_der(der: &[u8]) -> Option<Self> {
+        use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+        let (_, cert) = X509Certificate::from_der(der).ok()?;
+        let mut dns = Vec::new();
+        let mut ips = Vec::new();
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::DNSName(d) => dns.push((*d).to_owned()),
+                    GeneralName::IPAddress(b) => match b.len() {
+                        4 => ips.push(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).ok()?).to_string()),
+                        16 => ips.push(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).ok()?).to_string()),
+                        _ => {}
+                    },
+                    _ => {}
+                }
+            }
+        }
+        Some(Self {
+            not_after: cert.validity().not_after.to_datetime(),
+            dns,
+            ips,
+        })
+    }
 }
 
 impl State {
@@ -82,6 +127,7 @@ impl State {
             observer,
             overrides: Default::default(),
             limits: Limits::default(),
+            certificate: None,
             proxy: None,
             cache: Arc::default(),
         }

@@ -12,10 +12,18 @@ use crate::error::Era;
 /// Counters, gauges and event channels of one server.
 #[derive(Debug, Clone)]
 pub struct Observer {
+    /// Every metric: KES's and keyhost's own.
     registry: Registry,
+    /// KES's metrics only, as the newest KES exposes them (kms-go reads them).
+    kes_newest: Registry,
+    /// KES's metrics only, as KES v0.16 exposed them: one series per family, which
+    /// its client requires.
+    kes_v016: Registry,
     success: IntCounterVec,
     error: IntCounterVec,
     failure: IntCounterVec,
+    /// The request counters without their `code` label (KES v0.16).
+    v016_counts: [IntCounter; 3],
     active: IntGauge,
     response_time: Histogram,
     error_events: IntCounter,
@@ -23,6 +31,9 @@ pub struct Observer {
     audit_dropped: IntCounter,
     up_time: IntGauge,
     cached_keys: IntGauge,
+    /// KES's system gauges besides `num_cpu`: CPUs used, threads, heap bytes and
+    /// objects, stack bytes (set when metrics are read).
+    system: [IntGauge; 5],
     plugin: [IntGauge; 5],
     audit: broadcast::Sender<Bytes>,
     errors: broadcast::Sender<Bytes>,
@@ -67,6 +78,8 @@ fn must<T>(r: prometheus::Result<T>) -> T {
 impl Default for Observer {
     fn default() -> Self {
         let registry = Registry::new();
+        let kes_newest = Registry::new();
+        let kes_v016 = Registry::new();
         let counter_vec = |name: &str, help: &str| {
             let c = must(IntCounterVec::new(Opts::new(name, help), &["code"]));
             must(registry.register(Box::new(c.clone())));
@@ -92,7 +105,7 @@ impl Default for Observer {
         must(registry.register(Box::new(response_time.clone())));
         let num_cpu = gauge("kes_system_num_cpu", "Number of available CPUs.");
         num_cpu.set(std::thread::available_parallelism().map_or(1, |n| n.get()) as i64);
-        Self {
+        let this = Self {
             success: counter_vec(
                 "kes_http_request_success",
                 "Number of requests that have been served successfully.",
@@ -127,6 +140,25 @@ impl Default for Observer {
                 "The time the server has been up and running in seconds.",
             ),
             cached_keys: gauge("keyhost_cache_keys", "Number of keys in the key cache."),
+            system: [
+                gauge(
+                    "kes_system_num_cpu_used",
+                    "The number of logical CPUs usable by the server. It may be smaller than the number of available CPUs.",
+                ),
+                gauge("kes_system_num_threads", "The number of threads of the server process."),
+                gauge(
+                    "kes_system_mem_heap_used",
+                    "The resident memory of the server process in bytes (keyhost has no garbage-collected heap).",
+                ),
+                gauge(
+                    "kes_system_mem_heap_objects",
+                    "Always 0: keyhost has no garbage-collected heap to count objects on.",
+                ),
+                gauge(
+                    "kes_system_mem_stack_used",
+                    "Always 0: keyhost does not measure stack memory apart.",
+                ),
+            ],
             plugin: [
                 gauge(
                     "keyhost_plugin_instances_started",
@@ -143,12 +175,48 @@ impl Default for Observer {
                     "Plugin calls that hit the memory limit.",
                 ),
             ],
+            v016_counts: [
+                IntCounter::new(
+                    "kes_http_request_success",
+                    "Number of requests that have been served successfully.",
+                ),
+                IntCounter::new(
+                    "kes_http_request_error",
+                    "Number of request that failed due to some error. (HTTP 4xx status code)",
+                ),
+                IntCounter::new(
+                    "kes_http_request_failure",
+                    "Number of request that failed due to some internal failure. (HTTP 5xx status code)",
+                ),
+            ]
+            .map(must),
             registry,
+            kes_newest,
+            kes_v016,
             audit: broadcast::channel(1024).0,
             errors: broadcast::channel(1024).0,
             audit_log: None,
             audit_required: false,
+        };
+        // KES's families, per era.
+        for c in [&this.success, &this.error, &this.failure] {
+            must(this.kes_newest.register(Box::new(c.clone())));
         }
+        for c in &this.v016_counts {
+            must(this.kes_v016.register(Box::new(c.clone())));
+        }
+        for r in [&this.kes_newest, &this.kes_v016] {
+            must(r.register(Box::new(this.active.clone())));
+            must(r.register(Box::new(this.response_time.clone())));
+            must(r.register(Box::new(this.error_events.clone())));
+            must(r.register(Box::new(this.audit_events.clone())));
+            must(r.register(Box::new(this.up_time.clone())));
+        }
+        must(this.kes_newest.register(Box::new(num_cpu)));
+        for g in &this.system {
+            must(this.kes_newest.register(Box::new(g.clone())));
+        }
+        this
     }
 }
 
@@ -184,11 +252,13 @@ impl Observer {
         self.active.dec();
         if done.counted {
             let code = done.status.to_string();
-            match done.status {
-                200..=299 => self.success.with_label_values(&[&code]).inc(),
-                400..=499 => self.error.with_label_values(&[&code]).inc(),
-                _ => self.failure.with_label_values(&[&code]).inc(),
-            }
+            let (by_code, total) = match done.status {
+                200..=299 => (&self.success, &self.v016_counts[0]),
+                400..=499 => (&self.error, &self.v016_counts[1]),
+                _ => (&self.failure, &self.v016_counts[2]),
+            };
+            by_code.with_label_values(&[&code]).inc();
+            total.inc();
             self.response_time.observe(done.took.as_secs_f64());
         }
         if !done.audited || (self.audit_log.is_none() && self.audit.receiver_count() == 0) {
@@ -258,14 +328,23 @@ impl Observer {
         &self.registry
     }
 
-    /// The Prometheus text exposition (format 0.0.4, KES's metric names).
+    /// The Prometheus text exposition (format 0.0.4). `all` gives keyhost's own
+    /// families too (Prometheus asks for them, see [`Observer::wants_all`]); else
+    /// only KES's, in the shape of `era`'s release, which KES clients parse
+    /// strictly (KES v0.16's client refuses any family with more than one series).
     pub(crate) fn render(
         &self,
+        era: Era,
+        all: bool,
         uptime: Duration,
         cached_keys: usize,
         runtime: Option<keyhost_keystore::RuntimeStats>,
     ) -> Vec<u8> {
         self.up_time.set(uptime.as_secs() as i64);
+        let (threads, resident) = process_usage();
+        self.system[0].set(std::thread::available_parallelism().map_or(1, |n| n.get()) as i64);
+        self.system[1].set(threads);
+        self.system[2].set(resident);
         self.cached_keys.set(cached_keys as i64);
         if let Some(r) = runtime {
             let values = [
@@ -280,7 +359,37 @@ impl Observer {
             }
         }
         let mut out = Vec::new();
-        let _ = prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &self.registry.gather(), &mut out);
+        let registry = match (all, era) {
+            (true, _) => &self.registry,
+            (false, Era::Newest) => &self.kes_newest,
+            (false, Era::V016) => &self.kes_v016,
+        };
+        let _ = prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &registry.gather(), &mut out);
         out
     }
+
+    /// Whether a metrics request comes from a Prometheus scraper, which names the
+    /// exposition formats it takes in `Accept` (KES clients send none).
+    pub(crate) fn wants_all(accept: Option<&str>) -> bool {
+        accept.is_some_and(|a| {
+            a.contains("application/openmetrics-text")
+                || a.contains("version=0.0.4")
+                || a.contains("application/vnd.google.protobuf")
+        })
+    }
+}
+
+/// The process's thread count and resident bytes, from `/proc/self` (0 where
+/// there is none).
+fn process_usage() -> (i64, i64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
+    (field("Threads:"), field("VmRSS:").saturating_mul(1024))
 }

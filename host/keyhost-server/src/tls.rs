@@ -201,6 +201,25 @@ pub fn load_roots(path: &std::path::Path) -> Result<rustls::RootCertStore, TlsEr
     Ok(roots)
 }
 
+/// The system's trusted CA certificates, as KES v0.16 verified clients against
+/// them (`--auth on` without a CA of its own): `SSL_CERT_FILE` and `SSL_CERT_DIR`
+/// when set, else the platform's store.
+pub fn system_roots() -> Result<rustls::RootCertStore, TlsError> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    let (_added, _unparsable) = roots.add_parsable_certificates(found.certs);
+    if roots.is_empty() {
+        let why = found.errors.first().map(|e| format!(" ({e})")).unwrap_or_default();
+        return Err(TlsError::Pem {
+            path: std::path::PathBuf::from("system trust store"),
+            what: format!(
+                "no CA certificates to verify clients with{why}: set SSL_CERT_FILE to the CA that signed the client certificates, or start with --auth=off"
+            ),
+        });
+    }
+    Ok(roots)
+}
+
 /// A server configuration that verifies client chains against `roots`
 /// (`tls.auth: on`).
 pub fn server_config_verifying(

@@ -393,10 +393,10 @@ async fn an_encoded_path_is_audited_and_counted_as_routed() {
     .await;
     let admin = s.admin();
     s.call(&admin, "POST", "/v1/key/create/app-key", None).await;
-    let (_, before) = s.call(&admin, "GET", "/v1/metrics", None).await;
+    let before = s.metrics(&admin).await;
     let (status, _) = s.call(&admin, "DELETE", "/v1/%6Bey/%64elete/app-key", None).await;
     assert_eq!(status, 200);
-    let (_, after) = s.call(&admin, "GET", "/v1/metrics", None).await;
+    let after = s.metrics(&admin).await;
     assert_eq!(
         counter(&after, "kes_http_request_success") - counter(&before, "kes_http_request_success"),
         1,
@@ -765,7 +765,7 @@ async fn a_stalled_audit_reader_never_stalls_the_server() {
         assert!(writer.dropped_total() > 0);
         assert!(started.elapsed() < Duration::from_secs(20));
         if !required {
-            let (_, metrics) = s.call(&s.admin(), "GET", "/v1/metrics", None).await;
+            let metrics = s.metrics(&s.admin()).await;
             assert!(counter(&metrics, "keyhost_log_audit_dropped") >= 200, "{metrics}");
         }
     }

@@ -106,8 +106,15 @@ keystore:
         &format!("-X POST {url}/v1/key/generate/minio-backend-default-key"),
     );
     assert_eq!(status, 403, "an identity without a policy is denied");
-    // v0.16 globs: `*` does not cross '/'.
-    assert_eq!(curl(d, "minio", &format!("-X POST {url}/v1/key/create/a/b")).0, 403);
+    // A path with more elements than the route's pattern, refused before the
+    // policy is asked, with KES v0.16.1's message.
+    assert_eq!(
+        curl(d, "minio", &format!("-X POST {url}/v1/key/create/a/b")),
+        (
+            400,
+            r#"{"message":"request URL path does not match API pattern: /v1/key/create/*"}"#.to_owned()
+        )
+    );
 }
 
 #[test]
@@ -393,4 +400,134 @@ fn the_fs_keystore_refuses_a_file_system_that_ignores_case() {
         "{err}"
     );
     drop(fuse);
+}
+
+/// KES v0.16.1 sends a listing's outcome in the trailers `Status` and `Error` to
+/// every client, and its clients (the v0.16 `kes` CLI, MinIO of that era) read
+/// them without asking with `TE: trailers`; without them `kes key list` fails with
+/// `no HTTP status trailer`. Played over HTTP/1.1 with curl, which does not ask.
+#[test]
+fn v016_listings_carry_their_trailers_to_clients_that_do_not_ask() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    server_files(d);
+    let admin = ApiKey::from_seed([5; 32]);
+    write_identity(d, "admin", &admin);
+    let config = d.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "address: 0.0.0.0:7373\nroot: {}\ntls:\n  key: {d}/server.key\n  cert: {d}/server.cert\nkeystore:\n  fs:\n    path: {d}/keys\n",
+            admin.identity(),
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let server = start(&config, &[]).unwrap();
+    let url = &server.url;
+    assert_eq!(curl(d, "admin", &format!("-X POST {url}/v1/key/create/k1")).0, 200);
+    for path in ["/v1/key/list/*", "/v1/identity/list/*"] {
+        let out = Command::new("curl")
+            .args(["-sS", "--http1.1", "-D", "-", "-o", "/dev/null", "--cacert"])
+            .arg(d.join("server.cert"))
+            .arg("--cert")
+            .arg(d.join("admin.cert"))
+            .arg("--key")
+            .arg(d.join("admin.key"))
+            .arg(format!("{url}{path}"))
+            .output()
+            .unwrap();
+        let head = String::from_utf8(out.stdout).unwrap().to_ascii_lowercase();
+        assert!(head.contains("transfer-encoding: chunked"), "{path}: {head}");
+        assert!(head.contains("trailer: status,error"), "{path}: {head}");
+        assert!(
+            head.contains("\nstatus: 200"),
+            "{path}: the Status trailer is missing:\n{head}"
+        );
+        assert!(
+            head.contains("\nerror: "),
+            "{path}: the Error trailer is missing:\n{head}"
+        );
+    }
+}
+
+/// KES v0.16's `--auth` defaults to `on`: client certificates are verified against
+/// the system's CA certificates (SSL_CERT_FILE). A v0.16 file started without the
+/// flag refuses a self-signed client certificate at the handshake, and serves one
+/// its CA signed; `--auth=off` (MinIO's guide) serves the self-signed one.
+#[test]
+fn v016_files_verify_clients_against_the_system_cas_unless_auth_is_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    server_files(d);
+    let signed = rcgen::CertifiedIssuer::self_signed(ca_params(), rcgen::KeyPair::generate().unwrap()).unwrap();
+    std::fs::write(d.join("ca.cert"), signed.pem()).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf = rcgen::CertificateParams::new(vec!["client".into()]).unwrap();
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let leaf = leaf.signed_by(&leaf_key, &signed).unwrap();
+    std::fs::write(d.join("signed.cert"), leaf.pem()).unwrap();
+    std::fs::write(d.join("signed.key"), leaf_key.serialize_pem()).unwrap();
+    let stranger = ApiKey::from_seed([6; 32]);
+    write_identity(d, "stranger", &stranger);
+    let config = d.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "address: 0.0.0.0:7373\nroot: disabled\ntls:\n  key: {d}/server.key\n  cert: {d}/server.cert\nkeystore:\n  fs:\n    path: {d}/keys\n",
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let ca = d.join("ca.cert");
+    let env = [("SSL_CERT_FILE", ca.to_str().unwrap())];
+    // `--auth=on`, as no flag at all means (the helper adds `--auth=off` otherwise).
+    let server = common::start_with(&["--auth=on"], &config, &env).unwrap();
+    let url = &server.url;
+    assert_eq!(
+        curl(d, "signed", &format!("{url}/version")).0,
+        200,
+        "a CA-signed client is served"
+    );
+    let (status, _) = curl(d, "stranger", &format!("{url}/version"));
+    assert_eq!(
+        status, 0,
+        "a self-signed client certificate is refused at the handshake"
+    );
+    drop(server);
+    let server = common::start_with(&["--auth=off"], &config, &env).unwrap();
+    assert_eq!(curl(d, "stranger", &format!("{}/version", server.url)).0, 200);
+    drop(server);
+    // No flag: the same as --auth=on.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyhost"))
+        .args(["server", "--addr", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .envs(env)
+        .env("KEYHOST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first).unwrap();
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        curl(d, "stranger", &format!("{url}/version")).0,
+        0,
+        "--auth defaults to on"
+    );
+    assert_eq!(curl(d, "signed", &format!("{url}/version")).0, 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn ca_params() -> rcgen::CertificateParams {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    ca
 }

@@ -95,7 +95,9 @@ fn the_printed_curl_commands_work_as_shown() {
         .unwrap();
     let metrics = Command::new("sh")
         .arg("-c")
-        .arg(format!("{base} -sS {url}/v1/metrics"))
+        .arg(format!(
+            "{base} -sS -H 'Accept: text/plain; version=0.0.4' {url}/v1/metrics"
+        ))
         .output()
         .unwrap();
     let metrics = String::from_utf8(metrics.stdout).unwrap();

@@ -134,6 +134,20 @@ impl Server {
     }
 }
 
+impl Server {
+    /// `/v1/metrics` as Prometheus asks for it: every family, keyhost's own too.
+    pub async fn metrics(&self, client: &reqwest::Client) -> String {
+        let resp = client
+            .get(format!("{}/v1/metrics", self.url))
+            .header("accept", keyhost_server::PROMETHEUS_ACCEPT)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.text().await.unwrap()
+    }
+}
+
 pub fn message(body: &str) -> String {
     serde_json::from_str::<Value>(body).unwrap()["message"]
         .as_str()

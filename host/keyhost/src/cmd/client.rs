@@ -194,11 +194,15 @@ impl Client {
     }
 
     async fn send_to(&self, base: &str, method: &http::Method, path: &str, body: Bytes) -> Result<Answer, String> {
-        let request = http::Request::builder()
+        let mut request = http::Request::builder()
             .method(method.clone())
-            .uri(format!("{base}{path}"))
-            .body(Full::new(body))
-            .map_err(|e| format!("bad request: {e}"))?;
+            .uri(format!("{base}{path}"));
+        if path == "/v1/metrics" {
+            // Ask for keyhost's own families too, as Prometheus does; a bare request
+            // gets only KES's (what KES clients parse).
+            request = request.header(http::header::ACCEPT, keyhost_server::PROMETHEUS_ACCEPT);
+        }
+        let request = request.body(Full::new(body)).map_err(|e| format!("bad request: {e}"))?;
         let response = self.http.request(request).await.map_err(|e| {
             let mut text = format!("cannot reach {base}: {e}");
             let mut source = std::error::Error::source(&e);

@@ -197,7 +197,7 @@ async fn create(client: &Client, names: &[String]) -> Result<(), CliError> {
     let mut failed = 0;
     for name in names {
         if let Err(e) = client
-            .call(http::Method::PUT, &format!("/v1/key/create/{name}"), None)
+            .call(http::Method::POST, &format!("/v1/key/create/{name}"), None)
             .await
         {
             let e = match e {
@@ -239,7 +239,7 @@ async fn import(client: &Client, name: &str, key: &str) -> Result<(), CliError> 
     // Both the newest (`key`) and KES v0.16's (`bytes`) field names.
     let request = json!({ "key": key.trim(), "cipher": "AES256", "bytes": key.trim() });
     client
-        .call(http::Method::PUT, &format!("/v1/key/import/{name}"), body(request))
+        .call(http::Method::POST, &format!("/v1/key/import/{name}"), body(request))
         .await
         .map_err(|e| refine(e, &format!("cannot import key '{name}'")))?;
     Ok(())
@@ -324,7 +324,7 @@ async fn dek(client: &Client, out: &Output, name: &str, context: Option<&str>) -
         request["context"] = json!(c);
     }
     let answer = client
-        .call(http::Method::PUT, &format!("/v1/key/generate/{name}"), body(request))
+        .call(http::Method::POST, &format!("/v1/key/generate/{name}"), body(request))
         .await
         .map_err(|e| refine(e, &format!("cannot generate a data key with '{name}'")))?;
     let v = parse(&answer)?;
@@ -350,7 +350,7 @@ async fn encrypt(
         request["context"] = json!(c);
     }
     let answer = client
-        .call(http::Method::PUT, &format!("/v1/key/encrypt/{name}"), body(request))
+        .call(http::Method::POST, &format!("/v1/key/encrypt/{name}"), body(request))
         .await
         .map_err(|e| refine(e, &format!("cannot encrypt with '{name}'")))?;
     let v = parse(&answer)?;
@@ -370,7 +370,7 @@ async fn decrypt(
         request["context"] = json!(c);
     }
     let answer = client
-        .call(http::Method::PUT, &format!("/v1/key/decrypt/{name}"), body(request))
+        .call(http::Method::POST, &format!("/v1/key/decrypt/{name}"), body(request))
         .await
         .map_err(|e| refine(e, &format!("cannot decrypt with '{name}'")))?;
     let v = parse(&answer)?;

@@ -46,8 +46,11 @@ pub struct ServerArgs {
     /// The admin identity, when the configuration names none (KES v0.16 flag).
     #[arg(long, value_name = "IDENTITY")]
     root: Option<String>,
-    /// `on` verifies client certificate chains, `off` accepts any certificate
-    /// (KES v0.16 flag; newer configurations use tls.auth).
+    /// For a KES v0.16 configuration: `on` (the default, as in KES v0.16) verifies
+    /// client certificates against the system's CA certificates (SSL_CERT_FILE,
+    /// SSL_CERT_DIR); `off` accepts any certificate, which self-signed client
+    /// certificates (`keyhost identity new`, MinIO's guide) need. Newest-schema
+    /// configurations use tls.auth and tls.ca instead.
     #[arg(long, value_name = "on|off", value_parser = ["on", "off"])]
     auth: Option<String>,
     /// Require locked memory: refuse to start unless every page of the process can
@@ -207,14 +210,27 @@ impl ServerArgs {
             .or(self.cert.clone())
             .ok_or_else(|| format!("{file}: tls.cert: missing: the server's certificate (PEM)"))?;
         let chain = keyhost_server::tls::load_chain(&cert).map_err(|e| e.to_string())?;
+        let certificate = chain.first().and_then(|c| keyhost_server::ServerCertificate::of_der(c));
         let private = keyhost_server::tls::load_key(&key, config.tls.password.as_deref()).map_err(|e| e.to_string())?;
         let require_cert = !config.api.values().any(|o| o.skip_auth);
-        let verify = config.tls.verify_clients || self.auth.as_deref() == Some("on") && config.schema == Schema::V016;
+        // KES v0.16's --auth defaults to on; the newest schema has tls.auth (default off).
+        let verify = match config.schema {
+            Schema::V016 => config.tls.verify_clients || self.auth.as_deref() != Some("off"),
+            Schema::Newest => config.tls.verify_clients,
+        };
         let tls = if verify {
-            let ca = config.tls.ca.clone().ok_or_else(|| {
-                format!("{file}: tls.ca: missing: verifying client certificates (tls.auth: on) needs the CA that signed them")
-            })?;
-            let roots = keyhost_server::tls::load_roots(&ca).map_err(|e| e.to_string())?;
+            let roots = match (&config.tls.ca, config.schema) {
+                (Some(ca), _) => keyhost_server::tls::load_roots(ca).map_err(|e| e.to_string())?,
+                // A v0.16 file names no CA: KES v0.16 verified against the system's.
+                (None, Schema::V016) => {
+                    keyhost_server::tls::system_roots().map_err(|e| format!("{file}: --auth=on: {e}"))?
+                }
+                (None, Schema::Newest) => {
+                    return Err(format!(
+                        "{file}: tls.ca: missing: verifying client certificates (tls.auth: on) needs the CA that signed them"
+                    ));
+                }
+            };
             keyhost_server::tls::server_config_verifying(chain, private, roots, require_cert)
                 .map_err(|e| e.to_string())?
         } else {
@@ -223,6 +239,7 @@ impl ServerArgs {
 
         let keystore = super::keystore::open(&config.keystore, &file.to_string()).await?;
         let mut state = State::new(keystore, authorizer);
+        state.certificate = certificate;
         state.cache_expiry = keyhost_server::CacheExpiry {
             any: config.cache.any,
             unused: config.cache.unused,
