@@ -308,8 +308,8 @@ fn go_redirect(path: &str, era: Era) -> Option<String> {
         }
     }
     let mut cleaned = format!("/{}", clean.join("/"));
-    let trailing = path.ends_with('/') || path.ends_with("/.") || path.ends_with("/..");
-    if trailing && cleaned != "/" {
+    // Go's cleanPath keeps a trailing slash only where the path has one.
+    if path.ends_with('/') && cleaned != "/" {
         cleaned.push('/');
     }
     if cleaned != path {
@@ -323,8 +323,8 @@ fn go_redirect(path: &str, era: Era) -> Option<String> {
 }
 
 /// Finds the route of `path` among the routes `era` serves, and the resource after
-/// its prefix. A prefix route is also found without its trailing slash (KES's Go
-/// router redirected; we answer).
+/// its prefix. (A prefix route named without its trailing slash is redirected by
+/// [`go_redirect`] before routing, as Go's router did.)
 fn find(path: &str, era: Era) -> Option<(&'static Route, &str)> {
     let mut best: Option<(&'static Route, &str)> = None;
     for route in ROUTES.iter().filter(|r| r.served_in(era)) {
@@ -372,12 +372,35 @@ struct Routed {
     proxy: Option<Identity>,
 }
 
+/// Whether KES counted a request for `raw_path` in its request metrics (see
+/// [`handle`]); decided by the route the path reaches, however it is spelt.
+fn counted(era: Era, raw_path: &str) -> bool {
+    let Ok(path) = percent_encoding::percent_decode_str(raw_path).decode_utf8() else {
+        return false;
+    };
+    if go_redirect(&path, era).is_some() {
+        return false;
+    }
+    match (era, find(&path, era)) {
+        (_, None) => false,
+        (Era::V016, Some((route, _))) => route.handler != Handler::Metrics,
+        (Era::Newest, Some((route, _))) => ["/v1/key/", "/v1/policy/", "/v1/identity/"]
+            .iter()
+            .any(|p| route.path.starts_with(p)),
+    }
+}
+
 /// Answers one request, and counts and audits it.
 pub(crate) async fn handle<B: RequestBody>(state: &State, peer: &Peer, req: Request<B>) -> Response<Body> {
     let start = std::time::Instant::now();
     let raw_path = req.uri().path().to_owned();
     let mut routed = Routed::default();
-    state.observer.start_request();
+    // Counted (and active) are the requests KES counted: in the newest KES the key,
+    // policy and identity routes; in KES v0.16 every route but `/v1/metrics`.
+    let counted = counted(state.era, &raw_path);
+    if counted {
+        state.observer.start_request();
+    }
     let outcome = if state.observer.audit_failing() {
         // Fail closed: no request is served that cannot be audited. (The writer
         // retries on its own; the refusal is audited like any answer.)
@@ -398,17 +421,16 @@ pub(crate) async fn handle<B: RequestBody>(state: &State, peer: &Peer, req: Requ
             error.response(state.era).map(BodyExt::boxed)
         }
     };
-    let counted = routed.path.is_some()
-        && ["/v1/key/", "/v1/policy/", "/v1/identity/"]
-            .iter()
-            .any(|p| path.starts_with(p));
     let identity = routed.client.as_ref().or(peer.identity.as_ref().ok());
     state.observer.finish_request(
         state.era,
         &crate::observe::Finished {
             counted,
-            // A log stream's response outlives the request: it is not an event itself.
-            audited: !path.starts_with("/v1/log/"),
+            // A log stream's response outlives the request: it is not an event of
+            // its own. KES v0.16 audited it when its answer started (so that a
+            // subscriber saw its own subscription), and so does a v0.16
+            // configuration.
+            audited: state.era == Era::V016 || !path.starts_with("/v1/log/"),
             path,
             identity: identity.map(Identity::as_str),
             proxy: routed.proxy.as_ref().map(Identity::as_str),
@@ -621,6 +643,7 @@ async fn dispatch_parts<B: RequestBody>(
         return early(
             ApiError::Redirect {
                 to,
+                query: req.uri.query().map(str::to_owned),
                 with_body: req.method == Method::GET || req.method == Method::HEAD,
             },
             body,
@@ -661,8 +684,12 @@ async fn dispatch_parts<B: RequestBody>(
             && let Some(base) = route.path.strip_suffix('/')
         {
             resource = base.rsplit('/').next().unwrap_or_default().to_owned();
+            // The policy, the audit line and the metrics see the path of what is
+            // done (`/v1/key/delete/delete`), so that a deny of that key holds.
+            routed.path = Some(format!("{}{resource}", route.path));
         }
     }
+    let path = routed.path.as_deref().unwrap_or_default();
     let overridden = state.overrides.get(route.path);
     let auth = match overridden {
         Some(o) if o.skip_auth => Auth::None,
@@ -689,11 +716,10 @@ async fn dispatch_parts<B: RequestBody>(
     {
         return early(ApiError::NotAllowed, body);
     }
-    // KES v0.16 answers every key listing as NDJSON, whatever the request accepts
-    // (its client reads the trailers); newer clients may still ask for it.
     let accept = req.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     // KES v0.16 answered every key listing as NDJSON, whatever the request
-    // accepted (its client reads the trailers); the newest KES answers JSON.
+    // accepted (its client reads the trailers); the newest KES answers JSON,
+    // whatever the request accepts.
     let ndjson = state.era == Era::V016;
     let all_metrics = crate::observe::Observer::wants_all(accept);
     let mut reserved = Reserved::default();
@@ -805,14 +831,56 @@ fn v016_json(response: Response<Body>) -> Response<Body> {
     parts
         .headers
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(GO_TEXT));
-    let newline =
-        futures::stream::once(async { Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from_static(b"\n"))) });
-    use futures::StreamExt;
-    let frames = body
-        .into_data_stream()
-        .map(|d| d.map(hyper::body::Frame::data))
-        .chain(newline);
-    Response::from_parts(parts, BodyExt::boxed(http_body_util::StreamBody::new(frames)))
+    Response::from_parts(
+        parts,
+        BodyExt::boxed(WithNewline {
+            inner: body,
+            done: false,
+        }),
+    )
+}
+
+/// A body, then `\n`, with an exact size when the body's is known (so that the
+/// answer keeps its `Content-Length`). The inner bytes pass through as they are:
+/// a secret in a wiped buffer stays in it.
+struct WithNewline {
+    inner: Body,
+    done: bool,
+}
+
+impl hyper::body::Body for WithNewline {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        use std::task::Poll;
+        if !self.done {
+            match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(None) => {}
+                other => return other,
+            }
+            self.done = true;
+            return Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(b"\n")))));
+        }
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        let inner = self.inner.size_hint();
+        let mut hint = hyper::body::SizeHint::new();
+        hint.set_lower(inner.lower().saturating_add(u64::from(!self.done)));
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper.saturating_add(u64::from(!self.done)));
+        }
+        hint
+    }
 }
 
 fn empty() -> Result<Response<Body>, ApiError> {
@@ -923,8 +991,7 @@ struct Names<'a> {
 /// for a class per character of a long name.
 const MAX_GLOB: usize = 256;
 
-/// A v0.16 listing glob (`*` when empty).
-/// A v0.16 listing's glob; `None` for a malformed one, which (as in KES v0.16,
+/// A v0.16 listing's glob (`*` when empty); `None` for a malformed one, which (as in KES v0.16,
 /// where `path.Match` fails) matches nothing. Longer globs than [`MAX_GLOB`] are
 /// refused: matching them costs more than any name is worth.
 fn v016_glob(resource: &str) -> Result<Option<keyhost_policy::Pattern>, ApiError> {
@@ -956,8 +1023,6 @@ fn valid_name(name: &str, era: Era) -> bool {
         && name.bytes().all(allowed)
 }
 
-/// KES's `validPattern`: the name alphabet, at most 80 bytes, possibly empty, `*`,
-/// or ending in one `*`. Returns the prefix to list.
 /// KES's `validPattern`: empty, `*`, or up to 80 bytes of `0-9 A-Z a-z _ -`
 /// (`-` neither first nor last, not `_` alone) optionally ending in one `*`; the
 /// prefix it lists.
@@ -1116,10 +1181,11 @@ async fn create_record(state: &State, name: &str, record: &KeyRecord) -> Result<
         })
 }
 
-/// What the request's `Accept` header asks for.
+/// How to answer: in the era's listing form, and what the `Accept` header asks.
 #[derive(Debug, Clone, Copy)]
 struct Accepts {
-    /// NDJSON listings (KES v0.16 clients, and always in a v0.16 configuration).
+    /// NDJSON key listings with trailers (a v0.16 configuration, whatever the
+    /// request accepts).
     ndjson: bool,
     /// keyhost's own metric families besides KES's (Prometheus scrapers).
     all_metrics: bool,

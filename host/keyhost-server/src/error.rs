@@ -141,8 +141,10 @@ pub enum ApiError {
     /// named without its trailing slash, or a path with `//`, `.` or `..`).
     #[error("Moved Permanently")]
     Redirect {
-        /// Where to.
+        /// Where to: the cleaned, decoded path.
         to: String,
+        /// The request's query, kept as it came (Go kept `RawQuery`).
+        query: Option<String>,
         /// Whether the answer has Go's small HTML body (GET and HEAD).
         with_body: bool,
     },
@@ -269,9 +271,16 @@ impl ApiError {
                 r
             }
             ApiError::Timeout => http::Response::new(Full::new(Bytes::new())),
-            ApiError::Redirect { to, with_body } => {
+            ApiError::Redirect { to, query, with_body } => {
+                // Go's `url.URL.String`: the path escaped as `EscapedPath` does, then
+                // the raw query.
+                let mut location = percent_encoding::utf8_percent_encode(to, LOCATION).to_string();
+                if let Some(q) = query {
+                    location.push('?');
+                    location.push_str(q);
+                }
                 let body = if *with_body {
-                    format!("<a href=\"{}\">Moved Permanently</a>.\n\n", html_escape(to))
+                    format!("<a href=\"{}\">Moved Permanently</a>.\n\n", html_escape(&location))
                 } else {
                     String::new()
                 };
@@ -282,9 +291,7 @@ impl ApiError {
                         HeaderValue::from_static("text/html; charset=utf-8"),
                     );
                 }
-                if let Ok(location) =
-                    HeaderValue::from_str(&percent_encoding::utf8_percent_encode(to, LOCATION).to_string())
-                {
+                if let Ok(location) = HeaderValue::from_str(&location) {
                     r.headers_mut().insert(header::LOCATION, location);
                 }
                 r
@@ -316,18 +323,23 @@ impl ApiError {
     }
 }
 
-/// What a `Location` path escapes (Go's `url.URL.EscapedPath` keeps the rest).
-const LOCATION: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}');
+/// What a `Location` path escapes: everything but what Go's `url.URL.EscapedPath`
+/// keeps (letters, digits, `-._~` and `$&+,/:;=@`), so that no `\` or other
+/// character a browser might reinterpret reaches the header.
+const LOCATION: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b'/')
+    .remove(b':')
+    .remove(b';')
+    .remove(b'=')
+    .remove(b'@');
 
 /// Go's `htmlReplacer`, for the redirect's HTML body.
 fn html_escape(text: &str) -> String {

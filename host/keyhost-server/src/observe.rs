@@ -249,8 +249,8 @@ impl Observer {
 
     /// Counts a finished request and emits its audit event.
     pub(crate) fn finish_request(&self, era: Era, done: &Finished<'_>) {
-        self.active.dec();
         if done.counted {
+            self.active.dec();
             let code = done.status.to_string();
             let (by_code, total) = match done.status {
                 200..=299 => (&self.success, &self.v016_counts[0]),
@@ -261,7 +261,14 @@ impl Observer {
             total.inc();
             self.response_time.observe(done.took.as_secs_f64());
         }
-        if !done.audited || (self.audit_log.is_none() && self.audit.receiver_count() == 0) {
+        if !done.audited {
+            return;
+        }
+        if self.audit_log.is_none() && self.audit.receiver_count() == 0 {
+            // KES v0.16 counted every audit event, written anywhere or not.
+            if era == Era::V016 {
+                self.audit_events.inc();
+            }
             return;
         }
         let now = time::OffsetDateTime::now_utc();

@@ -576,7 +576,8 @@ async fn metrics_count_requests_with_kes_names() {
         "# TYPE kes_http_response_time histogram",
         "kes_system_num_cpu ",
         "kes_system_up_time ",
-        "kes_http_request_active 1",
+        // Like KES, the metrics request itself is not an active request.
+        "kes_http_request_active 0",
         "keyhost_keystore_operations{op=\"create\",result=\"ok\"} 2",
         "keyhost_keystore_operations{op=\"get\",result=\"not_found\"} 1",
         "# TYPE keyhost_keystore_latency_seconds histogram",
@@ -1068,10 +1069,225 @@ async fn v016_trace_routes_stream_events() {
     let errors = admin.get(format!("{}/v1/log/error/trace", s.url)).send().await.unwrap();
     assert_eq!(errors.status(), 200);
     s.call(&admin, "POST", "/v1/key/create/traced", None).await;
-    let events = lines(audit, 1).await;
-    assert_eq!(events[0]["request"]["path"], "/v1/key/create/traced");
+    // As in KES v0.16, a stream is audited when its answer starts: the subscriber
+    // sees its own subscription first.
+    let events = lines(audit, 3).await;
+    let paths: Vec<_> = events.iter().map(|e| e["request"]["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        paths,
+        ["/v1/log/audit/trace", "/v1/log/error/trace", "/v1/key/create/traced"]
+    );
     // The app identity may not subscribe.
     let (status, _) = s.call(&s.app(), "GET", "/v1/log/audit/trace", None).await;
     assert_eq!(status, 403);
     drop(errors);
+}
+
+/// A v0.16 path whose last element is empty acts, as in KES v0.16, on the key named
+/// after the route (`DELETE /v1/key/delete/` deletes the key `delete`). The policy
+/// is asked about that key's path, so a deny of it holds: the attack is a request
+/// that a `*` allow matches while the deny names the key it reaches.
+#[tokio::test]
+async fn a_v016_route_without_a_name_is_authorized_as_the_key_it_acts_on() {
+    let s = start(|state| state.era = keyhost_server::Era::V016).await;
+    let (admin, app) = (s.admin(), s.app());
+    let app_id = s.app.identity();
+    assert_eq!(s.call(&admin, "POST", "/v1/key/create/delete", None).await.0, 200);
+    let written = json!({"allow": ["/v1/key/delete/*"], "deny": ["/v1/key/delete/delete"]});
+    assert_eq!(s.call(&admin, "POST", "/v1/policy/write/p", Some(written)).await.0, 200);
+    assert_eq!(
+        s.call(&admin, "POST", &format!("/v1/identity/assign/p/{app_id}"), None)
+            .await
+            .0,
+        200
+    );
+    let (status, body) = s.call(&app, "DELETE", "/v1/key/delete/", None).await;
+    assert_eq!((status, message(&body).as_str()), (403, "prohibited by policy"));
+    let (status, _) = s.call(&admin, "POST", "/v1/key/generate/delete", Some(json!({}))).await;
+    assert_eq!(status, 200, "the key is still there");
+    // The admin may: the key named after the route is deleted, as by KES v0.16.
+    assert_eq!(s.call(&admin, "DELETE", "/v1/key/delete/", None).await.0, 200);
+    let (status, _) = s.call(&admin, "POST", "/v1/key/generate/delete", Some(json!({}))).await;
+    assert_eq!(status, 404);
+}
+
+/// The wire details of KES v0.16.1 that the compatibility harness found
+/// (tests/compat), for a v0.16 configuration: POST only, path patterns, Go's
+/// redirects and their escaping, JSON answers as Go wrote them, v0.16's status and
+/// version, body limits, malformed globs, import shapes, decrypt errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v016_wire_details_are_kes_v016s() {
+    let s = start(|state| state.era = keyhost_server::Era::V016).await;
+    let admin = s.admin();
+    assert_eq!(s.call(&admin, "POST", "/v1/key/create/k", None).await.0, 200);
+
+    let resp = admin.put(format!("{}/v1/key/create/k2", s.url)).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["accept"], "POST");
+
+    let (status, body) = s.call(&admin, "POST", "/v1/key/create/a/b", None).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            400,
+            r#"{"message":"request URL path does not match API pattern: /v1/key/create/*"}"#
+        )
+    );
+
+    let resp = admin.get(format!("{}/v1/key/list", s.url)).send().await.unwrap();
+    // reqwest follows the 301 to /v1/key/list/, which lists the glob `list`.
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.url().path(), "/v1/key/list/");
+    for (path, location) in [
+        ("/v1/key/create", "/v1/key/create/"),
+        ("/./%5Cevil.example?x=1", "/%5Cevil.example?x=1"),
+    ] {
+        let raw = tokio::task::block_in_place(|| raw_get(&s, path));
+        assert!(raw.starts_with("HTTP/1.1 301"), "{path}: {raw}");
+        assert!(
+            raw.to_ascii_lowercase()
+                .contains(&format!("location: {location}\r\n").to_ascii_lowercase()),
+            "{path}: {raw}"
+        );
+        assert!(raw.contains("Moved Permanently</a>."), "{raw}");
+    }
+
+    let resp = admin
+        .post(format!("{}/v1/key/generate/k", s.url))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/plain; charset=utf-8");
+    let length: usize = resp.headers()["content-length"].to_str().unwrap().parse().unwrap();
+    let body = resp.text().await.unwrap();
+    assert!(body.ends_with("}\n") && body.len() == length, "{body:?}");
+
+    let (_, version) = s.call(&admin, "GET", "/version", None).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&version)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .len(),
+        1,
+        "{version}"
+    );
+    let (_, status) = s.call(&admin, "GET", "/v1/status", None).await;
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert!(
+        status["certificate"]["expiry"].is_u64() && status["uptime"].is_u64(),
+        "{status}"
+    );
+    assert!(status.get("os").is_none(), "v0.16's shape: {status}");
+
+    let big = json!({"plaintext": B64.encode(vec![0u8; 400 << 10])});
+    let (status, body) = s.call(&admin, "POST", "/v1/key/encrypt/k", Some(big)).await;
+    assert_eq!(
+        (status, message(&body).as_str()),
+        (400, "invalid json"),
+        "512 KiB to encrypt"
+    );
+
+    let resp = admin.get(format!("{}/v1/key/list/[", s.url)).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "a malformed glob matches nothing");
+    assert_eq!(resp.text().await.unwrap(), "");
+
+    let newest_shape = json!({"key": B64.encode([0u8; 32]), "cipher": "AES256"});
+    let (status, body) = s.call(&admin, "POST", "/v1/key/import/i", Some(newest_shape)).await;
+    assert_eq!(
+        (status, message(&body).as_str()),
+        (400, "invalid key"),
+        "v0.16 reads only bytes"
+    );
+
+    for ct in [B64.encode("not-a-ciphertext"), B64.encode([0u8; 60])] {
+        let (status, body) = s
+            .call(&admin, "POST", "/v1/key/decrypt/k", Some(json!({"ciphertext": ct})))
+            .await;
+        assert_eq!((status, message(&body).as_str()), (400, "invalid ciphertext"));
+    }
+}
+
+/// The newest KES's checks, found side by side with it: listing patterns, policy
+/// names and identities; listings' `continue_at`; import without a cipher; arch.
+#[tokio::test]
+async fn newest_wire_details_are_the_newest_kess() {
+    let s = start(|_| {}).await;
+    let admin = s.admin();
+    for (path, message_text) in [
+        (
+            "/v1/key/list/app-",
+            "listing pattern 'app-' is empty, too long or is invalid",
+        ),
+        (
+            "/v1/identity/list/a.b",
+            "listing pattern 'a.b' is empty, too long or is invalid",
+        ),
+        (
+            "/v1/policy/describe/a.b",
+            "policy name 'a.b' is empty, too long or contains invalid characters",
+        ),
+        (
+            "/v1/identity/describe/not.hex",
+            "identity 'not.hex' is empty, too long or contains invalid characters",
+        ),
+    ] {
+        let (status, body) = s.call(&admin, "GET", path, None).await;
+        assert_eq!((status, message(&body).as_str()), (400, message_text), "{path}");
+    }
+    for path in ["/v1/policy/list/", "/v1/identity/list/"] {
+        let (_, body) = s.call(&admin, "GET", path, None).await;
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap()["continue_at"],
+            "",
+            "{path}"
+        );
+    }
+    let (status, body) = s
+        .call(
+            &admin,
+            "POST",
+            "/v1/key/import/i",
+            Some(json!({"key": B64.encode([0u8; 32])})),
+        )
+        .await;
+    assert_eq!(
+        (status, message(&body).as_str()),
+        (406, "algorithm '' is not supported")
+    );
+    let (_, body) = s.call(&admin, "GET", "/v1/status", None).await;
+    let arch = serde_json::from_str::<Value>(&body).unwrap()["arch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!["x86_64", "aarch64"].contains(&arch.as_str()), "Go's name: {arch}");
+    let resp = admin
+        .get(format!("{}/v1/key/list/", s.url))
+        .header("accept", "application/x-ndjson")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/json",
+        "the newest KES answers JSON"
+    );
+}
+
+/// A GET over a fresh HTTP/1.1 mTLS connection with the path exactly as given.
+fn raw_get(s: &Server, path: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = client_certificate(&s.creds.admin).unwrap();
+    std::fs::write(dir.path().join("admin.cert"), cert).unwrap();
+    std::fs::write(dir.path().join("admin.key"), key.as_str()).unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-i", "--http1.1", "--path-as-is", "-k", "--cert"])
+        .arg(dir.path().join("admin.cert"))
+        .arg("--key")
+        .arg(dir.path().join("admin.key"))
+        .arg(format!("{}{path}", s.url))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

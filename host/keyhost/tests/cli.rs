@@ -615,3 +615,58 @@ fn identity_new_writes_private_keys_0600_and_never_through_a_link() {
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
     assert!(!std::fs::symlink_metadata(&cert).unwrap().file_type().is_symlink());
 }
+
+/// keyhost's CLI against a v0.16 configuration, whose listings are NDJSON (one
+/// line alone, none, or many) and whose status has v0.16's shape.
+#[test]
+fn the_cli_reads_v016_listings_and_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    common::server_files(d);
+    let admin = ApiKey::from_seed([23; 32]);
+    let app = ApiKey::from_seed([24; 32]);
+    let config = d.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "address: 0.0.0.0:7373\nroot: {}\ntls:\n  key: {d}/server.key\n  cert: {d}/server.cert\n\
+             policy:\n  app:\n    paths:\n    - /v1/key/generate/app-*\n    identities:\n    - {}\nkeystore:\n  fs:\n    path: {d}/keys\n",
+            admin.identity().as_str(),
+            app.identity().as_str(),
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let server = start(&config, &[]).unwrap();
+    let env = vec![
+        ("KES_SERVER", server.url.clone()),
+        ("KES_API_KEY", admin.to_text().to_string()),
+    ];
+    let names = |pattern: &str| -> Vec<String> {
+        let out = run(&env, &["key", "ls", "-k", "--json", pattern]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let list = v.get("names").unwrap_or(&v).as_array().cloned().unwrap_or_default();
+        list.iter().map(|n| n.as_str().unwrap().to_owned()).collect()
+    };
+    assert!(names("*").is_empty(), "no keys");
+    assert!(run(&env, &["key", "create", "-k", "k1"]).status.success());
+    assert_eq!(names("*"), ["k1"], "one NDJSON line");
+    assert!(run(&env, &["key", "create", "-k", "k2"]).status.success());
+    let mut two = names("k*");
+    two.sort();
+    assert_eq!(two, ["k1", "k2"]);
+
+    let out = run(&env, &["identity", "ls", "-k"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(app.identity().as_str()) && text.contains("app"), "{text}");
+
+    let out = run(&env, &["status", "-k", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["uptime"].as_u64().unwrap() < 3600,
+        "uptime in seconds, not nanoseconds: {v}"
+    );
+    assert!(v["certificate"]["expiry"].as_u64().unwrap() > 0, "{v}");
+}

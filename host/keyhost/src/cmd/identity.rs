@@ -163,6 +163,12 @@ impl Remote {
             .call(http::Method::GET, &format!("/v1/identity/list/{pattern}"), None)
             .await?;
         let v = super::policy::parse_any(&answer.body)?;
+        // One NDJSON line alone (a v0.16 listing of one identity) is an object.
+        let v = if v.get("identity").is_some() {
+            Value::Array(vec![v])
+        } else {
+            v
+        };
         // Newest servers list identities; v0.16 ones identities with their policy.
         let rows: Vec<Vec<String>> = match v.get("identities").and_then(Value::as_array) {
             Some(ids) => ids

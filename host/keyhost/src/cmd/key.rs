@@ -283,12 +283,15 @@ async fn ls(client: &Client, out: &Output, pattern: &str) -> Result<(), CliError
             .call(http::Method::GET, &format!("/v1/key/list/{next}*"), None)
             .await
             .map_err(|e| refine(e, "cannot list keys"))?;
-        let v = parse(&answer)?;
-        let page: Vec<String> = v
-            .get("names")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|n| n.as_str().map(str::to_owned)).collect())
-            .unwrap_or_default();
+        // The newest API answers `{"names": […]}`; KES v0.16 (and keyhost with a
+        // v0.16 file) NDJSON lines `{"Name": …}`, of which one alone is an object.
+        let v = super::policy::parse_any(&answer.body)?;
+        let v = if v.get("Name").is_some() {
+            Value::Array(vec![v])
+        } else {
+            v
+        };
+        let page = super::policy::names(&v, "names");
         for name in page {
             if name.starts_with(prefix) && !names.contains(&name) {
                 names.push(name);

@@ -223,6 +223,11 @@ impl ServerArgs {
                 (Some(ca), _) => keyhost_server::tls::load_roots(ca).map_err(|e| e.to_string())?,
                 // A v0.16 file names no CA: KES v0.16 verified against the system's.
                 (None, Schema::V016) => {
+                    if self.auth.is_none() {
+                        tracing::warn!(
+                            "--auth defaults to on for a KES v0.16 configuration, as in KES v0.16: client certificates must chain to a CA the system trusts (SSL_CERT_FILE); self-signed ones, as in MinIO's guide, need --auth=off"
+                        );
+                    }
                     keyhost_server::tls::system_roots().map_err(|e| format!("{file}: --auth=on: {e}"))?
                 }
                 (None, Schema::Newest) => {

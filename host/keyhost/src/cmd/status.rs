@@ -50,12 +50,24 @@ impl StatusArgs {
             v["api"] = serde_json::from_slice(&api.body).unwrap_or(Value::Null);
         }
         let unreachable = v.get("keystore_unreachable").and_then(Value::as_bool).unwrap_or(false);
+        // A KES v0.16 server (or keyhost with a v0.16 file) answers v0.16's shape: the
+        // uptime in nanoseconds, the certificate, and nothing about the keystore.
+        let v016 = v.get("certificate").is_some();
+        if v016 && let Some(ns) = v.get("uptime").and_then(Value::as_u64) {
+            v["uptime"] = Value::from(ns / 1_000_000_000);
+        }
         self.output.print(&v, || {
             if self.short {
                 return format!(
                     "{}  {}",
                     client.endpoint(),
-                    if unreachable { "keystore unreachable" } else { "ready" }
+                    if unreachable {
+                        "keystore unreachable"
+                    } else if v016 {
+                        "up (the v0.16 API reports nothing about the keystore)"
+                    } else {
+                        "ready"
+                    }
                 );
             }
             let text = |k: &str| {
@@ -71,6 +83,8 @@ impl StatusArgs {
                     text("uptime"),
                     if unreachable {
                         "unreachable".into()
+                    } else if v016 {
+                        "not reported (v0.16 API)".into()
                     } else {
                         "reachable".into()
                     },
