@@ -140,6 +140,34 @@ pub const CASES: &[CaseInfo] = &[
         id: "recycle.durable",
         title: "a record stored before all instances are recycled is read after",
     },
+    CaseInfo {
+        id: "info.no-grant",
+        title: "info answers in a sandbox with no grant and no setting, as on an opened instance",
+    },
+    CaseInfo {
+        id: "list.pages.boundaries",
+        title: "limits 1, 2, 3, 5 and 7 over k*limit-1, k*limit and k*limit+1 names: every name once, `next` exact",
+    },
+    CaseInfo {
+        id: "names.neighbours",
+        title: "names that extend one another or differ in case are distinct in get, delete, create and list",
+    },
+    CaseInfo {
+        id: "records.text",
+        title: "text-like records (newlines, CR, spaces, NUL, JSON) come back byte for byte",
+    },
+    CaseInfo {
+        id: "records.empty",
+        title: "an empty record exists: create over it is refused, it survives recycling and is listed",
+    },
+    CaseInfo {
+        id: "names.non-portable",
+        title: "a name outside the portable set is refused with invalid-argument or stored verbatim",
+    },
+    CaseInfo {
+        id: "instances.shared-state",
+        title: "a second set of instances sees at once what the first created and deleted",
+    },
 ];
 
 /// How a case ended.
@@ -478,6 +506,13 @@ impl Kit {
             "create.concurrent-same" => self.concurrent_same().await,
             "create.concurrent-distinct" => self.concurrent_distinct().await,
             "recycle.durable" => self.recycle_durable().await,
+            "info.no-grant" => self.info_no_grant().await,
+            "list.pages.boundaries" => self.list_boundaries().await,
+            "names.neighbours" => self.names_neighbours().await,
+            "records.text" => self.records_text().await,
+            "records.empty" => self.records_empty().await,
+            "names.non-portable" => self.names_non_portable().await,
+            "instances.shared-state" => self.shared_state().await,
             other => Err(format!("unknown case {other}")),
         };
         match result {
@@ -720,6 +755,7 @@ impl Kit {
     async fn list_all(&self, prefix: &str, limit: u32) -> Result<Vec<String>, String> {
         let mut all: Vec<String> = Vec::new();
         let mut after: Option<String> = None;
+        let mut set_next = false;
         for round in 0.. {
             if round > 100_000 {
                 return Err("listing did not end after 100,000 pages".into());
@@ -743,7 +779,13 @@ impl Kit {
                     ensure!(name > a, "list after {a:?} returned {name:?}, which is not greater");
                 }
             }
+            if after.is_some() && page.names.is_empty() && round > 0 && set_next {
+                return Err(format!(
+                    "`next` was {after:?}, but no greater name matches (the next page is empty): `next` must be none exactly when nothing follows"
+                ));
+            }
             all.extend(page.names.iter().cloned());
+            set_next = page.next.is_some();
             match page.next {
                 None => break,
                 Some(next) => {
@@ -1017,6 +1059,354 @@ impl Kit {
             Ok(_) => Err("after recycling, the record reads other bytes".into()),
             Err(e) => Err(format!(
                 "after recycling every instance, get returned {e:?}: the record was kept in instance memory, not in the backend"
+            )),
+        }
+    }
+}
+
+impl Kit {
+    async fn info_no_grant(&self) -> CaseResultInner {
+        let inspection = self
+            .runtime
+            .inspect(&self.spec.source)
+            .await
+            .map_err(|e| format!("the component could not be inspected: {e}"))?;
+        if let Some(problem) = inspection.problem {
+            return Err(format!(
+                "info, called with no grant and no setting, failed: {problem} (info must not touch the backend)"
+            ));
+        }
+        ensure!(
+            inspection.info.as_ref() == Some(&self.plugin.info()),
+            "info without grants ({:?}) differs from info of an opened instance",
+            inspection.info.map(|i| i.name)
+        );
+        Ok(None)
+    }
+
+    async fn list_boundaries(&self) -> CaseResultInner {
+        let base = self.name("bound-");
+        let total = 15;
+        let names: Vec<String> = (0..total).map(|i| format!("{base}{i:02}")).collect();
+        self.create_many(&names).await?;
+        for limit in [1u32, 2, 3, 5, 7] {
+            let l = limit as usize;
+            let mut sizes: Vec<usize> = (1..=2)
+                .flat_map(|k| [k * l - 1, k * l, k * l + 1])
+                .filter(|n| *n <= total)
+                .collect();
+            sizes.dedup();
+            for n in sizes {
+                // The last n names: those after names[total - n - 1].
+                let after = (n < total).then(|| names[total - n - 1].clone());
+                let expected = &names[total - n..];
+                let listed = self.list_from(&base, after.clone(), limit).await?;
+                ensure!(
+                    listed == expected,
+                    "paging with limit {limit} over {n} names (after {after:?}) returned {listed:?}, expected {expected:?}"
+                );
+            }
+        }
+        Ok(None)
+    }
+
+    /// `list_all` from `after`, with the strict `next` rule.
+    async fn list_from(&self, prefix: &str, mut after: Option<String>, limit: u32) -> Result<Vec<String>, String> {
+        let mut all = Vec::new();
+        for _ in 0..1000 {
+            let page = self
+                .plugin
+                .list(prefix, after.as_deref(), limit)
+                .await
+                .map_err(|e| format!("list({prefix:?}, after {after:?}, limit {limit}) failed: {e}"))?;
+            ensure!(
+                page.names.len() <= limit as usize,
+                "a page with limit {limit} held {} names",
+                page.names.len()
+            );
+            for name in &page.names {
+                ensure!(
+                    name.starts_with(prefix),
+                    "list({prefix:?}) returned {name:?}, which lacks the prefix"
+                );
+                if let Some(a) = &after {
+                    ensure!(name > a, "list after {a:?} returned {name:?}, which is not greater");
+                }
+            }
+            all.extend(page.names.iter().cloned());
+            match page.next {
+                None => {
+                    if let Some(last) = page.names.last() {
+                        // `none` only when nothing greater matches.
+                        let rest = self
+                            .plugin
+                            .list(prefix, Some(last), limit)
+                            .await
+                            .map_err(|e| format!("list after {last:?} failed: {e}"))?;
+                        ensure!(
+                            rest.names.is_empty(),
+                            "`next` was none after {last:?}, but {:?} follow",
+                            rest.names
+                        );
+                    }
+                    return Ok(all);
+                }
+                Some(next) => {
+                    ensure!(
+                        page.names.last() == Some(&next),
+                        "`next` is {next:?}, but the page's last name is {:?}",
+                        page.names.last()
+                    );
+                    let peek = self
+                        .plugin
+                        .list(prefix, Some(&next), limit)
+                        .await
+                        .map_err(|e| format!("list after {next:?} failed: {e}"))?;
+                    ensure!(
+                        !peek.names.is_empty(),
+                        "`next` was {next:?} on a page of {} names with limit {limit}, but no greater name matches: `next` must be none exactly when nothing follows",
+                        page.names.len()
+                    );
+                    after = Some(next);
+                }
+            }
+        }
+        Err("listing did not end after 1,000 pages".into())
+    }
+
+    async fn names_neighbours(&self) -> CaseResultInner {
+        let (a, ab, abc, upper) = (
+            self.name("nb"),
+            self.name("nb-x"),
+            self.name("nb-x-y"),
+            self.name("NB-x"),
+        );
+        for n in [&a, &abc, &upper] {
+            self.create_ok(n, n.as_bytes()).await?;
+        }
+        match self.plugin.get(&ab).await {
+            Err(Error::NotFound) => {}
+            Ok(v) => {
+                return Err(format!(
+                    "get({ab:?}), never created, returned {:?}, the record of a neighbouring name",
+                    String::from_utf8_lossy(&v)
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "get({ab:?}), never created, returned {e:?}, expected not-found"
+                ));
+            }
+        }
+        self.create_ok(&ab, ab.as_bytes()).await?;
+        for n in [&a, &ab, &abc, &upper] {
+            let got = self
+                .plugin
+                .get(n)
+                .await
+                .map_err(|e| format!("get({n:?}) failed: {e}"))?;
+            ensure!(
+                got[..] == *n.as_bytes(),
+                "get({n:?}) returned the record of another name"
+            );
+        }
+        let listed = self.list_all(&self.name("nb-"), 1000).await?;
+        ensure!(
+            listed == [ab.clone(), abc.clone()],
+            "list({:?}) returned {listed:?}",
+            self.name("nb-")
+        );
+        let listed = self.list_all(&self.name("NB"), 1000).await?;
+        ensure!(
+            listed == [upper.clone()],
+            "list({:?}) (case-sensitive) returned {listed:?}",
+            self.name("NB")
+        );
+        self.plugin
+            .delete(&ab)
+            .await
+            .map_err(|e| format!("delete({ab:?}) failed: {e}"))?;
+        for n in [&a, &abc, &upper] {
+            let got = self.plugin.get(n).await.map_err(|e| {
+                format!("after delete({ab:?}), get({n:?}) failed: {e}; a delete must remove its own name only")
+            })?;
+            ensure!(
+                got[..] == *n.as_bytes(),
+                "after delete({ab:?}), get({n:?}) returned other bytes"
+            );
+        }
+        match self.plugin.create(&abc, b"other").await {
+            Err(Error::AlreadyExists) => Ok(None),
+            other => Err(format!(
+                "create({abc:?}) over an existing record returned {other:?}, expected already-exists"
+            )),
+        }
+    }
+
+    async fn records_text(&self) -> CaseResultInner {
+        let values: [&[u8]; 9] = [
+            b"x\n",
+            b"x\r\n",
+            b" x ",
+            b"x\0",
+            b"\0",
+            b"\n",
+            b"{\"bytes\":\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"}\n",
+            "\u{feff}x\t".as_bytes(),
+            b"  ",
+        ];
+        for (i, value) in values.iter().enumerate() {
+            let name = self.name(&format!("text-{i}"));
+            if !self.record_sizes.contains(&value.len()) {
+                continue;
+            }
+            self.create_ok(&name, value).await?;
+            let got = self
+                .plugin
+                .get(&name)
+                .await
+                .map_err(|e| format!("get({name:?}) failed: {e}"))?;
+            ensure!(
+                got[..] == **value,
+                "the record {:?} came back as {:?}",
+                String::from_utf8_lossy(value),
+                String::from_utf8_lossy(&got)
+            );
+        }
+        Ok(None)
+    }
+
+    async fn records_empty(&self) -> CaseResultInner {
+        if !self.record_sizes.contains(&0) {
+            return Ok(Some("the plugin declares that it holds no empty record".into()));
+        }
+        let name = self.name("empty");
+        self.create_ok(&name, b"").await?;
+        match self.plugin.create(&name, b"not empty").await {
+            Err(Error::AlreadyExists) => {}
+            other => {
+                return Err(format!(
+                    "create over an empty record returned {other:?}, expected already-exists: an empty record exists"
+                ));
+            }
+        }
+        self.plugin.recycle();
+        match self.plugin.get(&name).await {
+            Ok(v) if v.is_empty() => {}
+            Ok(v) => {
+                return Err(format!(
+                    "the empty record reads {} bytes after a refused create",
+                    v.len()
+                ));
+            }
+            Err(e) => return Err(format!("after recycling, get of the empty record returned {e:?}")),
+        }
+        let listed = self.list_all(&name, 10).await?;
+        ensure!(
+            listed == [name.clone()],
+            "list({name:?}) returned {listed:?}, expected the empty record"
+        );
+        Ok(None)
+    }
+
+    async fn names_non_portable(&self) -> CaseResultInner {
+        let suffixes = [
+            "a/b".to_owned(),
+            "a\\b".to_owned(),
+            "a b".to_owned(),
+            "caf\u{e9}".to_owned(),
+            "a/../b".to_owned(),
+            "KEY\u{212a}".to_owned(),
+            "l".repeat(200),
+        ];
+        for suffix in &suffixes {
+            let name = self.name(suffix);
+            let value = format!("value of {name}");
+            match self.create(&name, value.as_bytes()).await {
+                Ok(()) => {
+                    let got = self
+                        .plugin
+                        .get(&name)
+                        .await
+                        .map_err(|e| format!("get({name:?}) failed after create: {e}"))?;
+                    ensure!(got[..] == *value.as_bytes(), "get({name:?}) returned other bytes");
+                    let listed = self.list_all(&self.name(""), 10_000).await?;
+                    ensure!(
+                        listed.contains(&name),
+                        "{name:?} was accepted but is listed otherwise (stored under another name?)"
+                    );
+                    self.plugin
+                        .delete(&name)
+                        .await
+                        .map_err(|e| format!("delete({name:?}) failed: {e}"))?;
+                    self.created.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
+                }
+                Err(Error::InvalidArgument(_)) => match self.plugin.get(&name).await {
+                    Err(Error::NotFound | Error::InvalidArgument(_)) => {}
+                    other => {
+                        return Err(format!(
+                            "create({name:?}) was refused, but get then returned {:?}",
+                            other.map(|v| v.len())
+                        ));
+                    }
+                },
+                Err(e) => {
+                    return Err(format!(
+                        "create({name:?}) failed with {e:?}; a name the plugin cannot store faithfully must be refused with invalid-argument"
+                    ));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    async fn shared_state(&self) -> CaseResultInner {
+        let other = self
+            .load_with(self.spec.config.clone())
+            .await
+            .map_err(|e| format!("a second set of instances could not be loaded: {e}"))?;
+        let name = self.name("shared");
+        self.create_ok(&name, b"one").await?;
+        let got = other
+            .get(&name)
+            .await
+            .map_err(|e| format!("the second set's get failed: {e}"))?;
+        ensure!(&got[..] == b"one", "the second set read other bytes");
+        // Both sets have read it; one deletes it; the other must not still see it.
+        let _ = self.plugin.get(&name).await;
+        other
+            .delete(&name)
+            .await
+            .map_err(|e| format!("the second set's delete failed: {e}"))?;
+        match self.plugin.get(&name).await {
+            Err(Error::NotFound) => {}
+            Ok(_) => {
+                return Err(
+                    "a record deleted by one instance is still read by another: state is kept in instance memory"
+                        .into(),
+                );
+            }
+            Err(e) => {
+                return Err(format!(
+                    "after another instance's delete, get returned {e:?}, expected not-found"
+                ));
+            }
+        }
+        self.created.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
+        match other.create(&name, b"two").await {
+            Ok(()) => {
+                self.created
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name.clone());
+            }
+            Err(e) => return Err(format!("re-creating a deleted name from the second set failed: {e}")),
+        }
+        match self.plugin.get(&name).await {
+            Ok(v) if &v[..] == b"two" => Ok(None),
+            other => Err(format!(
+                "after another instance re-created it, get returned {:?}",
+                other.map(|v| String::from_utf8_lossy(&v).into_owned())
             )),
         }
     }
