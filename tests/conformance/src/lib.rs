@@ -36,6 +36,8 @@ pub struct CaseInfo {
     pub id: &'static str,
     /// What the case checks, in one line.
     pub title: &'static str,
+    /// The contract's words the case checks (`wit/keystore.wit`).
+    pub rule: &'static str,
 }
 
 /// Every case, in the order they run.
@@ -43,130 +45,162 @@ pub const CASES: &[CaseInfo] = &[
     CaseInfo {
         id: "info.sane",
         title: "info names the plugin, a semver version and unique settings, and is stable",
+        rule: "Describes the plugin. Must not fail, trap or touch the backend.",
     },
     CaseInfo {
         id: "open.missing-setting",
         title: "open without a required setting fails with invalid-argument naming it",
+        rule: "Must fail fast with `invalid-argument` naming the setting when a required setting is missing",
     },
     CaseInfo {
         id: "open.unknown-setting",
         title: "open with an unknown setting fails with invalid-argument naming it",
+        rule: "[Must fail fast with `invalid-argument` naming the setting] when a key that `info` does not list is present",
     },
     CaseInfo {
         id: "status.answers",
         title: "status succeeds",
+        rule: "Succeeds when a read would succeed; otherwise `unavailable` (transient), `access-denied` (credentials or permissions lost) or `other`",
     },
     CaseInfo {
         id: "create.roundtrip.empty",
         title: "an empty record reads back exactly",
+        rule: "A record is 0 to 1 MiB (1,048,576 bytes) of arbitrary bytes, including none and including bytes that are not valid UTF-8. [get] Returns the record stored under `name`, byte for byte.",
     },
     CaseInfo {
         id: "create.roundtrip.one-byte",
         title: "a 1-byte record reads back exactly",
+        rule: "A record is 0 to 1 MiB (1,048,576 bytes) of arbitrary bytes, including none and including bytes that are not valid UTF-8. [get] Returns the record stored under `name`, byte for byte.",
     },
     CaseInfo {
         id: "create.roundtrip.64kib",
         title: "a 64 KiB record reads back exactly",
+        rule: "A record is 0 to 1 MiB (1,048,576 bytes) of arbitrary bytes, including none and including bytes that are not valid UTF-8. [get] Returns the record stored under `name`, byte for byte.",
     },
     CaseInfo {
         id: "create.roundtrip.all-bytes",
         title: "a record of all 256 byte values reads back exactly",
+        rule: "A record is 0 to 1 MiB (1,048,576 bytes) of arbitrary bytes, including none and including bytes that are not valid UTF-8. [get] Returns the record stored under `name`, byte for byte.",
     },
     CaseInfo {
         id: "create.roundtrip.1mib",
         title: "a 1 MiB record (the largest) reads back exactly",
+        rule: "A record is 0 to 1 MiB (1,048,576 bytes) of arbitrary bytes, including none and including bytes that are not valid UTF-8. [get] Returns the record stored under `name`, byte for byte.",
     },
     CaseInfo {
         id: "create.exists",
         title: "create of an existing name is already-exists and leaves the record unchanged",
+        rule: "An existing record is never modified: `already-exists` leaves it exactly as it was.",
     },
     CaseInfo {
         id: "get.missing",
         title: "get of a missing name is not-found",
+        rule: "`not-found` if there is none.",
     },
     CaseInfo {
         id: "delete.then-get",
         title: "after delete, get is not-found",
+        rule: "Success once the removal is durable; afterwards `get` returns `not-found`.",
     },
     CaseInfo {
         id: "delete.missing",
         title: "delete of a missing name is not-found",
+        rule: "Deleting a name that has no record returns `not-found`.",
     },
     CaseInfo {
         id: "list.sorted",
         title: "list returns exactly the matching names in ascending byte order",
+        rule: "Names come in ascending byte order, each exactly once.",
     },
     CaseInfo {
         id: "list.prefix",
         title: "list filters by prefix",
+        rule: "Lists names that start with `prefix` (the empty prefix matches every name).",
     },
     CaseInfo {
         id: "list.after",
         title: "list continues strictly after `after`, which need not be a stored name",
+        rule: "If `after` is given, only names strictly greater than it are returned; it need not be a stored name.",
     },
     CaseInfo {
         id: "list.pages.0",
         title: "paging over 0 names ends at once",
+        rule: "Paging through with `after = next` returns every matching name exactly once, however many there are.",
     },
     CaseInfo {
         id: "list.pages.1",
         title: "paging over 1 name returns it once",
+        rule: "Paging through with `after = next` returns every matching name exactly once, however many there are.",
     },
     CaseInfo {
         id: "list.pages.1000",
         title: "paging over 1,000 names returns each exactly once, in order",
+        rule: "Paging through with `after = next` returns every matching name exactly once, however many there are.",
     },
     CaseInfo {
         id: "list.pages.2500",
         title: "paging over 2,500 names returns each exactly once, in order",
+        rule: "Paging through with `after = next` returns every matching name exactly once, however many there are.",
     },
     CaseInfo {
         id: "names.edges",
         title: "names at the edges of the portable charset and length round-trip",
+        rule: "Every plugin must support, and store verbatim, every name of 1 to 80 bytes made of `0-9 A-Z a-z _ - .` whose first character is not `.`.",
     },
     CaseInfo {
         id: "names.case",
         title: "names that differ only in case are distinct records",
+        rule: "Names are compared and sorted as byte strings, so they are case-sensitive: `KEY` and `key` are two records.",
     },
     CaseInfo {
         id: "create.concurrent-same",
         title: "of 16 concurrent creates of one name exactly one succeeds",
+        rule: "Atomic: of any number of concurrent creates of one name, from any number of instances, exactly one succeeds and all others return `already-exists`.",
     },
     CaseInfo {
         id: "create.concurrent-distinct",
         title: "32 concurrent creates of distinct names all succeed",
+        rule: "Creates of distinct names never interfere.",
     },
     CaseInfo {
         id: "recycle.durable",
         title: "a record stored before all instances are recycled is read after",
+        rule: "[Keep] all state in the backend, never only in instance memory.",
     },
     CaseInfo {
         id: "info.no-grant",
         title: "info answers in a sandbox with no grant and no setting, as on an opened instance",
+        rule: "`info` must be cheap, must not touch the backend, and may be called before `open`.",
     },
     CaseInfo {
         id: "list.pages.boundaries",
         title: "limits 1, 2, 3, 5 and 7 over k*limit-1, k*limit and k*limit+1 names: every name once, `next` exact",
+        rule: "At most `limit` names are returned. `next` is `none` exactly when no name greater than the last one returned matches; otherwise it is the last name of the page.",
     },
     CaseInfo {
         id: "names.neighbours",
         title: "names that extend one another or differ in case are distinct in get, delete, create and list",
+        rule: "Names are compared and sorted as byte strings. [get] Returns the record stored under `name`. [delete] Removes the record stored under `name`.",
     },
     CaseInfo {
         id: "records.text",
         title: "text-like records (newlines, CR, spaces, NUL, JSON) come back byte for byte",
+        rule: "[The plugin] must store it byte for byte and give it back byte for byte, nothing more.",
     },
     CaseInfo {
         id: "records.empty",
         title: "an empty record exists: create over it is refused, it survives recycling and is listed",
+        rule: "A record is 0 to 1 MiB (1,048,576 bytes) of arbitrary bytes, including none. An existing record is never modified.",
     },
     CaseInfo {
         id: "names.non-portable",
         title: "a name outside the portable set is refused with invalid-argument or stored verbatim",
+        rule: "A name it cannot store faithfully (one its backend would alter, truncate or interpret as a path) it must refuse with `invalid-argument` rather than store something else.",
     },
     CaseInfo {
         id: "instances.shared-state",
         title: "a second set of instances sees at once what the first created and deleted",
+        rule: "[Every guarantee] must hold *across* instances: keep all state in the backend, never only in instance memory.",
     },
 ];
 
@@ -189,6 +223,8 @@ pub struct CaseResult {
     pub id: &'static str,
     /// What it checks.
     pub title: &'static str,
+    /// The contract's words it checks.
+    pub rule: &'static str,
     /// How it ended.
     #[serde(flatten)]
     pub outcome: Outcome,
@@ -245,7 +281,10 @@ impl Report {
         for case in &self.cases {
             let (mark, detail) = match &case.outcome {
                 Outcome::Pass => ("ok  ", String::new()),
-                Outcome::Fail(why) => ("FAIL", format!("\n       {why}")),
+                Outcome::Fail(why) => (
+                    "FAIL",
+                    format!("\n       rule: \u{201c}{}\u{201d}\n       {why}", case.rule),
+                ),
                 Outcome::Skip(why) => ("skip", format!(" ({why})")),
             };
             let _ = writeln!(
@@ -292,8 +331,9 @@ impl Report {
                 Outcome::Fail(why) => {
                     let _ = writeln!(
                         out,
-                        "><failure message=\"{}\">{}</failure></testcase>",
+                        "><failure message=\"{}\">rule: {}\n{}</failure></testcase>",
                         xml(case.title),
+                        xml(case.rule),
                         xml(why)
                     );
                 }
@@ -410,6 +450,7 @@ pub async fn run(runtime: &Runtime, spec: PluginSpec, options: &KitOptions) -> R
         results.push(CaseResult {
             id: case.id,
             title: case.title,
+            rule: case.rule,
             outcome,
             seconds: start.elapsed().as_secs_f64(),
         });
@@ -1463,6 +1504,48 @@ mod tests {
             "record-size=1-5000",
         ] {
             assert!(matches!(declared_record_sizes(&f(bad)), Some(Err(_))), "{bad}");
+        }
+    }
+
+    /// Every case quotes the contract word for word (bracketed words are the kit's
+    /// own), and the contract names every case.
+    #[test]
+    fn every_case_quotes_the_contract() {
+        let wit = include_str!("../../../wit/keystore.wit");
+        let normal = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+        let text = normal(
+            &wit.lines()
+                .map(|l| l.trim_start().trim_start_matches("///").trim_start_matches('-'))
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+        for case in CASES {
+            let mut rule = case.rule.to_owned();
+            while let (Some(a), Some(b)) = (rule.find('['), rule.find(']')) {
+                rule.replace_range(a..=b, "");
+            }
+            for sentence in rule.split(". ") {
+                let sentence = normal(sentence.trim().trim_end_matches('.'));
+                assert!(
+                    text.contains(&sentence),
+                    "{}: {sentence:?} is not in wit/keystore.wit",
+                    case.id
+                );
+            }
+            // The ids in brackets: `[a]`, `[a, b]`, `[stem.*]`.
+            let ids: Vec<&str> = wit
+                .split('[')
+                .skip(1)
+                .filter_map(|rest| rest.split_once(']').map(|(inside, _)| inside))
+                .flat_map(|inside| inside.split(',').map(str::trim))
+                .collect();
+            let named = ids.iter().any(|id| {
+                *id == case.id
+                    || id
+                        .strip_suffix(".*")
+                        .is_some_and(|stem| case.id.starts_with(&format!("{stem}.")))
+            });
+            assert!(named, "{} is not named in wit/keystore.wit", case.id);
         }
     }
 

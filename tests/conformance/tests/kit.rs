@@ -169,4 +169,22 @@ async fn reports_render_as_junit_and_json() {
         .map(|c| c["id"].as_str().unwrap())
         .collect();
     assert!(failed.contains(&"get.missing"), "{failed:?}");
+    // Each failure quotes the contract's rule, in every format.
+    let case = json["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "get.missing")
+        .unwrap();
+    assert_eq!(case["rule"], "`not-found` if there is none.");
+    assert!(
+        case["detail"].as_str().unwrap().contains("expected not-found"),
+        "{case}"
+    );
+    assert!(junit.contains("rule: `not-found` if there is none."), "{junit}");
+    assert!(
+        report
+            .to_text()
+            .contains("rule: \u{201c}`not-found` if there is none.\u{201d}")
+    );
 }
