@@ -592,6 +592,7 @@ impl Runtime {
             waiting: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
             log_budget: Arc::default(),
+            log_capture: Arc::default(),
             stats: Counters::default(),
         }))
     }
@@ -803,6 +804,7 @@ struct Shared {
     generation: AtomicU64,
     stats: Counters,
     log_budget: Arc<stdio::LogBudget>,
+    log_capture: Arc<stdio::LogCapture>,
 }
 
 /// The most resources (open files, streams, HTTP requests, pollables) one plugin
@@ -822,11 +824,13 @@ impl Shared {
             plugin: self.name.clone(),
             stream: "stdout",
             budget: self.log_budget.clone(),
+            capture: self.log_capture.clone(),
         })
         .stderr(stdio::PluginLog {
             plugin: self.name.clone(),
             stream: "stderr",
             budget: self.log_budget.clone(),
+            capture: self.log_capture.clone(),
         })
         .allow_tcp(false)
         .allow_udp(false)
@@ -1117,6 +1121,19 @@ impl Plugin {
             .stats
             .instances_discarded
             .fetch_add(idle.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Starts keeping every line the plugin writes to stdout or stderr, before rate
+    /// limiting and up to 10,000 lines, for [`Plugin::captured_log`]. The conformance
+    /// kit uses it to check that a plugin never prints a record or a credential.
+    pub fn capture_log(&self) {
+        self.shared.log_capture.start();
+    }
+
+    /// The lines kept since [`Plugin::capture_log`] (or the last call), as logged:
+    /// invalid UTF-8 and control characters replaced. The capture stays on.
+    pub fn captured_log(&self) -> Vec<String> {
+        self.shared.log_capture.take()
     }
 
     /// A snapshot of the plugin's counters.

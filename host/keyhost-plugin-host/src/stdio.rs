@@ -23,6 +23,45 @@ pub(crate) struct PluginLog {
     pub(crate) plugin: Arc<str>,
     pub(crate) stream: &'static str,
     pub(crate) budget: Arc<LogBudget>,
+    pub(crate) capture: Arc<LogCapture>,
+}
+
+/// The lines a plugin wrote, kept while a capture is on — for the conformance kit,
+/// which checks that no record or credential is ever printed. Lines are kept before
+/// rate limiting, at most [`LogCapture::LINES`] of them.
+#[derive(Debug, Default)]
+pub(crate) struct LogCapture {
+    lines: std::sync::Mutex<Option<Vec<String>>>,
+}
+
+impl LogCapture {
+    pub(crate) const LINES: usize = 10_000;
+
+    /// Starts keeping lines (the lines kept so far stay).
+    pub(crate) fn start(&self) {
+        self.lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(Vec::new);
+    }
+
+    /// The lines kept so far; the capture stays on.
+    pub(crate) fn take(&self) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    fn keep(&self, line: &str) {
+        if let Some(lines) = self.lines.lock().unwrap_or_else(|p| p.into_inner()).as_mut()
+            && lines.len() < Self::LINES
+        {
+            lines.push(line.to_owned());
+        }
+    }
 }
 
 /// How many lines a plugin may log: a burst of [`LogBudget::BURST`], then
@@ -98,6 +137,11 @@ struct LineWriter {
 
 impl LineWriter {
     fn emit(&mut self) {
+        let text: String = String::from_utf8_lossy(&self.line)
+            .chars()
+            .map(|c| if c.is_control() && c != '\t' { '\u{fffd}' } else { c })
+            .collect();
+        self.log.capture.keep(&text);
         let Some(dropped) = self.log.budget.take() else {
             self.line.clear();
             return;
@@ -105,10 +149,6 @@ impl LineWriter {
         if dropped > 0 {
             tracing::warn!(target: "keyhost::plugin", plugin = %self.log.plugin, dropped, "plugin log lines dropped (more than {} a second)", LogBudget::PER_SECOND);
         }
-        let text: String = String::from_utf8_lossy(&self.line)
-            .chars()
-            .map(|c| if c.is_control() && c != '\t' { '\u{fffd}' } else { c })
-            .collect();
         tracing::info!(target: "keyhost::plugin", plugin = %self.log.plugin, stream = self.log.stream, "{text}");
         self.line.clear();
     }

@@ -133,6 +133,14 @@ impl Keystore for AwsStore {
     fn open(config: Config) -> Result<Self, Error> {
         let endpoint = url_setting(&config, "endpoint")?;
         let region = config.required("region")?.to_owned();
+        if !region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(Error::InvalidArgument(format!(
+                "setting 'region': {region:?} is no AWS region; use one such as us-east-1"
+            )));
+        }
         let timeout = Duration::from_millis(config.parse_or("timeout_ms", 8_000u64)?);
         let credentials = credentials(&config)?;
         let retry = RetryConfig::standard()
@@ -158,7 +166,7 @@ impl Keystore for AwsStore {
         );
 
         let envelope = config.parse_or("kms_envelope", false)?;
-        let kms = match config.get("kmskey") {
+        let kms = match plain_setting(&config, "kmskey", "a KMS key id, ARN or alias")? {
             None if envelope => {
                 return Err(Error::InvalidArgument(
                     "setting 'kms_envelope' needs 'kmskey', the KMS key that wraps the records".into(),
@@ -420,9 +428,26 @@ impl AwsStore {
 }
 
 /// A URL setting; `host[:port]` without a scheme means https.
+/// The value of `key` if it is made of visible ASCII only (no space, no control
+/// character): what AWS takes for credentials, key ids and URLs. `what` says what
+/// the value is, for the refusal; the value itself is never repeated.
+fn plain_setting<'a>(config: &'a Config, key: &str, what: &str) -> Result<Option<&'a str>, Error> {
+    match config.get(key) {
+        Some(value) if !value.bytes().all(|b| b.is_ascii_graphic()) => Err(Error::InvalidArgument(format!(
+            "setting '{key}' holds a space, a control or a non-ASCII character; it must be {what}"
+        ))),
+        other => Ok(other),
+    }
+}
+
 fn url_setting(config: &Config, key: &str) -> Result<String, Error> {
-    let raw = config.required(key)?.trim_end_matches('/');
-    if raw.starts_with("https://") || raw.starts_with("http://") {
+    let raw = plain_setting(config, key, "a URL such as https://host:port")?
+        .ok_or_else(|| Error::InvalidArgument(format!("missing required setting '{key}'")))?
+        .trim_end_matches('/');
+    let host = raw.split_once("://").map_or(raw, |(_, rest)| rest);
+    if host.is_empty() || host.starts_with(['/', ':']) {
+        Err(Error::InvalidArgument(format!("setting '{key}': {raw} names no host")))
+    } else if raw.starts_with("https://") || raw.starts_with("http://") {
         Ok(raw.to_owned())
     } else if raw.contains("://") {
         Err(Error::InvalidArgument(format!(
@@ -434,11 +459,14 @@ fn url_setting(config: &Config, key: &str) -> Result<String, Error> {
 }
 
 fn credentials(config: &Config) -> Result<SharedCredentialsProvider, Error> {
-    match (config.get("accesskey"), config.get("secretkey")) {
+    let access = plain_setting(config, "accesskey", "an AWS access key id")?;
+    let secret = plain_setting(config, "secretkey", "an AWS secret access key")?;
+    let token = plain_setting(config, "token", "an AWS session token")?;
+    match (access, secret) {
         (Some(access), Some(secret)) => Ok(SharedCredentialsProvider::new(Credentials::new(
             access,
             secret,
-            config.get("token").map(str::to_owned),
+            token.map(str::to_owned),
             None,
             "keyhost-config",
         ))),

@@ -100,7 +100,7 @@ pub const CASES: &[CaseInfo] = &[
     CaseInfo {
         id: "delete.then-get",
         title: "after delete, get is not-found",
-        rule: "Success once the removal is durable; afterwards `get` returns `not-found`.",
+        rule: "Removes the record stored under `name`. [Once that succeeds,] afterwards `get` returns `not-found`.",
     },
     CaseInfo {
         id: "delete.missing",
@@ -164,13 +164,13 @@ pub const CASES: &[CaseInfo] = &[
     },
     CaseInfo {
         id: "recycle.durable",
-        title: "a record stored before all instances are recycled is read after",
-        rule: "[Keep] all state in the backend, never only in instance memory.",
+        title: "a record stored, and a record deleted, before all instances are recycled stay so after",
+        rule: "[Keep] all state in the backend, never only in instance memory. Success once the removal is durable.",
     },
     CaseInfo {
         id: "info.no-grant",
         title: "info answers in a sandbox with no grant and no setting, as on an opened instance",
-        rule: "`info` must be cheap, must not touch the backend, and may be called before `open`.",
+        rule: "`info` must be cheap, must not touch the backend, and may be called before `open`. It describes the component, not the deployment: every instance returns the same, whatever its settings and grants.",
     },
     CaseInfo {
         id: "list.pages.boundaries",
@@ -195,12 +195,27 @@ pub const CASES: &[CaseInfo] = &[
     CaseInfo {
         id: "names.non-portable",
         title: "a name outside the portable set is refused with invalid-argument or stored verbatim",
-        rule: "A name it cannot store faithfully (one its backend would alter, truncate or interpret as a path) it must refuse with `invalid-argument` rather than store something else.",
+        rule: "A name it cannot store faithfully (one its backend would alter, truncate or interpret as a path) it must refuse with `invalid-argument` rather than store something else. All or nothing: on failure no record, and no partial record, is visible under `name`.",
     },
     CaseInfo {
         id: "instances.shared-state",
         title: "a second set of instances sees at once what the first created and deleted",
         rule: "[Every guarantee] must hold *across* instances: keep all state in the backend, never only in instance memory.",
+    },
+    CaseInfo {
+        id: "list.pages.churn",
+        title: "paging while names before and after the cursor are created and deleted returns every other name once",
+        rule: "Names created or deleted while paging may or may not appear; all others must.",
+    },
+    CaseInfo {
+        id: "open.malformed-setting",
+        title: "a malformed value (NUL, newline) of each setting is refused with invalid-argument naming it, or accepted",
+        rule: "[Must fail fast with `invalid-argument` naming the setting] when a value is malformed.",
+    },
+    CaseInfo {
+        id: "records.never-revealed",
+        title: "no record and no secret setting appears in the plugin's output or in an error's text",
+        rule: "Never print a record or a credential. The text must describe it without revealing a record or a credential.",
     },
 ];
 
@@ -554,6 +569,9 @@ impl Kit {
             "records.empty" => self.records_empty().await,
             "names.non-portable" => self.names_non_portable().await,
             "instances.shared-state" => self.shared_state().await,
+            "list.pages.churn" => self.list_churn().await,
+            "open.malformed-setting" => self.open_malformed_setting().await,
+            "records.never-revealed" => self.never_revealed().await,
             other => Err(format!("unknown case {other}")),
         };
         match result {
@@ -1096,10 +1114,29 @@ impl Kit {
         self.create_ok(&name, b"survives").await?;
         self.plugin.recycle();
         match self.plugin.get(&name).await {
-            Ok(v) if &v[..] == b"survives" => Ok(None),
-            Ok(_) => Err("after recycling, the record reads other bytes".into()),
+            Ok(v) if &v[..] == b"survives" => {}
+            Ok(_) => return Err("after recycling, the record reads other bytes".into()),
+            Err(e) => {
+                return Err(format!(
+                    "after recycling every instance, get returned {e:?}: the record was kept in instance memory, not in the backend"
+                ));
+            }
+        }
+        self.plugin
+            .delete(&name)
+            .await
+            .map_err(|e| format!("delete({name:?}) failed: {e}"))?;
+        self.plugin.recycle();
+        match self.plugin.get(&name).await {
+            Err(Error::NotFound) => {
+                self.created.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
+                Ok(None)
+            }
+            Ok(_) => Err(format!(
+                "delete({name:?}) succeeded, but after recycling every instance the record is back: the removal was not made in the backend"
+            )),
             Err(e) => Err(format!(
-                "after recycling every instance, get returned {e:?}: the record was kept in instance memory, not in the backend"
+                "after a delete and a recycle, get returned {e:?}, expected not-found"
             )),
         }
     }
@@ -1117,11 +1154,20 @@ impl Kit {
                 "info, called with no grant and no setting, failed: {problem} (info must not touch the backend)"
             ));
         }
-        ensure!(
-            inspection.info.as_ref() == Some(&self.plugin.info()),
-            "info without grants ({:?}) differs from info of an opened instance",
-            inspection.info.map(|i| i.name)
-        );
+        let opened = self.plugin.info();
+        if let Some(bare) = &inspection.info
+            && *bare != opened
+        {
+            let show = |i: &keyhost_plugin_host::PluginInfo| {
+                format!("name {:?}, version {:?}, features {:?}", i.name, i.version, i.features)
+            };
+            return Err(format!(
+                "info differs with and without settings and grants: without, {}; on an opened instance, {}",
+                show(bare),
+                show(&opened)
+            ));
+        }
+        ensure!(inspection.info.is_some(), "info could not be read without grants");
         Ok(None)
     }
 
@@ -1382,15 +1428,28 @@ impl Kit {
                         .map_err(|e| format!("delete({name:?}) failed: {e}"))?;
                     self.created.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
                 }
-                Err(Error::InvalidArgument(_)) => match self.plugin.get(&name).await {
-                    Err(Error::NotFound | Error::InvalidArgument(_)) => {}
-                    other => {
-                        return Err(format!(
-                            "create({name:?}) was refused, but get then returned {:?}",
-                            other.map(|v| v.len())
-                        ));
+                Err(Error::InvalidArgument(_)) => {
+                    match self.plugin.get(&name).await {
+                        Err(Error::NotFound | Error::InvalidArgument(_)) => {}
+                        other => {
+                            return Err(format!(
+                                "create({name:?}) was refused, but get then returned {:?}",
+                                other.map(|v| v.len())
+                            ));
+                        }
                     }
-                },
+                    match self.plugin.list(&name, None, 10).await {
+                        Ok(page) if page.names.is_empty() => {}
+                        Err(Error::InvalidArgument(_)) => {}
+                        Ok(page) => {
+                            return Err(format!(
+                                "create({name:?}) was refused, but list({name:?}) then returned {:?}",
+                                page.names
+                            ));
+                        }
+                        Err(e) => return Err(format!("list({name:?}) failed: {e}")),
+                    }
+                }
                 Err(e) => {
                     return Err(format!(
                         "create({name:?}) failed with {e:?}; a name the plugin cannot store faithfully must be refused with invalid-argument"
@@ -1451,6 +1510,227 @@ impl Kit {
             )),
         }
     }
+}
+
+/// A value no setting of any format takes: NUL, a newline, DEL, a bidi override, a
+/// percent escape and a path climb.
+const MALFORMED_SETTING: &str = "\u{0}\n\u{7f}\u{202e}%00/../";
+
+impl Kit {
+    /// Pages through names while others are created and deleted on both sides of the
+    /// cursor. More names go behind the cursor than come, so a plugin that resumes
+    /// at a remembered offset instead of after the name skips one.
+    async fn list_churn(&self) -> CaseResultInner {
+        let base = self.name("churn-");
+        let at = |n: usize| format!("{base}{n:02}");
+        // Even numbers; the odd ones are created while paging.
+        let originals: Vec<String> = (0..24).map(|i| at(i * 2)).collect();
+        self.create_many(&originals).await?;
+        let mut touched: BTreeSet<String> = BTreeSet::new();
+        let mut listed: Vec<String> = Vec::new();
+        let mut after: Option<String> = None;
+        let limit = 5;
+        for _ in 0..100 {
+            let page = self
+                .plugin
+                .list(&base, after.as_deref(), limit)
+                .await
+                .map_err(|e| format!("list({base:?}, after {after:?}, limit {limit}) failed: {e}"))?;
+            if let Some(a) = &after
+                && let Some(bad) = page.names.iter().find(|n| *n <= a)
+            {
+                return Err(format!("list after {a:?} returned {bad:?}, which is not greater"));
+            }
+            listed.extend(page.names.iter().cloned());
+            let Some(next) = page.next.clone() else { break };
+            after = Some(next.clone());
+            let last: usize = next[base.len()..]
+                .parse()
+                .map_err(|_| format!("`next` is {next:?}, which the kit never created"))?;
+            // Behind the cursor: two names of this page go, one new name comes.
+            for gone in page.names.iter().take(2) {
+                if let Err(e) = self.plugin.delete(gone).await {
+                    return Err(format!("delete({gone:?}) while paging failed: {e}"));
+                }
+                touched.insert(gone.clone());
+            }
+            // Ahead of it: one original goes and one new name comes.
+            let ahead = at(last + 4);
+            if originals.contains(&ahead) && !touched.contains(&ahead) {
+                self.plugin
+                    .delete(&ahead)
+                    .await
+                    .map_err(|e| format!("delete({ahead:?}) while paging failed: {e}"))?;
+                touched.insert(ahead);
+            }
+            for new in [at(last.saturating_sub(1)), at(last + 3)] {
+                if !touched.contains(&new) && !originals.contains(&new) {
+                    self.create_ok(&new, new.as_bytes()).await?;
+                    touched.insert(new);
+                }
+            }
+        }
+        let mut seen = BTreeSet::new();
+        if let Some(dup) = listed.iter().find(|n| !seen.insert(*n)) {
+            return Err(format!("paging returned {dup:?} twice: {listed:?}"));
+        }
+        ensure!(
+            listed.windows(2).all(|w| w[0] < w[1]),
+            "paging returned names out of order: {listed:?}"
+        );
+        let missing: Vec<&String> = originals
+            .iter()
+            .filter(|n| !touched.contains(*n) && !seen.contains(n))
+            .collect();
+        ensure!(
+            missing.is_empty(),
+            "paging with limit {limit} while other names came and went lost {missing:?}, which nobody touched (listed: {listed:?})"
+        );
+        Ok(None)
+    }
+
+    async fn open_malformed_setting(&self) -> CaseResultInner {
+        let info = self.plugin.info();
+        if info.settings.is_empty() {
+            return Ok(Some("the plugin reads no setting".into()));
+        }
+        for setting in &info.settings {
+            let mut config = self.spec.config.clone();
+            config.insert(setting.name.clone(), MALFORMED_SETTING.into());
+            match self.load_with(config).await {
+                // Any value is valid for this setting.
+                Ok(_) => {}
+                Err(LoadError::Open {
+                    error: Error::InvalidArgument(message),
+                    ..
+                }) if message.contains(&setting.name) => {}
+                Err(LoadError::Open { error, .. }) => {
+                    return Err(format!(
+                        "with setting {:?} set to {MALFORMED_SETTING:?}, open failed with {}; expected invalid-argument naming the setting (or success, if any value is valid)",
+                        setting.name,
+                        masked(&format!("{error:?}"), &self.secrets())
+                    ));
+                }
+                Err(other) => {
+                    return Err(format!(
+                        "with setting {:?} set to {MALFORMED_SETTING:?}: {}",
+                        setting.name,
+                        masked(&other.to_string(), &self.secrets())
+                    ));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The values of the settings the plugin calls secret (of at least 4 bytes).
+    fn secrets(&self) -> Vec<String> {
+        let info = self.plugin.info();
+        info.settings
+            .iter()
+            .filter(|s| s.secret)
+            .filter_map(|s| self.spec.config.get(&s.name))
+            .filter(|v| v.len() >= 4)
+            .cloned()
+            .collect()
+    }
+
+    /// Stores records of random text, provokes every error the kit can (an existing
+    /// name, refused names, an oversized record, a missing name, an unknown setting)
+    /// and a fresh `open`, and looks for the records and the secret settings in
+    /// what the plugin printed and in every error's text.
+    async fn never_revealed(&self) -> CaseResultInner {
+        self.plugin.capture_log();
+        let _ = self.plugin.captured_log();
+        let token = || format!("kcrecord{}", random_token(24));
+        let (first, second, refused) = (token(), token(), token());
+        let mut errors: Vec<String> = Vec::new();
+        let mut note = |result: Result<(), Error>| {
+            if let Err(e) = result {
+                errors.push(e.to_string());
+            }
+        };
+        let name = self.name("secret");
+        self.create_ok(&name, first.as_bytes()).await?;
+        note(self.plugin.create(&name, second.as_bytes()).await);
+        note(self.plugin.get(&name).await.map(drop));
+        note(self.plugin.list(&name, None, 10).await.map(drop));
+        for odd in ["a/b", "a b", "caf\u{e9}", "..", "a\\b"] {
+            let odd = self.name(odd);
+            note(self.create(&odd, refused.as_bytes()).await);
+        }
+        if *self.record_sizes.end() < MAX_RECORD {
+            let big = refused.repeat(self.record_sizes.end() / refused.len() + 1);
+            note(self.create(&self.name("secret-big"), big.as_bytes()).await);
+        }
+        note(self.plugin.get(&self.name("secret-missing")).await.map(drop));
+        note(self.plugin.delete(&self.name("secret-missing")).await);
+        // A fresh instance opens with the settings, secrets included.
+        self.plugin.recycle();
+        note(self.plugin.status().await.map(drop));
+        let mut config = self.spec.config.clone();
+        config.insert(UNKNOWN_SETTING.into(), "1".into());
+        if let Err(e) = self.load_with(config).await {
+            errors.push(e.to_string());
+        }
+        let lines = self.plugin.captured_log();
+        let secrets = self.secrets();
+        let mut needles: Vec<(String, &str)> = Vec::new();
+        for record in [&first, &second, &refused] {
+            let bytes = record.as_bytes();
+            needles.push((record.clone(), "a record"));
+            needles.push((hex(bytes), "a record, in hex"));
+            needles.push((base64(bytes), "a record, in base64"));
+            let debug = format!("{:?}", &bytes[8..20]);
+            needles.push((
+                debug.trim_matches(['[', ']']).to_owned(),
+                "a record, as a list of bytes",
+            ));
+        }
+        for secret in &secrets {
+            needles.push((secret.clone(), "a secret setting"));
+            needles.push((base64(secret.as_bytes()), "a secret setting, in base64"));
+        }
+        let hide: Vec<String> = needles.iter().map(|(n, _)| n.clone()).chain(secrets.clone()).collect();
+        for (place, texts) in [("printed", &lines), ("answered with an error", &errors)] {
+            for text in texts {
+                if let Some((_, what)) = needles.iter().find(|(n, _)| text.contains(n.as_str())) {
+                    return Err(format!("the plugin {place} {what}: {:?}", masked(text, &hide)));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// `text` with every occurrence of a secret replaced, so that a report never
+/// repeats what it found.
+fn masked(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_owned();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        out = out.replace(secret.as_str(), "<hidden>");
+    }
+    if out.len() > 300 {
+        let mut end = 300;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push('…');
+    }
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn base64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 fn pattern(len: usize) -> Vec<u8> {
