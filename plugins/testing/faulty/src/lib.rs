@@ -112,6 +112,26 @@ enum Defect {
     EmptyRefused,
     /// "store verbatim": spaces become `_`.
     SpacesToUnderscore,
+    /// "Never print a record": a debugging line left in `create`.
+    LogsRecords,
+    /// "Never print … a credential": the settings are printed at `open`.
+    LogsCredential,
+    /// "The text must describe it without revealing a record": a refusal quotes the
+    /// record it refused.
+    ErrorQuotesRecord,
+    /// "Names created or deleted while paging may or may not appear; all others
+    /// must": the next page starts at the offset the last one ended at, remembered
+    /// per instance, as backends with offset paging do.
+    OffsetCursor,
+    /// "Success once the removal is durable": deletes are queued in the instance
+    /// and applied with the next write.
+    QueuedDelete,
+    /// "Creates of distinct names never interfere": one lock for the whole store,
+    /// and a create that finds it taken gives up.
+    GlobalLockGivesUp,
+    /// "Must fail fast with `invalid-argument` naming the setting … when a value is
+    /// malformed": `sync` is parsed with `unwrap`.
+    SettingUnwrap,
 }
 
 impl std::str::FromStr for Defect {
@@ -165,6 +185,13 @@ impl std::str::FromStr for Defect {
             "list-lowercase" => Self::ListLowercase,
             "empty-refused" => Self::EmptyRefused,
             "spaces-to-underscore" => Self::SpacesToUnderscore,
+            "logs-records" => Self::LogsRecords,
+            "logs-credential" => Self::LogsCredential,
+            "error-quotes-record" => Self::ErrorQuotesRecord,
+            "offset-cursor" => Self::OffsetCursor,
+            "queued-delete" => Self::QueuedDelete,
+            "global-lock-gives-up" => Self::GlobalLockGivesUp,
+            "setting-unwrap" => Self::SettingUnwrap,
             other => return Err(format!("unknown defect '{other}'")),
         })
     }
@@ -174,6 +201,10 @@ struct Faulty {
     defect: Defect,
     dir: DirStore,
     memory: RefCell<BTreeMap<String, Vec<u8>>>,
+    /// `OffsetCursor`: where the listing continues after a `next` this instance gave.
+    offsets: RefCell<BTreeMap<(String, String), usize>>,
+    /// `QueuedDelete`: names deleted but not yet removed from the directory.
+    queued: RefCell<std::collections::BTreeSet<String>>,
 }
 
 impl Keystore for Faulty {
@@ -182,21 +213,48 @@ impl Keystore for Faulty {
             name: "faulty".into(),
             version: "0.0.0".into(),
             features: vec![],
-            settings: vec![Setting {
-                name: "defect".into(),
-                required: true,
-                secret: false,
-                description: "which contract rule to break, e.g. `unsorted-list`, or `none`".into(),
-            }],
+            settings: vec![
+                Setting {
+                    name: "defect".into(),
+                    required: true,
+                    secret: false,
+                    description: "which contract rule to break, e.g. `unsorted-list`, or `none`".into(),
+                },
+                Setting {
+                    name: "password".into(),
+                    required: false,
+                    secret: true,
+                    description: "a credential, never used, e.g. `hunter2`".into(),
+                },
+                Setting {
+                    name: "sync".into(),
+                    required: false,
+                    secret: false,
+                    description: "true or false, read and ignored, e.g. `true`".into(),
+                },
+            ],
         }
     }
 
     fn open(config: Config) -> Result<Self, Error> {
         let defect: Defect = config.parse_or("defect", Defect::None)?;
+        match defect {
+            Defect::SettingUnwrap => {
+                let _sync: bool = config.get("sync").unwrap_or("true").parse().unwrap();
+            }
+            _ => {
+                let _sync: bool = config.parse_or("sync", true)?;
+            }
+        }
+        if defect == Defect::LogsCredential {
+            println!("faulty: opening with password {:?}", config.get("password"));
+        }
         Ok(Self {
             defect,
             dir: DirStore::open("/data")?,
             memory: RefCell::default(),
+            offsets: RefCell::default(),
+            queued: RefCell::default(),
         })
     }
 
@@ -211,7 +269,31 @@ impl Keystore for Faulty {
         use Defect as D;
         let name = &self.stored_name(name)?;
         let value = &self.stored_value(value);
+        if self.defect == D::QueuedDelete {
+            for queued in std::mem::take(&mut *self.queued.borrow_mut()) {
+                let _ = self.dir.delete(&queued);
+            }
+        }
         match self.defect {
+            D::LogsRecords => {
+                eprintln!("faulty: create {name} = {}", String::from_utf8_lossy(value));
+                self.dir.create(name, value)
+            }
+            D::ErrorQuotesRecord => match self.dir.create(name, value) {
+                Err(Error::InvalidArgument(why)) => Err(Error::InvalidArgument(format!("{why} (record {value:?})"))),
+                other => other,
+            },
+            D::GlobalLockGivesUp => {
+                let lock = "/data/.lock";
+                if std::fs::File::create_new(lock).is_err() {
+                    return Err(Error::Unavailable("the store is locked by another writer".into()));
+                }
+                // The lock is held for a backend round trip.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                let result = self.dir.create(name, value);
+                let _ = std::fs::remove_file(lock);
+                result
+            }
             D::CreateFails => Err(Error::Unavailable("the backend takes no writes".into())),
             D::EmptyRefused if value.is_empty() => Err(Error::InvalidArgument("an empty record".into())),
             D::NonAtomicCreate => self.dir.create_racy(name, value),
@@ -280,6 +362,7 @@ impl Keystore for Faulty {
                 Err(Error::NotFound) if self.dir.get(&format!("{name}~deleted")).is_ok() => Ok(Vec::new()),
                 other => other,
             },
+            D::QueuedDelete if self.queued.borrow().contains(name) => Err(Error::NotFound),
             _ => self.dir.get(name),
         };
         match (self.defect, result) {
@@ -332,6 +415,14 @@ impl Keystore for Faulty {
                 self.dir.delete(name)?;
                 self.dir.create(&format!("{name}~deleted"), b"")
             }
+            D::QueuedDelete => {
+                if self.queued.borrow().contains(name) {
+                    return Err(Error::NotFound);
+                }
+                self.dir.get(name)?;
+                self.queued.borrow_mut().insert(name.clone());
+                Ok(())
+            }
             _ => self.dir.delete(name),
         }
     }
@@ -344,6 +435,27 @@ impl Keystore for Faulty {
         };
         if self.defect == D::TombstoneDelete {
             names.retain(|n| !n.ends_with("~deleted"));
+        }
+        if self.defect == D::QueuedDelete {
+            names.retain(|n| !self.queued.borrow().contains(n));
+        }
+        if self.defect == D::OffsetCursor {
+            let mut matching: Vec<String> = names.into_iter().filter(|n| n.starts_with(prefix)).collect();
+            matching.sort();
+            let start = match after {
+                None => 0,
+                Some(a) => match self.offsets.borrow().get(&(prefix.to_owned(), a.to_owned())) {
+                    Some(offset) => *offset,
+                    None => matching.partition_point(|n| n.as_str() <= a),
+                },
+            };
+            let end = (start + limit as usize).min(matching.len());
+            let names = matching.get(start..end).unwrap_or_default().to_vec();
+            let next = (end < matching.len()).then(|| names.last().cloned()).flatten();
+            if let Some(next) = &next {
+                self.offsets.borrow_mut().insert((prefix.to_owned(), next.clone()), end);
+            }
+            return Ok(Page { names, next });
         }
         let limit = match self.defect {
             D::ListLimitPlusOne => limit + 1,
