@@ -10,7 +10,7 @@
 //! from the virtual environment that `scripts/test` installs). `KEYHOST_BENCH_ITERS`
 //! sets the number of timed calls (default 2000).
 
-#![allow(clippy::unwrap_used)] // Benchmarks fail loudly by design.
+#![expect(clippy::unwrap_used, reason = "Benchmarks fail loudly by design")]
 
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 use aws_smithy_runtime_api::client::http::{

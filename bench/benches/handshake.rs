@@ -6,7 +6,7 @@
 //!
 //! `cargo bench -p keyhost-bench --bench handshake` (or `scripts/bench handshake`).
 
-#![allow(clippy::unwrap_used)] // Benchmarks fail loudly by design.
+#![expect(clippy::unwrap_used, reason = "Benchmarks fail loudly by design")]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -26,7 +26,7 @@
 //! Run with `scripts/bench server`, which builds the release binary first; or set
 //! `KEYHOST_BIN` and run `cargo bench -p keyhost-bench --bench server`.
 
-#![allow(clippy::unwrap_used)] // Benchmarks fail loudly by design.
+#![expect(clippy::unwrap_used, reason = "Benchmarks fail loudly by design")]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

@@ -21,7 +21,7 @@
 //! Run with `scripts/soak` (release build) or `scripts/soak --short` (the debug
 //! build, a few seconds; `scripts/test` runs it).
 
-#![allow(clippy::unwrap_used)] // The soak fails loudly by design.
+#![expect(clippy::unwrap_used, reason = "The soak fails loudly by design")]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! The seed document's two examples and full files of both KES schemas parse to
 //! exactly what they say; broken files get errors that name the file and the place.
 
-#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+#![expect(clippy::unwrap_used, reason = "Tests fail loudly by design")]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

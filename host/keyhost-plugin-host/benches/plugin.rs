@@ -9,7 +9,7 @@
 //! Run with `cargo bench -p keyhost-plugin-host --bench plugin` (release build).
 //! `KEYHOST_BENCH_ITERS` sets the number of timed calls (default 20000).
 
-#![allow(clippy::unwrap_used)] // Tests and benchmarks fail loudly by design.
+#![expect(clippy::unwrap_used, reason = "Tests and benchmarks fail loudly by design")]
 
 use keyhost_bench::{header, iterations, median, print_load, time_calls};
 use keyhost_keystore::{Keystore, MemStore};

@@ -70,7 +70,7 @@ impl ArtifactCache {
         // file is owned by our user, writable only by it, in a 0700 directory, and its
         // digest matches); wasmtime itself rejects artifacts of another engine
         // configuration or version.
-        #[allow(unsafe_code)]
+        #[expect(unsafe_code, reason = "the one audited unsafe block: see SAFETY above")]
         let component = unsafe { Component::deserialize(engine, artifact) };
         match component {
             Ok(component) => Some(component),

@@ -1,7 +1,7 @@
 //! The sandbox holds: hostile plugins (built from plugins/testing/hostile) are
 //! stopped, contained and refused, and the host keeps serving.
 
-#![allow(clippy::unwrap_used)] // Tests and benchmarks fail loudly by design.
+#![expect(clippy::unwrap_used, reason = "Tests and benchmarks fail loudly by design")]
 
 use std::io::Read;
 use std::net::TcpListener;

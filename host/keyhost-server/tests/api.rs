@@ -1,6 +1,6 @@
 //! The API over real mutual TLS: certificates minted per run, a real HTTP client.
 
-#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+#![expect(clippy::unwrap_used, reason = "Tests fail loudly by design")]
 
 use std::sync::Arc;
 

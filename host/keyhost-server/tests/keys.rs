@@ -1,6 +1,6 @@
 //! Server private keys protected by a password (`tls.password`), made by OpenSSL.
 
-#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+#![expect(clippy::unwrap_used, reason = "Tests fail loudly by design")]
 
 use std::process::Command;
 

@@ -2,7 +2,7 @@
 //! resident memory of this test process, so it runs in a binary of its own, with no
 //! other test allocating meanwhile.
 
-#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+#![expect(clippy::unwrap_used, reason = "Tests fail loudly by design")]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Attacks on identity, policy, routes, audit and connections, each played over real
 //! mutual TLS against a server with certificates minted per run.
 
-#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+#![expect(clippy::unwrap_used, reason = "Tests fail loudly by design")]
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -5,8 +5,8 @@
 //! keyhost's own buffers are involved: hyper's and rustls' are not (the README says
 //! that those are not wiped).
 
-#![allow(unsafe_code)] // The allocator that inspects freed blocks.
-#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+#![expect(unsafe_code, reason = "The allocator that inspects freed blocks")]
+#![expect(clippy::unwrap_used, reason = "Tests fail loudly by design")]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //! `MINIO_KMS_KES_*` settings. Also: secrets written by KES, KMS envelopes through
 //! the server, and the offline cache during an AWS outage.
 
-#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+#![expect(clippy::unwrap_used, reason = "Tests fail loudly by design")]
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! identities, status, metrics and the live audit log, with human and `--json`
 //! output, the exit codes, and the errors that say what to do.
 
-#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+#![expect(clippy::unwrap_used, reason = "Tests fail loudly by design")]
 
 mod common;
 

@@ -5,7 +5,7 @@
 //! clients must see no failure, and what broke must fail cleanly, within the
 //! deadline, and recover by itself. (The AWS outage under load is in `aws.rs`.)
 
-#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+#![expect(clippy::unwrap_used, reason = "Tests fail loudly by design")]
 
 use std::io::Read;
 use std::net::SocketAddr;

@@ -4,7 +4,7 @@
 //! `tls.auth: on`. The server answers with KES's errors or closes the connection,
 //! and keeps serving everyone else meanwhile.
 
-#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+#![expect(clippy::unwrap_used, reason = "Tests fail loudly by design")]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

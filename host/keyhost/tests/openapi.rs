@@ -4,7 +4,7 @@
 //! over mutual TLS to a running server. No answer may be a 5xx, and every answer must
 //! have a status, content type and shape the description allows.
 
-#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+#![expect(clippy::unwrap_used, reason = "Tests fail loudly by design")]
 
 use std::process::Command;
 

@@ -2,7 +2,7 @@
 //! in order, in one shell, in an empty directory, with the keyhost under test on
 //! PATH. If the guide's commands stop working, this test fails.
 
-#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+#![expect(clippy::unwrap_used, reason = "Tests fail loudly by design")]
 
 use std::process::Command;
 
@@ -64,5 +64,34 @@ fn the_plugin_authors_tutorial_works_as_written() {
     assert!(
         stdout.lines().any(|l| l.trim() == "my-first-key"),
         "the plugin stored the key:\n{stdout}"
+    );
+    // "Enable the SDK's `http` feature": the generated project builds with it.
+    let project = dir.path().join("my-store");
+    let manifest = project.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let with_http = text.replace(
+        r#"keyhost-plugin-sdk = { path = "keyhost-plugin-sdk" }"#,
+        r#"keyhost-plugin-sdk = { path = "keyhost-plugin-sdk", features = ["http"] }"#,
+    );
+    assert_ne!(
+        text, with_http,
+        "the generated manifest names the SDK as the guide says"
+    );
+    std::fs::write(&manifest, with_http).unwrap();
+    let lib = project.join("src/lib.rs");
+    let mut code = std::fs::read_to_string(&lib).unwrap();
+    code.push_str("\npub use keyhost_plugin_sdk::http::Method as HttpMethod;\n");
+    std::fs::write(&lib, code).unwrap();
+    let mut cargo = Command::new("cargo");
+    keyhost_plugin_build::without_cargo_env(&mut cargo);
+    let out = cargo
+        .args(["build", "--release"])
+        .current_dir(&project)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the generated project does not build with the SDK's http feature:\n{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -1,6 +1,6 @@
 //! `keyhost plugin test` drives the real binary: exit codes, output, report files.
 
-#![allow(clippy::unwrap_used)] // Tests and benchmarks fail loudly by design.
+#![expect(clippy::unwrap_used, reason = "Tests and benchmarks fail loudly by design")]
 
 use std::process::Command;
 

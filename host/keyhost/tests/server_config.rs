@@ -2,7 +2,7 @@
 //! standing in for AWS — a v0.16 configuration with `root: disabled`, a `minio`
 //! policy, `${VAR}` identities and `keys:` created at start-up — driven with curl.
 
-#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+#![expect(clippy::unwrap_used, reason = "Tests fail loudly by design")]
 
 use std::process::Command;
 

@@ -1,7 +1,7 @@
 //! `keyhost server --dev` works as its banner says: the printed commands, run as
 //! printed, create a key and generate a data key.
 
-#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+#![expect(clippy::unwrap_used, reason = "Tests fail loudly by design")]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

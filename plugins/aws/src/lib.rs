@@ -53,12 +53,14 @@ const ENVELOPE_PREFIX: &str = "keyhost:kms-envelope:v1:";
 const CONTEXT_KEY: &str = "keyhost-key";
 
 /// The plugin's state in one instance: two SDK clients, reused across calls.
+#[derive(Debug)]
 pub struct AwsStore {
     secrets: aws_sdk_secretsmanager::Client,
     kms: Option<Kms>,
     probe: RefCell<Option<(Instant, Result<(), Error>)>>,
 }
 
+#[derive(Debug)]
 struct Kms {
     client: aws_sdk_kms::Client,
     key: String,

@@ -3,7 +3,7 @@
 //! service, KMS health, envelopes bound to their key name, secrets written by KES,
 //! and no reach beyond the granted endpoints.
 
-#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+#![expect(clippy::unwrap_used, reason = "Tests fail loudly by design")]
 
 use std::io::Read;
 use std::net::TcpListener;

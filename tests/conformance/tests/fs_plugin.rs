@@ -1,7 +1,7 @@
 //! The fs plugin's own rules, beyond the contract: KES's name rules, one file per
 //! key holding exactly the record, nothing else left in the directory.
 
-#![allow(clippy::unwrap_used)] // Tests and benchmarks fail loudly by design.
+#![expect(clippy::unwrap_used, reason = "Tests and benchmarks fail loudly by design")]
 
 use keyhost_keystore::{Error, Keystore};
 use keyhost_plugin_host::{Grants, PluginSource, PluginSpec, Runtime, RuntimeOptions};

@@ -1,7 +1,7 @@
 //! The kit passes the fs plugin and fails every deliberately broken plugin with the
 //! case that names its defect.
 
-#![allow(clippy::unwrap_used)] // Tests and benchmarks fail loudly by design.
+#![expect(clippy::unwrap_used, reason = "Tests and benchmarks fail loudly by design")]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -4,7 +4,7 @@
 //! speaking KES's dropped "generic" keystore protocol — next to the Rust plugin of
 //! the same protocol (`plugins/generic`, the SDK's HTTP example).
 
-#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+#![expect(clippy::unwrap_used, reason = "Tests fail loudly by design")]
 
 use keyhost_conformance::KitOptions;
 use keyhost_plugin_host::{Grants, Limits, Origin, PluginSource, PluginSpec, Runtime, RuntimeOptions};

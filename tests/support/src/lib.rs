@@ -9,7 +9,10 @@
 //!   many such clients that checks every answer.
 
 #![warn(missing_docs)]
-#![allow(clippy::missing_panics_doc)] // Fixtures panic with a message when the machine lacks something.
+#![allow(
+    clippy::missing_panics_doc,
+    reason = "Fixtures panic with a message when the machine lacks something"
+)]
 
 pub mod load;
 

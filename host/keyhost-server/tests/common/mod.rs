@@ -1,8 +1,8 @@
 //! What the API tests share: a server over real mutual TLS with certificates minted
 //! per run, and real HTTP clients.
 
-#![allow(dead_code)] // Each test binary uses a part.
-#![allow(clippy::unwrap_used)] // Tests fail loudly by design.
+#![allow(dead_code, reason = "Each test binary uses a part")]
+#![expect(clippy::unwrap_used, reason = "Tests fail loudly by design")]
 
 use std::sync::Arc;
 

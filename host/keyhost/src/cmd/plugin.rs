@@ -465,6 +465,12 @@ publish = false
 
 [dependencies]
 wit-bindgen = { version = "0.61", default-features = false, features = ["macros", "realloc"] }
+wstd = { version = "0.6", default-features = false, optional = true }
+
+[features]
+# `keyhost_plugin_sdk::http`: a blocking client for backends with HTTP APIs, over
+# wasi:http (keyhost does TLS, checks the grant, and pools connections).
+http = ["dep:wstd"]
 "#
             .into(),
         ),

@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests of the `keyhost` binary.
 
-#![allow(dead_code)] // Each test file uses a different subset.
+#![allow(dead_code, reason = "Each test file uses a different subset")]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

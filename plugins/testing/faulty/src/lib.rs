@@ -239,6 +239,7 @@ impl Keystore for Faulty {
     fn open(config: Config) -> Result<Self, Error> {
         let defect: Defect = config.parse_or("defect", Defect::None)?;
         match defect {
+            #[expect(clippy::unwrap_used, reason = "the defect: a malformed value traps")]
             Defect::SettingUnwrap => {
                 let _sync: bool = config.get("sync").unwrap_or("true").parse().unwrap();
             }
