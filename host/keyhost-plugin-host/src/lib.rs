@@ -56,6 +56,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use zeroize::Zeroizing;
 
 pub use egress::Origin;
+pub use stdio::CapturedLog;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -324,6 +325,7 @@ struct RuntimeInner {
     http: egress::HttpClient,
     disk: Option<cache::ArtifactCache>,
     compiled: Mutex<HashMap<[u8; 32], Component>>,
+    log_capture: Arc<stdio::LogCapture>,
 }
 
 impl fmt::Debug for Runtime {
@@ -386,8 +388,24 @@ impl Runtime {
                 http,
                 disk,
                 compiled: Mutex::new(HashMap::new()),
+                log_capture: Arc::default(),
             }),
         })
+    }
+
+    /// Starts (`true`) or stops keeping every line that the plugins of this runtime
+    /// write to stdout or stderr — every instance, from its first call, before rate
+    /// limiting — for [`Runtime::captured_log`]. The conformance kit uses it to check
+    /// that a plugin never prints a record or a credential; a server never does.
+    pub fn capture_log(&self, on: bool) {
+        self.inner.log_capture.set(on);
+    }
+
+    /// The lines kept since the capture started (or since the last call). A line
+    /// still unfinished in a live instance appears once the instance ends, so
+    /// recycle plugins first to see everything.
+    pub fn captured_log(&self) -> CapturedLog {
+        self.inner.log_capture.take()
     }
 
     /// Compiles `bytes` (or fetches the compiled form from the caches) and checks
@@ -592,7 +610,7 @@ impl Runtime {
             waiting: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
             log_budget: Arc::default(),
-            log_capture: Arc::default(),
+            log_capture: self.inner.log_capture.clone(),
             stats: Counters::default(),
         }))
     }
@@ -1121,19 +1139,6 @@ impl Plugin {
             .stats
             .instances_discarded
             .fetch_add(idle.len() as u64, Ordering::Relaxed);
-    }
-
-    /// Starts keeping every line the plugin writes to stdout or stderr, before rate
-    /// limiting and up to 10,000 lines, for [`Plugin::captured_log`]. The conformance
-    /// kit uses it to check that a plugin never prints a record or a credential.
-    pub fn capture_log(&self) {
-        self.shared.log_capture.start();
-    }
-
-    /// The lines kept since [`Plugin::capture_log`] (or the last call), as logged:
-    /// invalid UTF-8 and control characters replaced. The capture stays on.
-    pub fn captured_log(&self) -> Vec<String> {
-        self.shared.log_capture.take()
     }
 
     /// A snapshot of the plugin's counters.

@@ -26,40 +26,51 @@ pub(crate) struct PluginLog {
     pub(crate) capture: Arc<LogCapture>,
 }
 
-/// The lines a plugin wrote, kept while a capture is on — for the conformance kit,
+/// The lines plugins wrote, kept while a capture is on — for the conformance kit,
 /// which checks that no record or credential is ever printed. Lines are kept before
-/// rate limiting, at most [`LogCapture::LINES`] of them.
+/// rate limiting, up to [`LogCapture::BYTES`]; the lines beyond are counted. Off,
+/// it costs one atomic load per line.
 #[derive(Debug, Default)]
 pub(crate) struct LogCapture {
-    lines: std::sync::Mutex<Option<Vec<String>>>,
+    on: std::sync::atomic::AtomicBool,
+    kept: std::sync::Mutex<CapturedLog>,
+}
+
+/// What a capture kept: see [`crate::Runtime::capture_log`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CapturedLog {
+    /// The lines, as they are logged (invalid UTF-8 and control characters
+    /// replaced).
+    pub lines: Vec<String>,
+    /// How many lines did not fit.
+    pub dropped: usize,
+    bytes: usize,
 }
 
 impl LogCapture {
-    pub(crate) const LINES: usize = 10_000;
+    /// The most text a capture keeps.
+    pub(crate) const BYTES: usize = 8 << 20;
 
-    /// Starts keeping lines (the lines kept so far stay).
-    pub(crate) fn start(&self) {
-        self.lines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert_with(Vec::new);
+    pub(crate) fn set(&self, on: bool) {
+        self.on.store(on, std::sync::atomic::Ordering::Release);
     }
 
-    /// The lines kept so far; the capture stays on.
-    pub(crate) fn take(&self) -> Vec<String> {
-        self.lines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_mut()
-            .map(std::mem::take)
-            .unwrap_or_default()
+    fn is_on(&self) -> bool {
+        self.on.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// What was kept so far, which is then forgotten.
+    pub(crate) fn take(&self) -> CapturedLog {
+        std::mem::take(&mut *self.kept.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn keep(&self, line: &str) {
-        if let Some(lines) = self.lines.lock().unwrap_or_else(|p| p.into_inner()).as_mut()
-            && lines.len() < Self::LINES
-        {
-            lines.push(line.to_owned());
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.bytes + line.len() > Self::BYTES {
+            kept.dropped += 1;
+        } else {
+            kept.bytes += line.len();
+            kept.lines.push(line.to_owned());
         }
     }
 }
@@ -137,12 +148,20 @@ struct LineWriter {
 
 impl LineWriter {
     fn emit(&mut self) {
+        let capture = self.log.capture.is_on();
+        let budget = self.log.budget.take();
+        if budget.is_none() && !capture {
+            self.line.clear();
+            return;
+        }
         let text: String = String::from_utf8_lossy(&self.line)
             .chars()
             .map(|c| if c.is_control() && c != '\t' { '\u{fffd}' } else { c })
             .collect();
-        self.log.capture.keep(&text);
-        let Some(dropped) = self.log.budget.take() else {
+        if capture {
+            self.log.capture.keep(&text);
+        }
+        let Some(dropped) = budget else {
             self.line.clear();
             return;
         };

@@ -429,7 +429,6 @@ impl AwsStore {
     }
 }
 
-/// A URL setting; `host[:port]` without a scheme means https.
 /// The value of `key` if it is made of visible ASCII only (no space, no control
 /// character): what AWS takes for credentials, key ids and URLs. `what` says what
 /// the value is, for the refusal; the value itself is never repeated.
@@ -442,6 +441,7 @@ fn plain_setting<'a>(config: &'a Config, key: &str, what: &str) -> Result<Option
     }
 }
 
+/// A URL setting; `host[:port]` without a scheme means https.
 fn url_setting(config: &Config, key: &str) -> Result<String, Error> {
     let raw = plain_setting(config, key, "a URL such as https://host:port")?
         .ok_or_else(|| Error::InvalidArgument(format!("missing required setting '{key}'")))?

@@ -39,6 +39,12 @@ impl Keystore for Generic {
 
     fn open(config: Config) -> Result<Self, Error> {
         let endpoint = config.required("endpoint")?.trim_end_matches('/');
+        if !endpoint.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::InvalidArgument(
+                "setting 'endpoint' holds a space, a control or a non-ASCII character; it must be an http(s) URL"
+                    .into(),
+            ));
+        }
         if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
             return Err(Error::InvalidArgument(format!(
                 "setting 'endpoint': {endpoint} is not an http(s) URL"

@@ -146,6 +146,7 @@ export const store = {
     }
     const value = (values.get('endpoint') ?? '').trim();
     if (!value) fail('invalid-argument', "missing required setting 'endpoint': the service's URL");
+    if (!/^[\x21-\x7e]+$/.test(value)) fail('invalid-argument', "setting 'endpoint' holds a space, a control or a non-ASCII character; it must be an http(s) URL");
     if (!/^https?:\/\//.test(value)) fail('invalid-argument', `setting 'endpoint': ${value} is not an http(s) URL`);
     endpoint = value.replace(/\/+$/, '');
   },

@@ -123,6 +123,8 @@ class Store(exports.Store):
         endpoint = values.get("endpoint", "").strip()
         if not endpoint:
             fail(kt.Error_InvalidArgument("missing required setting 'endpoint': the service's URL"))
+        if any(not 33 <= ord(c) <= 126 for c in endpoint):
+            fail(kt.Error_InvalidArgument("setting 'endpoint' holds a space, a control or a non-ASCII character; it must be an http(s) URL"))
         if not endpoint.startswith(("http://", "https://")):
             fail(kt.Error_InvalidArgument(f"setting 'endpoint': {endpoint} is not an http(s) URL"))
         _endpoint = endpoint.rstrip("/")

@@ -1518,18 +1518,20 @@ const MALFORMED_SETTING: &str = "\u{0}\n\u{7f}\u{202e}%00/../";
 
 impl Kit {
     /// Pages through names while others are created and deleted on both sides of the
-    /// cursor. More names go behind the cursor than come, so a plugin that resumes
-    /// at a remembered offset instead of after the name skips one.
+    /// cursor: the cursor's own name and the next page's first go, names come just
+    /// after it, and more go behind it than come, so that a plugin resuming at a
+    /// remembered offset, or at a remembered next name, loses or repeats one.
     async fn list_churn(&self) -> CaseResultInner {
         let base = self.name("churn-");
         let at = |n: usize| format!("{base}{n:02}");
-        // Even numbers; the odd ones are created while paging.
-        let originals: Vec<String> = (0..24).map(|i| at(i * 2)).collect();
+        // Multiples of 3; the others are created while paging.
+        let originals: Vec<String> = (0..24).map(|i| at(i * 3)).collect();
         self.create_many(&originals).await?;
         let mut touched: BTreeSet<String> = BTreeSet::new();
         let mut listed: Vec<String> = Vec::new();
         let mut after: Option<String> = None;
         let limit = 5;
+        let mut ended = false;
         for _ in 0..100 {
             let page = self
                 .plugin
@@ -1542,34 +1544,40 @@ impl Kit {
                 return Err(format!("list after {a:?} returned {bad:?}, which is not greater"));
             }
             listed.extend(page.names.iter().cloned());
-            let Some(next) = page.next.clone() else { break };
+            let Some(next) = page.next.clone() else {
+                ended = true;
+                break;
+            };
             after = Some(next.clone());
-            let last: usize = next[base.len()..]
-                .parse()
-                .map_err(|_| format!("`next` is {next:?}, which the kit never created"))?;
-            // Behind the cursor: two names of this page go, one new name comes.
-            for gone in page.names.iter().take(2) {
-                if let Err(e) = self.plugin.delete(gone).await {
-                    return Err(format!("delete({gone:?}) while paging failed: {e}"));
+            let last: usize = next
+                .strip_prefix(base.as_str())
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| format!("`next` is {next:?}, which the kit never created"))?;
+            // Behind the cursor: the page's first two names and the cursor's own go,
+            // one name comes. Ahead: the next page's first original goes, and a name
+            // comes just after the cursor; the originals after those stay, so a
+            // resumption two names too far loses one of them. A name deleted already
+            // may still be listed (the contract allows it): not-found is fine.
+            let mut gone: Vec<String> = page.names.iter().take(2).cloned().collect();
+            gone.extend([next.clone(), at(last + 3)]);
+            for name in gone {
+                if !originals.contains(&name) && !touched.contains(&name) {
+                    continue;
                 }
-                touched.insert(gone.clone());
+                match self.plugin.delete(&name).await {
+                    Ok(()) | Err(Error::NotFound) => {}
+                    Err(e) => return Err(format!("delete({name:?}) while paging failed: {e}")),
+                }
+                touched.insert(name);
             }
-            // Ahead of it: one original goes and one new name comes.
-            let ahead = at(last + 4);
-            if originals.contains(&ahead) && !touched.contains(&ahead) {
-                self.plugin
-                    .delete(&ahead)
-                    .await
-                    .map_err(|e| format!("delete({ahead:?}) while paging failed: {e}"))?;
-                touched.insert(ahead);
-            }
-            for new in [at(last.saturating_sub(1)), at(last + 3)] {
+            for new in [at(last.saturating_sub(1)), at(last + 1)] {
                 if !touched.contains(&new) && !originals.contains(&new) {
                     self.create_ok(&new, new.as_bytes()).await?;
                     touched.insert(new);
                 }
             }
         }
+        ensure!(ended, "paging with limit {limit} did not end after 100 pages");
         let mut seen = BTreeSet::new();
         if let Some(dup) = listed.iter().find(|n| !seen.insert(*n)) {
             return Err(format!("paging returned {dup:?} twice: {listed:?}"));
@@ -1589,33 +1597,55 @@ impl Kit {
         Ok(None)
     }
 
+    /// Each setting, set to a malformed value — on its own, and after the value it
+    /// is configured with — must be refused with `invalid-argument` naming it, or
+    /// accepted.
     async fn open_malformed_setting(&self) -> CaseResultInner {
         let info = self.plugin.info();
         if info.settings.is_empty() {
             return Ok(Some("the plugin reads no setting".into()));
         }
+        let secrets = self.secrets();
         for setting in &info.settings {
-            let mut config = self.spec.config.clone();
-            config.insert(setting.name.clone(), MALFORMED_SETTING.into());
-            match self.load_with(config).await {
-                // Any value is valid for this setting.
-                Ok(_) => {}
-                Err(LoadError::Open {
-                    error: Error::InvalidArgument(message),
-                    ..
-                }) if message.contains(&setting.name) => {}
-                Err(LoadError::Open { error, .. }) => {
+            let mut values = vec![MALFORMED_SETTING.to_owned()];
+            if let Some(configured) = self.spec.config.get(&setting.name) {
+                values.push(format!("{configured}{MALFORMED_SETTING}"));
+            }
+            for value in values {
+                let mut config = self.spec.config.clone();
+                config.insert(setting.name.clone(), value.clone());
+                let shown = if secrets.iter().any(|s| value.contains(s.as_str())) {
+                    format!("<its value>{MALFORMED_SETTING:?}")
+                } else {
+                    format!("{value:?}")
+                };
+                let refusal = match self.load_with(config).await {
+                    // Any value is valid for this setting.
+                    Ok(_) => continue,
+                    Err(LoadError::Open {
+                        error: Error::InvalidArgument(message),
+                        ..
+                    }) if message.contains(&setting.name) => message,
+                    Err(LoadError::Open { error, .. }) => {
+                        return Err(format!(
+                            "with setting {:?} set to {shown}, open failed with {}; expected invalid-argument naming the setting (or success, if any value is valid)",
+                            setting.name,
+                            masked(&format!("{error:?}"), &secrets)
+                        ));
+                    }
+                    Err(other) => {
+                        return Err(format!(
+                            "with setting {:?} set to {shown}: {}",
+                            setting.name,
+                            masked(&other.to_string(), &secrets)
+                        ));
+                    }
+                };
+                if let Some(what) = revealed(&refusal, &[], &secrets) {
                     return Err(format!(
-                        "with setting {:?} set to {MALFORMED_SETTING:?}, open failed with {}; expected invalid-argument naming the setting (or success, if any value is valid)",
+                        "refusing setting {:?}, the plugin revealed {what}: {:?}",
                         setting.name,
-                        masked(&format!("{error:?}"), &self.secrets())
-                    ));
-                }
-                Err(other) => {
-                    return Err(format!(
-                        "with setting {:?} set to {MALFORMED_SETTING:?}: {}",
-                        setting.name,
-                        masked(&other.to_string(), &self.secrets())
+                        masked(&refusal, &secrets)
                     ));
                 }
             }
@@ -1623,27 +1653,63 @@ impl Kit {
         Ok(None)
     }
 
-    /// The values of the settings the plugin calls secret (of at least 4 bytes).
+    /// The values of the settings that are credentials: those the plugin calls
+    /// secret, and those whose names say so (`password`, `secret`, `token`,
+    /// `credential`), of at least 8 bytes (shorter ones match ordinary text).
     fn secrets(&self) -> Vec<String> {
         let info = self.plugin.info();
-        info.settings
+        let looks_secret = |name: &str| {
+            let name = name.to_ascii_lowercase();
+            ["password", "passwd", "secret", "token", "credential", "passphrase"]
+                .iter()
+                .any(|w| name.contains(w))
+        };
+        self.spec
+            .config
             .iter()
-            .filter(|s| s.secret)
-            .filter_map(|s| self.spec.config.get(&s.name))
-            .filter(|v| v.len() >= 4)
+            .filter(|(k, _)| looks_secret(k) || info.settings.iter().any(|s| s.secret && &s.name == *k))
+            .map(|(_, v)| v)
+            .filter(|v| v.len() >= 8)
             .cloned()
             .collect()
     }
 
     /// Stores records of random text, provokes every error the kit can (an existing
     /// name, refused names, an oversized record, a missing name, an unknown setting)
-    /// and a fresh `open`, and looks for the records and the secret settings in
-    /// what the plugin printed and in every error's text.
+    /// and a fresh `open`, deletes a record, and looks for the records and the
+    /// credentials in what every instance printed and in every error's text.
     async fn never_revealed(&self) -> CaseResultInner {
-        self.plugin.capture_log();
-        let _ = self.plugin.captured_log();
+        self.runtime.capture_log(true);
+        let _ = self.runtime.captured_log();
+        let result = self.provoke().await;
+        // Unfinished lines appear when their instances end.
+        self.plugin.recycle();
+        self.runtime.capture_log(false);
+        let log = self.runtime.captured_log();
+        let (records, errors) = result?;
+        ensure!(
+            log.dropped == 0,
+            "the plugin printed more than {} MiB in a few calls ({} lines beyond); the kit cannot check it all",
+            8,
+            log.dropped
+        );
+        let secrets = self.secrets();
+        let hide: Vec<String> = records.iter().chain(&secrets).cloned().collect();
+        for (place, texts) in [("printed", &log.lines), ("answered with an error", &errors)] {
+            for text in texts {
+                if let Some(what) = revealed(text, &records, &secrets) {
+                    return Err(format!("the plugin {place} {what}: {:?}", masked(text, &hide)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The calls of [`Kit::never_revealed`]: the records it stored, and the texts of
+    /// the errors it got.
+    async fn provoke(&self) -> Result<(Vec<String>, Vec<String>), String> {
         let token = || format!("kcrecord{}", random_token(24));
-        let (first, second, refused) = (token(), token(), token());
+        let (first, second, refused, deleted) = (token(), token(), token(), token());
         let mut errors: Vec<String> = Vec::new();
         let mut note = |result: Result<(), Error>| {
             if let Err(e) = result {
@@ -1665,7 +1731,11 @@ impl Kit {
         }
         note(self.plugin.get(&self.name("secret-missing")).await.map(drop));
         note(self.plugin.delete(&self.name("secret-missing")).await);
-        // A fresh instance opens with the settings, secrets included.
+        let doomed = self.name("secret-deleted");
+        self.create_ok(&doomed, deleted.as_bytes()).await?;
+        note(self.plugin.delete(&doomed).await);
+        note(self.plugin.get(&doomed).await.map(drop));
+        // Fresh instances open with the settings, credentials included.
         self.plugin.recycle();
         note(self.plugin.status().await.map(drop));
         let mut config = self.spec.config.clone();
@@ -1673,34 +1743,83 @@ impl Kit {
         if let Err(e) = self.load_with(config).await {
             errors.push(e.to_string());
         }
-        let lines = self.plugin.captured_log();
-        let secrets = self.secrets();
-        let mut needles: Vec<(String, &str)> = Vec::new();
-        for record in [&first, &second, &refused] {
-            let bytes = record.as_bytes();
-            needles.push((record.clone(), "a record"));
-            needles.push((hex(bytes), "a record, in hex"));
-            needles.push((base64(bytes), "a record, in base64"));
-            let debug = format!("{:?}", &bytes[8..20]);
-            needles.push((
-                debug.trim_matches(['[', ']']).to_owned(),
-                "a record, as a list of bytes",
-            ));
+        Ok((vec![first, second, refused, deleted], errors))
+    }
+}
+
+/// What of `records` or `secrets` `text` reveals, in the forms a plugin might print
+/// them: as text; any 12 bytes of a record's random part as text, hex (either
+/// case), a list of bytes (decimal or hex, with or without spaces); base64 and
+/// URL-safe base64 at any alignment; a credential percent-encoded.
+fn revealed(text: &str, records: &[String], secrets: &[String]) -> Option<&'static str> {
+    for record in records {
+        let bytes = record.as_bytes();
+        let random = &bytes[bytes.len().min(8)..];
+        if text.contains(record.as_str()) || base64_forms(bytes).iter().any(|f| text.contains(f.as_str())) {
+            return Some("a record");
         }
-        for secret in &secrets {
-            needles.push((secret.clone(), "a secret setting"));
-            needles.push((base64(secret.as_bytes()), "a secret setting, in base64"));
-        }
-        let hide: Vec<String> = needles.iter().map(|(n, _)| n.clone()).chain(secrets.clone()).collect();
-        for (place, texts) in [("printed", &lines), ("answered with an error", &errors)] {
-            for text in texts {
-                if let Some((_, what)) = needles.iter().find(|(n, _)| text.contains(n.as_str())) {
-                    return Err(format!("the plugin {place} {what}: {:?}", masked(text, &hide)));
-                }
+        for window in random.chunks(12).filter(|w| w.len() == 12) {
+            let mut forms = vec![String::from_utf8_lossy(window).into_owned(), hex(window)];
+            forms.push(hex(window).to_ascii_uppercase());
+            for (format_byte, sep) in [(0, ", "), (0, ","), (1, ", "), (1, ",")] {
+                let list: Vec<String> = window
+                    .iter()
+                    .map(|b| {
+                        if format_byte == 0 {
+                            b.to_string()
+                        } else {
+                            format!("{b:x}")
+                        }
+                    })
+                    .collect();
+                forms.push(list.join(sep));
+            }
+            if forms.iter().any(|f| text.contains(f.as_str())) {
+                return Some("a record, or part of one");
             }
         }
-        Ok(None)
     }
+    for secret in secrets {
+        let mut forms = base64_forms(secret.as_bytes());
+        forms.push(secret.clone());
+        let encoded: String = percent_encode(secret);
+        forms.push(encoded);
+        if forms.iter().any(|f| !f.is_empty() && text.contains(f.as_str())) {
+            return Some("a credential");
+        }
+    }
+    None
+}
+
+/// Substrings that every base64 (standard or URL-safe, padded or not) of a buffer
+/// holding `bytes` contains, whatever the offset of `bytes` in it.
+fn base64_forms(bytes: &[u8]) -> Vec<String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    let mut forms = Vec::new();
+    for shift in 0..3 {
+        let mut shifted = vec![0u8; shift];
+        shifted.extend_from_slice(bytes);
+        for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+            let encoded = engine.encode(&shifted);
+            // The first group holds the shift's bytes and the last may hold a
+            // neighbour's: keep what lies between.
+            let (start, end) = (4, encoded.len().saturating_sub(4));
+            if end > start + 8 {
+                forms.push(encoded[start..end].to_owned());
+            }
+        }
+    }
+    forms
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// `text` with every occurrence of a secret replaced, so that a report never
@@ -1726,11 +1845,6 @@ fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
         s
     })
-}
-
-fn base64(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 fn pattern(len: usize) -> Vec<u8> {

@@ -121,7 +121,8 @@ enum Defect {
     ErrorQuotesRecord,
     /// "Names created or deleted while paging may or may not appear; all others
     /// must": the next page starts at the offset the last one ended at, remembered
-    /// per instance, as backends with offset paging do.
+    /// in the backend for every `next` given, as plugins of backends with offset
+    /// paging do.
     OffsetCursor,
     /// "Success once the removal is durable": deletes are queued in the instance
     /// and applied with the next write.
@@ -201,8 +202,6 @@ struct Faulty {
     defect: Defect,
     dir: DirStore,
     memory: RefCell<BTreeMap<String, Vec<u8>>>,
-    /// `OffsetCursor`: where the listing continues after a `next` this instance gave.
-    offsets: RefCell<BTreeMap<(String, String), usize>>,
     /// `QueuedDelete`: names deleted but not yet removed from the directory.
     queued: RefCell<std::collections::BTreeSet<String>>,
 }
@@ -254,7 +253,6 @@ impl Keystore for Faulty {
             defect,
             dir: DirStore::open("/data")?,
             memory: RefCell::default(),
-            offsets: RefCell::default(),
             queued: RefCell::default(),
         })
     }
@@ -445,8 +443,8 @@ impl Keystore for Faulty {
             matching.sort();
             let start = match after {
                 None => 0,
-                Some(a) => match self.offsets.borrow().get(&(prefix.to_owned(), a.to_owned())) {
-                    Some(offset) => *offset,
+                Some(a) => match offset_of(prefix, a) {
+                    Some(offset) => offset,
                     None => matching.partition_point(|n| n.as_str() <= a),
                 },
             };
@@ -454,7 +452,7 @@ impl Keystore for Faulty {
             let names = matching.get(start..end).unwrap_or_default().to_vec();
             let next = (end < matching.len()).then(|| names.last().cloned()).flatten();
             if let Some(next) = &next {
-                self.offsets.borrow_mut().insert((prefix.to_owned(), next.clone()), end);
+                remember_offset(prefix, next, end);
             }
             return Ok(Page { names, next });
         }
@@ -503,6 +501,26 @@ impl Keystore for Faulty {
             _ => {}
         }
         Ok(page)
+    }
+}
+
+/// `OffsetCursor`: where a listing continues after a `next` the plugin gave, kept
+/// in the backend (one line per `next`: prefix, name, offset).
+const OFFSETS: &str = "/data/.offsets";
+
+fn offset_of(prefix: &str, next: &str) -> Option<usize> {
+    let text = std::fs::read_to_string(OFFSETS).ok()?;
+    text.lines().rev().find_map(|line| {
+        let mut fields = line.split('\u{1f}');
+        let (p, n, o) = (fields.next()?, fields.next()?, fields.next()?);
+        (p == prefix && n == next).then(|| o.parse().ok()).flatten()
+    })
+}
+
+fn remember_offset(prefix: &str, next: &str, offset: usize) {
+    use std::io::Write as _;
+    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(OFFSETS) {
+        let _ = writeln!(file, "{prefix}\u{1f}{next}\u{1f}{offset}");
     }
 }
 
