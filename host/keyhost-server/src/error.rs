@@ -176,6 +176,11 @@ impl From<keyhost_policy::CertError> for ApiError {
 }
 
 impl ApiError {
+    /// The error of a keystore operation that failed, for `map_err`.
+    pub(crate) fn store(op: StoreOp) -> impl FnOnce(keyhost_keystore::Error) -> Self {
+        move |error| Self::Store { op, error }
+    }
+
     /// The status and message of this error in `era`.
     pub fn status_and_message(&self, era: Era) -> (StatusCode, Cow<'static, str>) {
         use ApiError::*;
