@@ -3,7 +3,7 @@
 //! One parser reads both KES schemas — the 2021 one of KES v0.16 (`root`, `tls.proxy`,
 //! `log`, `keys`, `keystore.*`) and the newest (`version: v1`, `admin.identity`,
 //! `tls.{auth,ca,password}`, `api.<route>`, `cache.expiry.offline`) — plus keyhost's
-//! `keystore.plugin` block, and the seed document's `keystore.secretsmanager` as an
+//! `keystore.plugin` block, and the MinIO guide's `keystore.secretsmanager` as an
 //! alias of `keystore.aws.secretsmanager`.
 //!
 //! Every error names the file and either the line (syntax, types, unknown fields) or
@@ -200,7 +200,7 @@ pub enum KeystoreConfig {
         /// The directory.
         path: PathBuf,
     },
-    /// `keystore.aws.secretsmanager` (or the seed's `keystore.secretsmanager`).
+    /// `keystore.aws.secretsmanager` (or the MinIO guide's `keystore.secretsmanager`).
     AwsSecretsManager(AwsSecretsManager),
     /// `keystore.plugin`.
     Plugin(PluginConfig),

@@ -163,7 +163,7 @@ struct RawKeystore {
     fs: Option<RawFs>,
     plugin: Option<RawPlugin>,
     aws: Option<RawAws>,
-    /// The seed document's spelling of `aws.secretsmanager`.
+    /// The MinIO guide's spelling of `aws.secretsmanager`.
     secretsmanager: Option<RawSecretsManager>,
     vault: Option<IgnoredAny>,
     fortanix: Option<IgnoredAny>,

@@ -1,4 +1,4 @@
-//! The seed document's two examples and full files of both KES schemas parse to
+//! The MinIO guide's two examples and full files of both KES schemas parse to
 //! exactly what they say; broken files get errors that name the file and the place.
 
 #![expect(clippy::unwrap_used, reason = "Tests fail loudly by design")]
@@ -24,9 +24,9 @@ fn inline(text: &str) -> Result<Config, ConfigError> {
 }
 
 #[test]
-fn the_seed_example_parses_with_its_aws_section_under_either_name() {
+fn the_guide_example_parses_with_its_aws_section_under_either_name() {
     let c = parse(
-        "seed-kes-config.yaml",
+        "guide-kes-config.yaml",
         &[
             (
                 "MINIO_IDENTITY_HASH",
@@ -63,9 +63,9 @@ fn the_seed_example_parses_with_its_aws_section_under_either_name() {
 }
 
 #[test]
-fn the_seed_reference_example_parses_and_lists_its_keys() {
+fn the_guide_reference_example_parses_and_lists_its_keys() {
     let c = parse(
-        "seed-reference.yaml",
+        "guide-reference.yaml",
         &[(
             "MINIO_IDENTITY",
             "ea9826089311fe44d7590408ede9150f7c637b6cab0a91ee6fe1aa5d9fb366f6",

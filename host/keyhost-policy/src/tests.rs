@@ -60,10 +60,10 @@ fn v016_glob_semantics() {
     assert!(p.allows("/v1/key/create/a"));
     assert!(!p.allows("/v1/key/create/xa"));
     assert!(!p.allows("/v1/key/delete/a"), "deny wins");
-    // The seed's minio policy.
-    let seed = glob(&["/v1/key/create/*", "/v1/key/generate/*", "/v1/key/decrypt/*"], &[]);
-    assert!(seed.allows("/v1/key/create/minio-backend-default-key"));
-    assert!(!seed.allows("/v1/key/delete/minio-backend-default-key"));
+    // The MinIO guide's minio policy.
+    let guide = glob(&["/v1/key/create/*", "/v1/key/generate/*", "/v1/key/decrypt/*"], &[]);
+    assert!(guide.allows("/v1/key/create/minio-backend-default-key"));
+    assert!(!guide.allows("/v1/key/delete/minio-backend-default-key"));
 }
 
 #[test]

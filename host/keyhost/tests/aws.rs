@@ -1,5 +1,5 @@
-//! The seed document's deployment end to end, with moto in place of AWS: identities
-//! made and computed with `keyhost identity`, the seed's configuration file (its
+//! The MinIO guide's deployment end to end, with moto in place of AWS: identities
+//! made and computed with `keyhost identity`, the MinIO guide's configuration file (its
 //! `keystore.secretsmanager` block and `${VAR}` credentials), `keyhost server`,
 //! `keyhost key create`, then generate and decrypt as MinIO would with its
 //! `MINIO_KMS_KES_*` settings. Also: secrets written by KES, KMS envelopes through
@@ -67,7 +67,7 @@ fn as_minio(env: &[(&str, String)], route: &str, body: &str) -> (u16, serde_json
 }
 
 #[test]
-fn the_seed_procedure_against_moto() {
+fn the_guide_procedure_against_moto() {
     let moto = Moto::start();
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
@@ -116,7 +116,7 @@ fn the_seed_procedure_against_moto() {
         minio_identity
     );
 
-    // 4) the seed's configuration file, with moto's address as the endpoint.
+    // 4) the MinIO guide's configuration file, with moto's address as the endpoint.
     let config = dir.path().join("kes-config.yaml");
     std::fs::write(
         &config,
@@ -168,7 +168,7 @@ keystore:
     )
     .unwrap();
 
-    // 6) create the external key, as the seed does, with MinIO's identity.
+    // 6) create the external key, as the guide does, with MinIO's identity.
     let client = [
         ("KES_SERVER", server.url.clone()),
         ("KES_CLIENT_KEY", c("minio-kes.key")),

@@ -1,4 +1,4 @@
-//! `keyhost server --config`: the seed document's procedure, with the fs keystore
+//! `keyhost server --config`: the MinIO guide's procedure, with the fs keystore
 //! standing in for AWS — a v0.16 configuration with `root: disabled`, a `minio`
 //! policy, `${VAR}` identities and `keys:` created at start-up — driven with curl.
 
@@ -12,7 +12,7 @@ mod common;
 use common::{curl, newest_config, server_files, start, start_as_admin, write_identity};
 
 #[test]
-fn the_seed_procedure_with_the_fs_keystore() {
+fn the_guide_procedure_with_the_fs_keystore() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     server_files(d);

@@ -1,10 +1,10 @@
-//! `keystore.aws.secretsmanager` (and the seed's `keystore.secretsmanager`): the
+//! `keystore.aws.secretsmanager` (and the MinIO guide's `keystore.secretsmanager`): the
 //! bundled AWS plugin, granted exactly the endpoints the configuration names.
 
 use keyhost_config::AwsSecretsManager;
 use keyhost_plugin_host::{Grants, Origin, PluginSource, PluginSpec};
 
-/// The field the errors name (the seed's alias maps onto it).
+/// The field the errors name (the MinIO guide's alias maps onto it).
 const FIELD: &str = "keystore.aws.secretsmanager";
 
 /// Where EC2's instance metadata service answers.
@@ -126,7 +126,7 @@ pub fn spec(aws: &AwsSecretsManager, file: &str, env: &dyn Env) -> Result<Plugin
     Ok(spec)
 }
 
-/// An endpoint as a URL: `host[:port]` means https. Catches the seed document's
+/// An endpoint as a URL: `host[:port]` means https. Catches the MinIO guide's
 /// `secretsmanager.REGION.amazonaws` (no `.com`).
 fn endpoint_url(raw: &str, field: &str, file: &str) -> Result<String, String> {
     let raw = raw.trim().trim_end_matches('/');
@@ -184,7 +184,7 @@ mod tests {
     }
 
     #[test]
-    fn the_seeds_endpoint_without_com_is_explained() {
+    fn the_guides_endpoint_without_com_is_explained() {
         let none = Vars(HashMap::new());
         let e = spec(&aws("secretsmanager.us-east-1.amazonaws"), "kes.yaml", &none).unwrap_err();
         assert!(e.contains("kes.yaml: keystore.aws.secretsmanager.endpoint"), "{e}");
