@@ -1,0 +1,451 @@
+//! A loaded plugin: a pool of instances behind the `Keystore` trait, with deadlines,
+//! retirement and counters.
+
+use super::*;
+
+/// Counters of a plugin's activity.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) calls: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) traps: AtomicU64,
+    pub(crate) timeouts: AtomicU64,
+    pub(crate) memory_exhausted: AtomicU64,
+    pub(crate) instances_started: AtomicU64,
+    pub(crate) instances_discarded: AtomicU64,
+}
+
+/// A snapshot of a plugin's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PluginStats {
+    /// Calls made (including failed ones).
+    pub calls: u64,
+    /// Calls that returned an error of any kind.
+    pub errors: u64,
+    /// Calls that ended in a trap (a plugin defect such as a panic).
+    pub traps: u64,
+    /// Calls that missed their deadline.
+    pub timeouts: u64,
+    /// Calls that hit the memory limit.
+    pub memory_exhausted: u64,
+    /// Instances started.
+    pub instances_started: u64,
+    /// Instances discarded (after a failure, or recycled).
+    pub instances_discarded: u64,
+    /// Instances alive and idle right now.
+    pub instances_idle: u64,
+}
+
+pub(crate) struct Shared {
+    pub(crate) name: Arc<str>,
+    pub(crate) label: String,
+    pub(crate) sha256: String,
+    pub(crate) compile: CompileSource,
+    pub(crate) info: Mutex<Option<PluginInfo>>,
+    pub(crate) pre: KeystorePluginPre<HostState>,
+    pub(crate) engine: Engine,
+    pub(crate) config: Arc<WasiConfigVariables>,
+    pub(crate) dir: Option<PathBuf>,
+    pub(crate) egress_allowed: Arc<[Origin]>,
+    pub(crate) http: egress::HttpClient,
+    pub(crate) limits: Limits,
+    pub(crate) idle: Mutex<Vec<Instance>>,
+    pub(crate) permits: Semaphore,
+    pub(crate) waiting: AtomicUsize,
+    pub(crate) generation: AtomicU64,
+    pub(crate) stats: Counters,
+    pub(crate) log_budget: Arc<stdio::LogBudget>,
+    pub(crate) log_capture: Arc<stdio::LogCapture>,
+}
+
+/// The most resources (open files, streams, HTTP requests, pollables) one plugin
+/// instance may hold at once; a call that would hold more traps.
+pub const MAX_RESOURCES: usize = 1024;
+
+/// An instance that still holds more resources than this after a call is retired
+/// (and a fresh one started for the next call): a plugin that leaks a handle now
+/// and then — a file it never closes, a pollable a library forgets — keeps serving,
+/// and what it leaked is given back to the host.
+pub const RETIRE_AT_RESOURCES: usize = 256;
+
+impl Shared {
+    pub(crate) fn host_state(&self) -> Result<HostState, Error> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdio::PluginLog {
+            plugin: self.name.clone(),
+            stream: "stdout",
+            budget: self.log_budget.clone(),
+            capture: self.log_capture.clone(),
+        })
+        .stderr(stdio::PluginLog {
+            plugin: self.name.clone(),
+            stream: "stderr",
+            budget: self.log_budget.clone(),
+            capture: self.log_capture.clone(),
+        })
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .allow_blocking_current_thread(true);
+        if let Some(dir) = &self.dir {
+            wasi.preopened_dir(dir, GUEST_DIR, FsPerms::ReadWrite)
+                .map_err(|e| Error::Unavailable(format!("cannot open the granted directory {}: {e}", dir.display())))?;
+        }
+        let mut table = ResourceTable::new();
+        // Every open file, stream and request of a plugin is an entry: the cap bounds
+        // the host descriptors and memory one instance can hold (default 1,000,000).
+        table.set_max_capacity(MAX_RESOURCES);
+        Ok(HostState {
+            wasi: wasi.build(),
+            table,
+            http: WasiHttpCtx::new(),
+            egress: egress::Egress {
+                plugin: self.name.clone(),
+                allowed: self.egress_allowed.clone(),
+                client: self.http.clone(),
+            },
+            config: self.config.clone(),
+            limiter: MemoryLimiter {
+                limit: self.limits.memory,
+                hit: false,
+            },
+            deadline: Instant::now() + self.limits.timeout,
+        })
+    }
+
+    /// Starts a fresh instance, learns its info (first time) and opens it.
+    pub(crate) async fn spawn(&self) -> Result<Instance, Error> {
+        let mut inst = self.spawn_unopened().await?;
+        self.run(&mut inst, &Op::Open).await.map_err(Failure::into_error)?;
+        Ok(inst)
+    }
+
+    /// A new instance whose `info` has been read but that is not opened.
+    pub(crate) async fn spawn_unopened(&self) -> Result<Instance, Error> {
+        let mut store = Store::new(&self.engine, self.host_state()?);
+        store.limiter(|h| &mut h.limiter);
+        // At every epoch tick, yield to the runtime until the call's deadline, then
+        // trap: wasm that computes shares the runtime's threads with other work.
+        store.epoch_deadline_callback(|store| {
+            if Instant::now() < store.data().deadline {
+                Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
+            } else {
+                Ok(UpdateDeadline::Interrupt)
+            }
+        });
+        store.set_epoch_deadline(1);
+        let instantiate = self.pre.instantiate_async(&mut store);
+        let plugin = match tokio::time::timeout(self.limits.timeout, instantiate).await {
+            Ok(Ok(plugin)) => plugin,
+            Ok(Err(e)) => {
+                return Err(Error::Other(format!("cannot start plugin '{}': {e:#}", self.name)));
+            }
+            Err(_) => return Err(self.timeout_error("start")),
+        };
+        self.stats.instances_started.fetch_add(1, Ordering::Relaxed);
+        let mut inst = Instance {
+            store,
+            plugin,
+            generation: self.generation.load(Ordering::Acquire),
+        };
+        if lock(&self.info).is_none() {
+            let Out::Info(info) = self.run(&mut inst, &Op::Info).await.map_err(Failure::into_error)? else {
+                unreachable!("info returns info")
+            };
+            *lock(&self.info) = Some(PluginInfo {
+                name: info.name,
+                version: info.version,
+                features: info.features,
+                settings: info
+                    .settings
+                    .into_iter()
+                    .map(|s| Setting {
+                        name: s.name,
+                        required: s.required,
+                        secret: s.secret,
+                        description: s.description,
+                    })
+                    .collect(),
+            });
+        }
+        Ok(inst)
+    }
+
+    pub(crate) fn timeout_error(&self, what: &str) -> Error {
+        Error::Unavailable(format!(
+            "keystore plugin '{}' did not finish {what} within {} ms",
+            self.name,
+            self.limits.timeout.as_millis()
+        ))
+    }
+
+    /// Runs one call on an instance the caller owns. A [`Failure::Broken`] (trap,
+    /// missed deadline, memory limit) means the instance must be dropped.
+    pub(crate) async fn run(&self, inst: &mut Instance, op: &Op<'_>) -> Result<Out, Failure> {
+        inst.store.data_mut().deadline = Instant::now() + self.limits.timeout;
+        inst.store.set_epoch_deadline(1);
+        // Epochs stop wasm code; the timer stops a call blocked in host I/O.
+        let outcome = tokio::time::timeout(self.limits.timeout + EPOCH_TICK * 5, invoke(inst, op)).await;
+        match outcome {
+            Ok(Ok(Ok(out))) => Ok(out),
+            Ok(Ok(Err(e))) => Err(Failure::Answer(from_wit(e))),
+            Ok(Err(trap)) => Err(Failure::Broken(self.classify(inst, op, &trap))),
+            Err(_) => {
+                self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(plugin = %self.name, op = op.name(), "plugin blocked past its deadline; instance discarded");
+                Err(Failure::Broken(self.timeout_error(op.name())))
+            }
+        }
+    }
+
+    pub(crate) fn classify(&self, inst: &Instance, op: &Op<'_>, trap: &wasmtime::Error) -> Error {
+        if inst.store.data().limiter.hit {
+            self.stats.memory_exhausted.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(plugin = %self.name, op = op.name(), "plugin hit its memory limit; instance discarded");
+            return Error::Other(format!(
+                "keystore plugin '{}' exceeded its memory limit of {} MiB",
+                self.name,
+                self.limits.memory >> 20
+            ));
+        }
+        if trap.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+            self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(plugin = %self.name, op = op.name(), "plugin missed its deadline; instance discarded");
+            return self.timeout_error(op.name());
+        }
+        self.stats.traps.fetch_add(1, Ordering::Relaxed);
+        let reason = trap
+            .downcast_ref::<wasmtime::Trap>()
+            .map_or_else(|| format!("{trap}"), |t| t.to_string());
+        tracing::warn!(plugin = %self.name, op = op.name(), %reason, "plugin trapped; instance discarded");
+        Error::Other(format!(
+            "keystore plugin '{}' crashed during {}: {reason}",
+            self.name,
+            op.name()
+        ))
+    }
+
+    pub(crate) fn put_back(&self, mut inst: Instance) {
+        let held = inst.store.data_mut().table.iter_mut().count();
+        if held > RETIRE_AT_RESOURCES {
+            tracing::debug!(plugin = %self.name, held, "instance holds too many resources after a call; retired");
+            self.stats.instances_discarded.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if inst.generation == self.generation.load(Ordering::Acquire) {
+            lock(&self.idle).push(inst);
+        } else {
+            self.stats.instances_discarded.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) async fn call(&self, op: Op<'_>) -> Result<Out, Error> {
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let result = self.call_inner(op).await;
+        if result.is_err() {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    pub(crate) async fn call_inner(&self, op: Op<'_>) -> Result<Out, Error> {
+        let _permit = match self.permits.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => {
+                // Every instance is busy: wait in the bounded queue, or be refused.
+                let waiting = self.waiting.fetch_add(1, Ordering::AcqRel) + 1;
+                let _guard = DecrementOnDrop(&self.waiting);
+                if waiting > self.limits.max_waiting {
+                    return Err(Error::Unavailable(format!(
+                        "keystore plugin '{}' is overloaded: {} calls are already waiting",
+                        self.name, self.limits.max_waiting
+                    )));
+                }
+                match tokio::time::timeout(self.limits.timeout, self.permits.acquire()).await {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_)) => {
+                        return Err(Error::Unavailable("the plugin is shutting down".into()));
+                    }
+                    Err(_) => return Err(self.timeout_error("waiting for a free instance")),
+                }
+            }
+        };
+        let idle = lock(&self.idle).pop();
+        let mut inst = match idle {
+            Some(inst) => inst,
+            None => self.spawn().await?,
+        };
+        match self.run(&mut inst, &op).await {
+            Ok(out) => {
+                self.put_back(inst);
+                Ok(out)
+            }
+            Err(Failure::Answer(error)) => {
+                self.put_back(inst);
+                Err(error)
+            }
+            Err(Failure::Broken(error)) => {
+                self.stats.instances_discarded.fetch_add(1, Ordering::Relaxed);
+                Err(error)
+            }
+        }
+    }
+}
+
+/// How a call on an instance failed.
+pub(crate) enum Failure {
+    /// The plugin answered with an error; the instance is fine.
+    Answer(Error),
+    /// The instance trapped, missed its deadline or hit its memory limit.
+    Broken(Error),
+}
+
+impl Failure {
+    pub(crate) fn into_error(self) -> Error {
+        match self {
+            Failure::Answer(e) | Failure::Broken(e) => e,
+        }
+    }
+}
+
+pub(crate) struct DecrementOnDrop<'a>(&'a AtomicUsize);
+
+impl Drop for DecrementOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A loaded keystore plugin: a pool of sandboxed instances behind the
+/// [`Keystore`] trait. Cloning is cheap and shares the pool.
+#[derive(Clone)]
+pub struct Plugin {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.shared.name)
+            .field("source", &self.shared.label)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// The plugin's name (as given in its spec).
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// What the plugin says about itself.
+    pub fn info(&self) -> PluginInfo {
+        lock(&self.shared.info).clone().unwrap_or_else(|| PluginInfo {
+            name: self.shared.name.to_string(),
+            version: String::new(),
+            features: vec![],
+            settings: vec![],
+        })
+    }
+
+    /// The SHA-256 (hex) of the component.
+    pub fn sha256(&self) -> &str {
+        &self.shared.sha256
+    }
+
+    /// How the component was made ready at load.
+    pub fn compile_source(&self) -> CompileSource {
+        self.shared.compile
+    }
+
+    /// The plugin's limits.
+    pub fn limits(&self) -> Limits {
+        self.shared.limits
+    }
+
+    /// Discards every instance; calls already running finish on theirs, which are
+    /// then discarded too. The next call starts a fresh instance.
+    pub fn recycle(&self) {
+        self.shared.generation.fetch_add(1, Ordering::AcqRel);
+        let idle = std::mem::take(&mut *lock(&self.shared.idle));
+        self.shared
+            .stats
+            .instances_discarded
+            .fetch_add(idle.len() as u64, Ordering::Relaxed);
+    }
+
+    /// A snapshot of the plugin's counters.
+    pub fn stats(&self) -> PluginStats {
+        let c = &self.shared.stats;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        PluginStats {
+            calls: get(&c.calls),
+            errors: get(&c.errors),
+            traps: get(&c.traps),
+            timeouts: get(&c.timeouts),
+            memory_exhausted: get(&c.memory_exhausted),
+            instances_started: get(&c.instances_started),
+            instances_discarded: get(&c.instances_discarded),
+            instances_idle: lock(&self.shared.idle).len() as u64,
+        }
+    }
+}
+
+#[async_trait]
+impl Keystore for Plugin {
+    async fn create(&self, name: &str, value: &[u8]) -> Result<(), Error> {
+        self.shared.call(Op::Create(name, value)).await.map(drop)
+    }
+
+    async fn get(&self, name: &str) -> Result<Record, Error> {
+        match self.shared.call(Op::Get(name)).await? {
+            Out::Bytes(bytes) if bytes.len() > MAX_RECORD_LEN => {
+                drop(Zeroizing::new(bytes));
+                Err(Error::Other(format!(
+                    "keystore plugin '{}' returned a record larger than {MAX_RECORD_LEN} bytes",
+                    self.shared.name
+                )))
+            }
+            Out::Bytes(bytes) => Ok(Zeroizing::new(bytes)),
+            _ => Err(Error::Other("plugin returned the wrong type".into())),
+        }
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), Error> {
+        self.shared.call(Op::Delete(name)).await.map(drop)
+    }
+
+    async fn list(&self, prefix: &str, after: Option<&str>, limit: u32) -> Result<Page, Error> {
+        match self.shared.call(Op::List(prefix, after, limit.max(1))).await? {
+            Out::Page(page) => Ok(Page {
+                names: page.names,
+                next: page.next,
+            }),
+            _ => Err(Error::Other("plugin returned the wrong type".into())),
+        }
+    }
+
+    fn runtime_stats(&self) -> Option<keyhost_keystore::RuntimeStats> {
+        let s = self.stats();
+        Some(keyhost_keystore::RuntimeStats {
+            instances_started: s.instances_started,
+            instances_discarded: s.instances_discarded,
+            traps: s.traps,
+            timeouts: s.timeouts,
+            memory_exhausted: s.memory_exhausted,
+        })
+    }
+
+    async fn status(&self) -> Result<Status, Error> {
+        let start = Instant::now();
+        match self.shared.call(Op::Status).await? {
+            Out::Health(health) => Ok(Status {
+                latency: health
+                    .latency_ms
+                    .map_or_else(|| start.elapsed(), |ms| Duration::from_millis(ms.into())),
+                detail: health.detail,
+            }),
+            _ => Err(Error::Other("plugin returned the wrong type".into())),
+        }
+    }
+}
