@@ -39,8 +39,8 @@
 //! `instance` (one call into an instance), `pool` (the [`Plugin`]: instances,
 //! deadlines, retirement, counters), `egress` (the wasi:http client that checks the
 //! grants), `stdio` (plugin output as log lines), `cache` (compiled artifacts on
-//! disk), `bindings` (the generated WIT bindings, private). Every module but this
-//! one imports this one's names (`use super::*`), so each file shows only its code.
+//! disk), `bindings` (the generated WIT bindings, private). The modules split out of
+//! this file import its names (`use super::*`), so each shows only its own code.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

@@ -23,8 +23,8 @@ impl<B> RequestBody for B where
 
 /// How much of a body that will not be used is read and discarded before an error
 /// answer, and for how long.
-pub(super) const DRAIN_LIMIT: usize = 4 << 20;
-pub(super) const DRAIN_TIME: Duration = Duration::from_secs(1);
+const DRAIN_LIMIT: usize = 4 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(1);
 
 /// Reads and discards what is left of a request body (at most [`DRAIN_LIMIT`] bytes
 /// for at most [`DRAIN_TIME`]) before an early error answer, so that a client still
@@ -52,16 +52,16 @@ pub(super) async fn drain<B: RequestBody>(mut body: B) {
 /// client sending many 1 MB bodies slowly would hold that much memory per request.
 /// A request whose next chunk does not fit waits (within its body timeout) for
 /// others to finish.
-pub(super) const BODY_BUDGET: usize = 64 << 20;
+const BODY_BUDGET: usize = 64 << 20;
 
-pub(super) static BODY_PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(BODY_BUDGET);
+static BODY_PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(BODY_BUDGET);
 
 /// Bytes of [`BODY_BUDGET`] held by one request, given back when dropped.
 #[derive(Debug, Default)]
 pub(super) struct Reserved(usize);
 
 /// How long a request waits for room in [`BODY_BUDGET`] before it is refused.
-pub(super) const BODY_WAIT: Duration = Duration::from_secs(1);
+const BODY_WAIT: Duration = Duration::from_secs(1);
 
 impl Reserved {
     /// Takes `bytes` more of the budget, waiting at most [`BODY_WAIT`] for room.

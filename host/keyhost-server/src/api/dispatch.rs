@@ -16,7 +16,7 @@ use crate::{Peer, State};
 
 /// What dispatching learned about a request, for its metrics and its audit line.
 #[derive(Debug, Default)]
-pub(super) struct Routed {
+struct Routed {
     /// The percent-decoded path the request was routed by, once it was.
     path: Option<String>,
     /// Who the request was made for: the connection's identity, or the client a
@@ -28,7 +28,7 @@ pub(super) struct Routed {
 
 /// Whether KES counted a request for `raw_path` in its request metrics (see
 /// [`handle`]); decided by the route the path reaches, however it is spelt.
-pub(super) fn counted(era: Era, raw_path: &str) -> bool {
+fn counted(era: Era, raw_path: &str) -> bool {
     let Ok(path) = percent_encoding::percent_decode_str(raw_path).decode_utf8() else {
         return false;
     };
@@ -96,7 +96,7 @@ pub(crate) async fn handle<B: RequestBody>(state: &State, peer: &Peer, req: Requ
     response
 }
 
-pub(super) async fn dispatch<B: RequestBody>(
+async fn dispatch<B: RequestBody>(
     state: &State,
     peer: &Peer,
     req: Request<B>,
@@ -113,9 +113,9 @@ pub(super) async fn dispatch<B: RequestBody>(
     }
 }
 
-pub(super) type Early<B> = (ApiError, Option<B>);
+type Early<B> = (ApiError, Option<B>);
 
-pub(super) async fn dispatch_parts<B: RequestBody>(
+async fn dispatch_parts<B: RequestBody>(
     state: &State,
     peer: &Peer,
     req: &http::request::Parts,
@@ -273,7 +273,7 @@ pub(super) async fn dispatch_parts<B: RequestBody>(
 ///
 /// A proxy must *replace* the header: a request that carries it twice is refused,
 /// since a proxy that appends would otherwise let its client choose the identity.
-pub(super) fn client_identity(
+fn client_identity(
     state: &State,
     peer: &Peer,
     headers: &http::HeaderMap,

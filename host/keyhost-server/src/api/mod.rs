@@ -45,23 +45,23 @@ type Answer = Result<Response<Body>, ApiError>;
 
 /// How to answer: in the era's listing form, and what the `Accept` header asks.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Accepts {
+struct Accepts {
     /// NDJSON key listings with trailers (a v0.16 configuration, whatever the
     /// request accepts).
-    pub(super) ndjson: bool,
+    ndjson: bool,
     /// keyhost's own metric families besides KES's (Prometheus scrapers).
-    pub(super) all_metrics: bool,
+    all_metrics: bool,
 }
 
 /// What a handler gets: the server, the route's resource (the path after the
 /// route's prefix), the caller, the request body, and how to answer.
 #[derive(Clone, Copy)]
-pub(super) struct Call<'a> {
-    pub(super) state: &'a State,
-    pub(super) resource: &'a str,
-    pub(super) identity: Option<&'a Identity>,
-    pub(super) body: &'a [u8],
-    pub(super) accepts: Accepts,
+struct Call<'a> {
+    state: &'a State,
+    resource: &'a str,
+    identity: Option<&'a Identity>,
+    body: &'a [u8],
+    accepts: Accepts,
 }
 
 impl Call<'_> {

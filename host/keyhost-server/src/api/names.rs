@@ -7,7 +7,7 @@ use crate::error::{ApiError, Era};
 /// whole pattern at every position of a name, so a pattern's cost grows with its
 /// length times the names'; names are at most 80 bytes, and 256 bytes leave room
 /// for a class per character of a long name.
-pub(super) const MAX_GLOB: usize = 256;
+const MAX_GLOB: usize = 256;
 
 /// A v0.16 listing's glob (`*` when empty); `None` for a malformed one, which (as in KES v0.16,
 /// where `path.Match` fails) matches nothing. Longer globs than [`MAX_GLOB`] are
@@ -44,7 +44,7 @@ pub(super) fn valid_name(name: &str, era: Era) -> bool {
 /// KES's `validPattern`: empty, `*`, or up to 80 bytes of `0-9 A-Z a-z _ -`
 /// (`-` neither first nor last, not `_` alone) optionally ending in one `*`; the
 /// prefix it lists.
-pub(super) fn list_prefix(pattern: &str) -> Option<&str> {
+fn list_prefix(pattern: &str) -> Option<&str> {
     if pattern == "*" {
         return Some("");
     }

@@ -24,7 +24,7 @@ pub(super) fn describe(call: &Call<'_>) -> Answer {
     show(call, false)
 }
 
-/// A newest-era policy: its name and origin, and its rules when `rules`.
+/// A newest-era policy: its name and origin, and its rules when `with_rules`.
 fn show(call: &Call<'_>, with_rules: bool) -> Answer {
     let Call { state, resource, .. } = *call;
     valid_newest("policy name", resource)?;

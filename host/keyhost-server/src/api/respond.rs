@@ -33,7 +33,7 @@ pub(super) fn secret_json(value: &impl Serialize) -> Result<Response<Body>, ApiE
     Ok(response)
 }
 
-pub(super) fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Body> {
+fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Body> {
     let body = serde_json::to_vec(value).unwrap_or_default();
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
@@ -87,7 +87,7 @@ pub(super) fn v016_json(response: Response<Body>) -> Response<Body> {
 /// A body, then `\n`, with an exact size when the body's is known (so that the
 /// answer keeps its `Content-Length`). The inner bytes pass through as they are:
 /// a secret in a wiped buffer stays in it.
-pub(super) struct WithNewline {
+struct WithNewline {
     inner: Body,
     done: bool,
 }
