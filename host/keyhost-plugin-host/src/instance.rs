@@ -1,4 +1,7 @@
-//! One instance of a plugin, and one call into it.
+//! One instance of a plugin, and the typed calls into it: one type per operation of
+//! the WIT interface, each knowing its name and what it returns.
+
+use std::future::Future;
 
 use super::*;
 
@@ -8,50 +11,99 @@ pub(crate) struct Instance {
     pub(crate) generation: u64,
 }
 
-pub(crate) enum Op<'a> {
-    Info,
-    Open,
-    Status,
-    Create(&'a str, &'a [u8]),
-    Get(&'a str),
-    Delete(&'a str),
-    List(&'a str, Option<&'a str>, u32),
+/// What a call into a plugin returns: a trap (the outer error) or the plugin's answer.
+pub(crate) type Answer<T> = wasmtime::Result<Result<T, wit_types::Error>>;
+
+/// One operation of the `store` interface.
+pub(crate) trait Call: Sync {
+    /// What the plugin returns on success.
+    type Output: Send;
+    /// The operation's name in the WIT interface, for logs and errors.
+    const NAME: &'static str;
+    /// Calls the operation on an instance.
+    fn invoke(&self, inst: &mut Instance) -> impl Future<Output = Answer<Self::Output>> + Send;
 }
 
-impl Op<'_> {
-    pub(crate) fn name(&self) -> &'static str {
-        match self {
-            Op::Info => "info",
-            Op::Open => "open",
-            Op::Status => "status",
-            Op::Create(..) => "create",
-            Op::Get(_) => "get",
-            Op::Delete(_) => "delete",
-            Op::List(..) => "list",
-        }
+/// `info`: what the component says about itself.
+pub(crate) struct Info;
+/// `open`: checks settings and grants; the first call of every instance.
+pub(crate) struct Open;
+/// `status`: is the backend reachable.
+pub(crate) struct Health;
+/// `create`: stores a record under a name that must not exist.
+pub(crate) struct Create<'a>(pub(crate) &'a str, pub(crate) &'a [u8]);
+/// `get`: the record under a name.
+pub(crate) struct Get<'a>(pub(crate) &'a str);
+/// `delete`: removes a name.
+pub(crate) struct Delete<'a>(pub(crate) &'a str);
+/// `list`: a page of names with a prefix, after a cursor.
+pub(crate) struct List<'a>(pub(crate) &'a str, pub(crate) Option<&'a str>, pub(crate) u32);
+
+fn guest(inst: &mut Instance) -> (&wit::Guest, &mut Store<HostState>) {
+    (inst.plugin.keyhost_keystore_store(), &mut inst.store)
+}
+
+impl Call for Info {
+    type Output = wit_types::PluginInfo;
+    const NAME: &'static str = "info";
+    async fn invoke(&self, inst: &mut Instance) -> Answer<Self::Output> {
+        let (guest, store) = guest(inst);
+        guest.call_info(store).await.map(Ok)
     }
 }
 
-pub(crate) enum Out {
-    Info(wit_types::PluginInfo),
-    Unit,
-    Health(wit_types::Health),
-    Bytes(Vec<u8>),
-    Page(wit_types::Page),
+impl Call for Open {
+    type Output = ();
+    const NAME: &'static str = "open";
+    async fn invoke(&self, inst: &mut Instance) -> Answer<()> {
+        let (guest, store) = guest(inst);
+        guest.call_open(store).await
+    }
 }
 
-pub(crate) async fn invoke(inst: &mut Instance, op: &Op<'_>) -> wasmtime::Result<Result<Out, wit_types::Error>> {
-    let store = &mut inst.store;
-    let guest: &wit::Guest = inst.plugin.keyhost_keystore_store();
-    Ok(match *op {
-        Op::Info => Ok(Out::Info(guest.call_info(store).await?)),
-        Op::Open => guest.call_open(store).await?.map(|()| Out::Unit),
-        Op::Status => guest.call_status(store).await?.map(Out::Health),
-        Op::Create(name, value) => guest.call_create(store, name, value).await?.map(|()| Out::Unit),
-        Op::Get(name) => guest.call_get(store, name).await?.map(Out::Bytes),
-        Op::Delete(name) => guest.call_delete(store, name).await?.map(|()| Out::Unit),
-        Op::List(prefix, after, limit) => guest.call_list(store, prefix, after, limit).await?.map(Out::Page),
-    })
+impl Call for Health {
+    type Output = wit_types::Health;
+    const NAME: &'static str = "status";
+    async fn invoke(&self, inst: &mut Instance) -> Answer<Self::Output> {
+        let (guest, store) = guest(inst);
+        guest.call_status(store).await
+    }
+}
+
+impl Call for Create<'_> {
+    type Output = ();
+    const NAME: &'static str = "create";
+    async fn invoke(&self, inst: &mut Instance) -> Answer<()> {
+        let (guest, store) = guest(inst);
+        guest.call_create(store, self.0, self.1).await
+    }
+}
+
+impl Call for Get<'_> {
+    type Output = Vec<u8>;
+    const NAME: &'static str = "get";
+    async fn invoke(&self, inst: &mut Instance) -> Answer<Vec<u8>> {
+        let (guest, store) = guest(inst);
+        guest.call_get(store, self.0).await
+    }
+}
+
+impl Call for Delete<'_> {
+    type Output = ();
+    const NAME: &'static str = "delete";
+    async fn invoke(&self, inst: &mut Instance) -> Answer<()> {
+        let (guest, store) = guest(inst);
+        guest.call_delete(store, self.0).await
+    }
+}
+
+impl Call for List<'_> {
+    type Output = wit_types::Page;
+    const NAME: &'static str = "list";
+    async fn invoke(&self, inst: &mut Instance) -> Answer<Self::Output> {
+        let (guest, store) = guest(inst);
+        guest.call_list(store, self.0, self.1, self.2).await
+    }
 }
 
 pub(crate) fn from_wit(e: wit_types::Error) -> Error {

@@ -87,7 +87,7 @@ use bindings::KeystorePluginPre;
 use bindings::exports::keyhost::keystore::store as wit;
 use bindings::keyhost::keystore::types as wit_types;
 use host_state::{HostState, MemoryLimiter};
-use instance::{Instance, Op, Out, from_wit, invoke};
+use instance::{Call, Create, Delete, Get, Health, Info, Instance, List, Open, from_wit};
 use pool::{Counters, Shared};
 use runtime::{EPOCH_TICK, PROVIDED_IMPORTS, read_source};
 

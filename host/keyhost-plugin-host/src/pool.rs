@@ -116,7 +116,7 @@ impl Shared {
     /// Starts a fresh instance, learns its info (first time) and opens it.
     pub(crate) async fn spawn(&self) -> Result<Instance, Error> {
         let mut inst = self.spawn_unopened().await?;
-        self.run(&mut inst, &Op::Open).await.map_err(Failure::into_error)?;
+        self.run(&mut inst, &Open).await.map_err(Failure::into_error)?;
         Ok(inst)
     }
 
@@ -149,9 +149,7 @@ impl Shared {
             generation: self.generation.load(Ordering::Acquire),
         };
         if lock(&self.info).is_none() {
-            let Out::Info(info) = self.run(&mut inst, &Op::Info).await.map_err(Failure::into_error)? else {
-                unreachable!("info returns info")
-            };
+            let info = self.run(&mut inst, &Info).await.map_err(Failure::into_error)?;
             *lock(&self.info) = Some(PluginInfo {
                 name: info.name,
                 version: info.version,
@@ -181,27 +179,27 @@ impl Shared {
 
     /// Runs one call on an instance the caller owns. A [`Failure::Broken`] (trap,
     /// missed deadline, memory limit) means the instance must be dropped.
-    pub(crate) async fn run(&self, inst: &mut Instance, op: &Op<'_>) -> Result<Out, Failure> {
+    pub(crate) async fn run<C: Call>(&self, inst: &mut Instance, call: &C) -> Result<C::Output, Failure> {
         inst.store.data_mut().deadline = Instant::now() + self.limits.timeout;
         inst.store.set_epoch_deadline(1);
         // Epochs stop wasm code; the timer stops a call blocked in host I/O.
-        let outcome = tokio::time::timeout(self.limits.timeout + EPOCH_TICK * 5, invoke(inst, op)).await;
+        let outcome = tokio::time::timeout(self.limits.timeout + EPOCH_TICK * 5, call.invoke(inst)).await;
         match outcome {
             Ok(Ok(Ok(out))) => Ok(out),
             Ok(Ok(Err(e))) => Err(Failure::Answer(from_wit(e))),
-            Ok(Err(trap)) => Err(Failure::Broken(self.classify(inst, op, &trap))),
+            Ok(Err(trap)) => Err(Failure::Broken(self.classify(inst, C::NAME, &trap))),
             Err(_) => {
                 self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(plugin = %self.name, op = op.name(), "plugin blocked past its deadline; instance discarded");
-                Err(Failure::Broken(self.timeout_error(op.name())))
+                tracing::warn!(plugin = %self.name, op = C::NAME, "plugin blocked past its deadline; instance discarded");
+                Err(Failure::Broken(self.timeout_error(C::NAME)))
             }
         }
     }
 
-    pub(crate) fn classify(&self, inst: &Instance, op: &Op<'_>, trap: &wasmtime::Error) -> Error {
+    pub(crate) fn classify(&self, inst: &Instance, op: &'static str, trap: &wasmtime::Error) -> Error {
         if inst.store.data().limiter.hit {
             self.stats.memory_exhausted.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(plugin = %self.name, op = op.name(), "plugin hit its memory limit; instance discarded");
+            tracing::warn!(plugin = %self.name, op, "plugin hit its memory limit; instance discarded");
             return Error::Other(format!(
                 "keystore plugin '{}' exceeded its memory limit of {} MiB",
                 self.name,
@@ -210,18 +208,17 @@ impl Shared {
         }
         if trap.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
             self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(plugin = %self.name, op = op.name(), "plugin missed its deadline; instance discarded");
-            return self.timeout_error(op.name());
+            tracing::warn!(plugin = %self.name, op, "plugin missed its deadline; instance discarded");
+            return self.timeout_error(op);
         }
         self.stats.traps.fetch_add(1, Ordering::Relaxed);
         let reason = trap
             .downcast_ref::<wasmtime::Trap>()
             .map_or_else(|| format!("{trap}"), |t| t.to_string());
-        tracing::warn!(plugin = %self.name, op = op.name(), %reason, "plugin trapped; instance discarded");
+        tracing::warn!(plugin = %self.name, op, %reason, "plugin trapped; instance discarded");
         Error::Other(format!(
             "keystore plugin '{}' crashed during {}: {reason}",
-            self.name,
-            op.name()
+            self.name, op
         ))
     }
 
@@ -239,16 +236,16 @@ impl Shared {
         }
     }
 
-    pub(crate) async fn call(&self, op: Op<'_>) -> Result<Out, Error> {
+    pub(crate) async fn call<C: Call>(&self, call: C) -> Result<C::Output, Error> {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let result = self.call_inner(op).await;
+        let result = self.call_inner(&call).await;
         if result.is_err() {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
         }
         result
     }
 
-    pub(crate) async fn call_inner(&self, op: Op<'_>) -> Result<Out, Error> {
+    pub(crate) async fn call_inner<C: Call>(&self, call: &C) -> Result<C::Output, Error> {
         let _permit = match self.permits.try_acquire() {
             Ok(permit) => permit,
             Err(_) => {
@@ -275,7 +272,7 @@ impl Shared {
             Some(inst) => inst,
             None => self.spawn().await?,
         };
-        match self.run(&mut inst, &op).await {
+        match self.run(&mut inst, call).await {
             Ok(out) => {
                 self.put_back(inst);
                 Ok(out)
@@ -394,35 +391,30 @@ impl Plugin {
 #[async_trait]
 impl Keystore for Plugin {
     async fn create(&self, name: &str, value: &[u8]) -> Result<(), Error> {
-        self.shared.call(Op::Create(name, value)).await.map(drop)
+        self.shared.call(Create(name, value)).await
     }
 
     async fn get(&self, name: &str) -> Result<Record, Error> {
-        match self.shared.call(Op::Get(name)).await? {
-            Out::Bytes(bytes) if bytes.len() > MAX_RECORD_LEN => {
-                drop(Zeroizing::new(bytes));
-                Err(Error::Other(format!(
-                    "keystore plugin '{}' returned a record larger than {MAX_RECORD_LEN} bytes",
-                    self.shared.name
-                )))
-            }
-            Out::Bytes(bytes) => Ok(Zeroizing::new(bytes)),
-            _ => Err(Error::Other("plugin returned the wrong type".into())),
+        let record = Zeroizing::new(self.shared.call(Get(name)).await?);
+        if record.len() > MAX_RECORD_LEN {
+            return Err(Error::Other(format!(
+                "keystore plugin '{}' returned a record larger than {MAX_RECORD_LEN} bytes",
+                self.shared.name
+            )));
         }
+        Ok(record)
     }
 
     async fn delete(&self, name: &str) -> Result<(), Error> {
-        self.shared.call(Op::Delete(name)).await.map(drop)
+        self.shared.call(Delete(name)).await
     }
 
     async fn list(&self, prefix: &str, after: Option<&str>, limit: u32) -> Result<Page, Error> {
-        match self.shared.call(Op::List(prefix, after, limit.max(1))).await? {
-            Out::Page(page) => Ok(Page {
-                names: page.names,
-                next: page.next,
-            }),
-            _ => Err(Error::Other("plugin returned the wrong type".into())),
-        }
+        let page = self.shared.call(List(prefix, after, limit.max(1))).await?;
+        Ok(Page {
+            names: page.names,
+            next: page.next,
+        })
     }
 
     fn runtime_stats(&self) -> Option<keyhost_keystore::RuntimeStats> {
@@ -438,14 +430,12 @@ impl Keystore for Plugin {
 
     async fn status(&self) -> Result<Status, Error> {
         let start = Instant::now();
-        match self.shared.call(Op::Status).await? {
-            Out::Health(health) => Ok(Status {
-                latency: health
-                    .latency_ms
-                    .map_or_else(|| start.elapsed(), |ms| Duration::from_millis(ms.into())),
-                detail: health.detail,
-            }),
-            _ => Err(Error::Other("plugin returned the wrong type".into())),
-        }
+        let health = self.shared.call(Health).await?;
+        Ok(Status {
+            latency: health
+                .latency_ms
+                .map_or_else(|| start.elapsed(), |ms| Duration::from_millis(ms.into())),
+            detail: health.detail,
+        })
     }
 }

@@ -141,7 +141,7 @@ impl Runtime {
 
     /// Compiles `bytes` (or fetches the compiled form from the caches) and checks
     /// that it is a keystore plugin this host can run.
-    pub fn prepare(&self, label: &str, bytes: &[u8]) -> Result<(Component, CompileSource), LoadError> {
+    pub(crate) fn prepare(&self, label: &str, bytes: &[u8]) -> Result<(Component, CompileSource), LoadError> {
         let (component, how) = self.compile(label, bytes)?;
         self.check_shape(label, &component)?;
         Ok((component, how))
@@ -209,10 +209,7 @@ impl Runtime {
             });
         }
         let (component, compile) = self.prepare(&label, &bytes)?;
-        let mut shared = self.shared(&spec, &label, actual, &component)?;
-        if let Some(s) = Arc::get_mut(&mut shared) {
-            s.compile = compile;
-        }
+        let shared = self.shared(&spec, &label, actual, compile, &component)?;
         // Open a first instance now: a plugin that cannot serve is refused at start-up.
         let first = shared.spawn().await.map_err(|error| LoadError::Open {
             source_label: label.clone(),
@@ -228,6 +225,7 @@ impl Runtime {
         spec: &PluginSpec,
         label: &str,
         sha256: String,
+        compile: CompileSource,
         component: &Component,
     ) -> Result<Arc<Shared>, LoadError> {
         let pre = self
@@ -244,7 +242,7 @@ impl Runtime {
             name,
             label: label.to_owned(),
             sha256,
-            compile: CompileSource::Memory,
+            compile,
             info: Mutex::new(None),
             pre,
             engine: self.inner.engine.clone(),

@@ -12,7 +12,7 @@ impl Runtime {
         let label = source.label();
         let bytes = read_source(source, &label)?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
-        let (component, _) = self.compile(&label, &bytes)?;
+        let (component, compile) = self.compile(&label, &bytes)?;
         let ty = component.component_type();
         let engine = &self.inner.engine;
         let mut imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_owned()).collect();
@@ -33,7 +33,7 @@ impl Runtime {
             return Ok(inspection);
         }
         let spec = PluginSpec::new("inspect", source.clone());
-        match self.shared(&spec, &label, inspection.sha256.clone(), &component) {
+        match self.shared(&spec, &label, inspection.sha256.clone(), compile, &component) {
             Err(e) => inspection.problem = Some(e.to_string()),
             Ok(shared) => match shared.spawn_unopened().await {
                 Ok(_) => inspection.info = lock(&shared.info).clone(),
