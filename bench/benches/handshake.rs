@@ -42,13 +42,13 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3.0);
-    let creds = keyhost_server::dev::DevCredentials::generate(&["localhost".into()]).unwrap();
+    let creds = keyhost_tls::mint::DevCredentials::generate(&["localhost".into()]).unwrap();
     let mut server_config = creds.server_config().unwrap();
     // Full handshakes only.
     server_config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     server_config.send_tls13_tickets = 0;
     let server_config = Arc::new(server_config);
-    let (cert, key) = keyhost_server::dev::client_certificate(&creds.admin).unwrap();
+    let (cert, key) = keyhost_tls::mint::client_certificate(&creds.admin).unwrap();
     let client = |group: NamedGroup| {
         let mut provider = rustls::crypto::aws_lc_rs::default_provider();
         provider.kx_groups.retain(|g| g.name() == group);

@@ -41,8 +41,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
 use keyhost_bench::percentile;
 use keyhost_crypto::{Algorithm, CiphertextFormat, HmacKey, SecretKey};
-use keyhost_server::dev::DevCredentials;
 use keyhost_test_support::load::{self, request};
+use keyhost_tls::mint::DevCredentials;
 
 const ROLE: &str = "KEYHOST_BENCH_ROLE";
 const DIR: &str = "KEYHOST_BENCH_DIR";
@@ -94,9 +94,9 @@ fn serve_bare() {
         pin(0);
     }
     let dir = PathBuf::from(std::env::var(DIR).unwrap());
-    let chain = keyhost_server::tls::load_chain(&dir.join("server.cert")).unwrap();
-    let key = keyhost_server::tls::load_key(&dir.join("server.key"), None).unwrap();
-    let tls = Arc::new(keyhost_server::tls::server_config(chain, key, true).unwrap());
+    let chain = keyhost_tls::load_chain(&dir.join("server.cert")).unwrap();
+    let key = keyhost_tls::load_key(&dir.join("server.key"), None).unwrap();
+    let tls = Arc::new(keyhost_tls::server_config(chain, key, true).unwrap());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -203,7 +203,7 @@ fn main() {
     let every = if seconds > 20.0 { 5 } else { 1 };
 
     let dir = tempfile::tempdir().unwrap();
-    let creds = keyhost_server::dev::DevCredentials::generate(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let creds = keyhost_tls::mint::DevCredentials::generate(&["localhost".into(), "127.0.0.1".into()]).unwrap();
     std::fs::write(dir.path().join("server.cert"), &creds.server_cert_pem).unwrap();
     std::fs::write(dir.path().join("server.key"), creds.server_key_pem.as_str()).unwrap();
     std::fs::write(dir.path().join("admin.identity"), creds.admin.identity().as_str()).unwrap();

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use keyhost_keystore::names::is_v016_name;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
@@ -308,18 +309,6 @@ impl Ctx<'_> {
     }
 }
 
-/// KES's `validName`, for policy and key names.
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 80
-        && name != "_"
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
-}
-
 pub(crate) fn parse(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
     let raw: RawConfig = if text.trim().is_empty() {
         RawConfig::default()
@@ -378,10 +367,10 @@ pub(crate) fn parse(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String
     let mut assigned: BTreeMap<String, String> = BTreeMap::new();
     for (name, p) in raw.policy.unwrap_or_default() {
         let field = format!("policy.{name}");
-        if !valid_name(&name) {
+        if !is_v016_name(&name) {
             return Err(ctx.err(
                 &field,
-                "a policy name is 1 to 80 characters of 0-9 A-Z a-z _ - . and does not start or end with -",
+                "a policy name is 1 to 80 characters of 0-9 A-Z a-z _ - . that neither starts with - or . nor ends with -",
             ));
         }
         if p.allow.is_some() && p.paths.is_some() {
@@ -439,7 +428,7 @@ pub(crate) fn parse(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String
     for (i, key) in raw.keys.unwrap_or_default().iter().enumerate() {
         let field = format!("keys[{i}].name");
         let name = ctx.text(&field, &key.name)?;
-        if !valid_name(&name) {
+        if !is_v016_name(&name) {
             return Err(ctx.err(&field, format!("'{name}' is not a valid key name")));
         }
         if keys.contains(&name) {

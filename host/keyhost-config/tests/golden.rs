@@ -195,6 +195,18 @@ fn broken_files_get_errors_that_say_where_and_what() {
             "policy.bad name!",
             "policy name",
         ),
+        // A leading dot is refused as the API refuses it: such a name could never
+        // be created, read or stored in a keystore.
+        (
+            "admin: {identity: x}\npolicy: {\".hidden\": {allow: []}}\n",
+            "policy..hidden",
+            "neither starts with - or .",
+        ),
+        (
+            "admin: {identity: x}\nkeys:\n  - name: .hidden\n",
+            "keys[0].name",
+            "'.hidden' is not a valid key name",
+        ),
         (
             "admin: {identity: x}\npolicy:\n  a: {identities: [abc]}\n  b: {identities: [abc]}\n",
             "policy.b.identities",

@@ -1,5 +1,5 @@
 //! KES-compatible cryptography: master keys, the key records stored in keystores,
-//! and ciphertexts of every KES era.
+//! ciphertexts of every KES era, and password-protected PEM private keys ([`pem`]).
 //!
 //! Pure functions over bytes: no I/O, no clock (callers pass the time), no logging.
 //!
@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 mod ciphertext;
+pub mod pem;
 mod record;
 
 use std::fmt;

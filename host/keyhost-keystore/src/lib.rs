@@ -21,8 +21,8 @@ use async_trait::async_trait;
 use tokio::sync::RwLock;
 use zeroize::Zeroizing;
 
-mod names;
-pub use names::{NameError, validate_name};
+pub mod names;
+pub use names::{MAX_NAME_LEN, NameError, NameKind, validate_name};
 
 /// The largest record a keystore must accept, in bytes (1 MiB).
 pub const MAX_RECORD_LEN: usize = 1 << 20;

@@ -11,12 +11,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use keyhost_crypto::KeyRecord;
 use tokio::sync::OnceCell;
 
-use crate::error::{ApiError, StoreOp};
 use keyhost_keystore::{Error as StoreError, Keystore};
 
 /// How long cached keys live (KES's `cache.expiry`).
@@ -43,7 +44,18 @@ impl Default for CacheExpiry {
     }
 }
 
-type Loading = Arc<OnceCell<Result<Arc<KeyRecord>, ApiError>>>;
+/// Why a key could not be loaded into the cache.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum LoadError {
+    /// The keystore's read failed (`NotFound` included).
+    #[error(transparent)]
+    Store(StoreError),
+    /// The keystore returned a record that is not a key record.
+    #[error("the stored key record is malformed")]
+    Malformed,
+}
+
+type Loading = Arc<OnceCell<Result<Arc<KeyRecord>, LoadError>>>;
 
 #[derive(Debug)]
 struct Entry {
@@ -86,7 +98,7 @@ impl Drop for Unregister<'_> {
 
 impl KeyCache {
     /// The key called `name`, from the cache or the keystore.
-    pub(crate) async fn get(&self, store: &dyn Keystore, name: &str) -> Result<Arc<KeyRecord>, ApiError> {
+    pub(crate) async fn get(&self, store: &dyn Keystore, name: &str) -> Result<Arc<KeyRecord>, LoadError> {
         if let Some(entry) = self.keys.read().unwrap_or_else(|p| p.into_inner()).get(name) {
             entry.used.store(true, Ordering::Relaxed);
             return Ok(entry.key.clone());
@@ -98,14 +110,8 @@ impl KeyCache {
             cell: cell.clone(),
         };
         cell.get_or_init(|| async {
-            let record = store.get(name).await.map_err(|error| match error {
-                StoreError::NotFound => ApiError::KeyNotFound,
-                error => ApiError::Store {
-                    op: StoreOp::Read,
-                    error,
-                },
-            })?;
-            let key = Arc::new(KeyRecord::parse(&record).map_err(|_| ApiError::MalformedKey)?);
+            let record = store.get(name).await.map_err(LoadError::Store)?;
+            let key = Arc::new(KeyRecord::parse(&record).map_err(|_| LoadError::Malformed)?);
             let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
             // `evict` unregisters loads under this lock, so an eviction either came
             // before this check (and the key is not cached) or comes after the
@@ -343,7 +349,7 @@ mod tests {
         let _ = first.await;
         assert_eq!(
             later.await.unwrap_or_else(|e| panic!("{e}")),
-            Err(ApiError::KeyNotFound)
+            Err(LoadError::Store(StoreError::NotFound))
         );
     }
 
@@ -382,5 +388,171 @@ mod tests {
             let _ = load.await;
             assert_eq!(cache.loading(), 0, "a cancelled load stayed in the loading map");
         }
+    }
+
+    /// A keystore that can be switched off, like a backend in an outage.
+    #[derive(Debug, Default)]
+    struct Switch {
+        inner: MemStore,
+        down: AtomicBool,
+    }
+
+    impl Switch {
+        fn check(&self) -> keyhost_keystore::Result<()> {
+            if self.down.load(Ordering::SeqCst) {
+                Err(StoreError::Unavailable("switched off".into()))
+            } else {
+                Ok(())
+            }
+        }
+        fn set_down(&self, down: bool) {
+            self.down.store(down, Ordering::SeqCst);
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Keystore for Switch {
+        async fn create(&self, name: &str, value: &[u8]) -> keyhost_keystore::Result<()> {
+            self.inner.create(name, value).await
+        }
+        async fn get(&self, name: &str) -> keyhost_keystore::Result<Record> {
+            self.check()?;
+            self.inner.get(name).await
+        }
+        async fn delete(&self, name: &str) -> keyhost_keystore::Result<()> {
+            self.inner.delete(name).await
+        }
+        async fn list(&self, prefix: &str, after: Option<&str>, limit: u32) -> keyhost_keystore::Result<Page> {
+            self.inner.list(prefix, after, limit).await
+        }
+        async fn status(&self) -> keyhost_keystore::Result<Status> {
+            self.check()?;
+            self.inner.status().await
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A cache with its maintenance running under `expiry`, over a store that
+    /// holds the keys `names`.
+    async fn expiring(
+        expiry: CacheExpiry,
+        names: &[&str],
+    ) -> (Arc<KeyCache>, Arc<Switch>, tokio::task::JoinHandle<()>) {
+        let store = Arc::new(Switch::default());
+        for name in names {
+            store.create(name, &record()).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        let cache = Arc::new(KeyCache::default());
+        let task = spawn_maintenance(cache.clone(), store.clone(), expiry);
+        (cache, store, task)
+    }
+
+    async fn cached(cache: &KeyCache, store: &Switch, name: &str) -> bool {
+        cache.get(store, name).await.is_ok()
+    }
+
+    /// `any`: every key is forgotten that often, used or not; until then a key
+    /// deleted behind the server's back (by another node) is still served.
+    #[tokio::test(start_paused = true)]
+    async fn every_key_is_forgotten_after_any() {
+        let expiry = CacheExpiry {
+            any: ms(300),
+            unused: Duration::ZERO,
+            offline: Duration::ZERO,
+            probe: ms(3_600_000),
+        };
+        let (cache, store, task) = expiring(expiry, &["k"]).await;
+        assert!(cached(&cache, &store, "k").await);
+        store.inner.delete("k").await.unwrap_or_else(|e| panic!("{e}"));
+        tokio::time::sleep(ms(250)).await;
+        assert!(cached(&cache, &store, "k").await, "served from the cache before `any`");
+        tokio::time::sleep(ms(100)).await;
+        assert_eq!(
+            cache.get(&*store, "k").await.map(drop),
+            Err(LoadError::Store(StoreError::NotFound))
+        );
+        task.abort();
+    }
+
+    /// `unused`: a key not used for that long is forgotten; one in use is kept.
+    #[tokio::test(start_paused = true)]
+    async fn unused_keys_are_forgotten_and_used_ones_kept() {
+        let expiry = CacheExpiry {
+            any: Duration::ZERO,
+            unused: ms(100),
+            offline: Duration::ZERO,
+            probe: ms(3_600_000),
+        };
+        let (cache, store, task) = expiring(expiry, &["hot", "cold"]).await;
+        assert!(cached(&cache, &store, "hot").await && cached(&cache, &store, "cold").await);
+        assert_eq!(cache.len(), 2);
+        // From now on a key is served only from the cache.
+        for name in ["hot", "cold"] {
+            store.inner.delete(name).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        for _ in 0..20 {
+            tokio::time::sleep(ms(20)).await;
+            assert!(cached(&cache, &store, "hot").await, "the key in use is kept");
+        }
+        assert_eq!(cache.len(), 1, "only the key in use is left");
+        assert!(!cached(&cache, &store, "cold").await, "the unused key is forgotten");
+        task.abort();
+    }
+
+    /// Offline mode: while the keystore is unreachable, cached keys are kept past
+    /// `any` and `unused` until `offline` has passed; a key not cached cannot be
+    /// read; once the keystore is back, expiry goes on.
+    #[tokio::test(start_paused = true)]
+    async fn offline_mode_keeps_cached_keys_for_offline() {
+        let expiry = CacheExpiry {
+            any: ms(200),
+            unused: ms(200),
+            offline: ms(1_000),
+            probe: ms(50),
+        };
+        let (cache, store, task) = expiring(expiry, &["cached", "cold"]).await;
+        assert!(cached(&cache, &store, "cached").await);
+        store.set_down(true);
+        tokio::time::sleep(ms(100)).await;
+        assert!(cache.is_offline(), "the probe noticed the outage");
+        tokio::time::sleep(ms(700)).await;
+        assert_eq!(cache.len(), 1, "long past `any` and `unused`, the key is kept");
+        assert!(cached(&cache, &store, "cached").await);
+        assert!(!cached(&cache, &store, "cold").await);
+        tokio::time::sleep(ms(400)).await;
+        assert_eq!(cache.len(), 0, "forgotten once `offline` has passed");
+
+        store.set_down(false);
+        tokio::time::sleep(ms(100)).await;
+        assert!(!cache.is_offline(), "the probe noticed the recovery");
+        assert!(cached(&cache, &store, "cold").await);
+        tokio::time::sleep(ms(450)).await;
+        assert_eq!(cache.len(), 0, "expiry goes on once the keystore is back");
+        task.abort();
+    }
+
+    /// Without offline mode, keys expire as usual during an outage.
+    #[tokio::test(start_paused = true)]
+    async fn without_offline_mode_keys_expire_during_an_outage() {
+        let expiry = CacheExpiry {
+            any: ms(200),
+            unused: Duration::ZERO,
+            offline: Duration::ZERO,
+            probe: ms(50),
+        };
+        let (cache, store, task) = expiring(expiry, &["k"]).await;
+        assert!(cached(&cache, &store, "k").await);
+        store.set_down(true);
+        tokio::time::sleep(ms(250)).await;
+        assert!(cache.is_offline());
+        assert_eq!(cache.len(), 0);
+        assert_eq!(
+            cache.get(&*store, "k").await.map(drop),
+            Err(LoadError::Store(StoreError::Unavailable("switched off".into())))
+        );
+        task.abort();
     }
 }

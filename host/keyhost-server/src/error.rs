@@ -11,16 +11,9 @@ use http::{HeaderValue, StatusCode, header};
 use http_body_util::Full;
 use keyhost_crypto::DecryptError;
 use keyhost_keystore::Error as StoreError;
+use keyhost_keystore::NameKind;
 
-/// Which KES release's texts the server speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Era {
-    /// KES 2023 and later (`version: v1` configurations, `--dev`).
-    #[default]
-    Newest,
-    /// KES v0.16 (2021): MinIO of that time compares these texts byte for byte.
-    V016,
-}
+use crate::era::Era;
 
 /// What a keystore operation was doing, for its 502 message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,8 +52,8 @@ pub enum ApiError {
     /// A key, policy or identity name outside the allowed syntax.
     #[error("invalid {kind} '{name}'")]
     InvalidName {
-        /// `key name`, `policy name`, `identity` or `listing pattern`.
-        kind: &'static str,
+        /// What the name names.
+        kind: NameKind,
         /// The name as sent.
         name: String,
     },
@@ -165,6 +158,15 @@ pub enum ApiError {
     AuditUnavailable,
 }
 
+impl From<crate::cache::LoadError> for ApiError {
+    fn from(error: crate::cache::LoadError) -> Self {
+        match error {
+            crate::cache::LoadError::Store(error) => Self::store(StoreOp::Read)(error),
+            crate::cache::LoadError::Malformed => Self::MalformedKey,
+        }
+    }
+}
+
 impl From<keyhost_policy::CertError> for ApiError {
     fn from(error: keyhost_policy::CertError) -> Self {
         match error {
@@ -176,9 +178,15 @@ impl From<keyhost_policy::CertError> for ApiError {
 }
 
 impl ApiError {
-    /// The error of a keystore operation that failed, for `map_err`.
-    pub(crate) fn store(op: StoreOp) -> impl FnOnce(keyhost_keystore::Error) -> Self {
-        move |error| Self::Store { op, error }
+    /// The error of a keystore operation that failed, for `map_err`: a missing name
+    /// of a read or delete is [`ApiError::KeyNotFound`], an existing one of a create
+    /// [`ApiError::KeyExists`], and anything else the keystore's 502.
+    pub(crate) fn store(op: StoreOp) -> impl FnOnce(StoreError) -> Self {
+        move |error| match (op, error) {
+            (StoreOp::Read | StoreOp::Delete, StoreError::NotFound) => Self::KeyNotFound,
+            (StoreOp::Create, StoreError::AlreadyExists) => Self::KeyExists,
+            (op, error) => Self::Store { op, error },
+        }
     }
 
     /// The status and message of this error in `era`.
@@ -201,7 +209,10 @@ impl ApiError {
                 StatusCode::BAD_REQUEST,
                 "decryption failed: ciphertext is not authentic".into(),
             ),
-            InvalidName { kind, name } if *kind == "listing pattern" => (
+            InvalidName {
+                kind: NameKind::ListingPattern,
+                name,
+            } => (
                 StatusCode::BAD_REQUEST,
                 format!("listing pattern '{name}' is empty, too long or is invalid").into(),
             ),

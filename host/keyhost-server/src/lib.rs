@@ -4,6 +4,26 @@
 //! connection (from its certificate), and answers KES's routes ([`ROUTES`]) over
 //! HTTP/1.1 or h2. Every request is checked against the admin identity and the
 //! caller's policy; every failure goes through the one table in [`error`].
+//! [`Configured`] builds a [`State`] and its TLS configuration from a configuration
+//! file.
+//!
+//! # Why a route table on hyper, and not a router
+//!
+//! The API is a table, [`ROUTES`]: one entry per route with its method, the eras
+//! that serve it, whether it needs an identity, its body limit and its timeout.
+//! Being data, the table is also what the configuration's `api.<route>` overrides
+//! are checked against, what `docs/openapi.yaml` is tested against, and what the
+//! metrics label. Dispatch follows KES byte for byte where a general router has
+//! opinions of its own: a resource is the rest of the path, whatever it holds
+//! (KES's `/v1/key/create/a/b` is the key `a/b`, refused by name rules rather
+//! than by a 404); paths are cleaned and redirected as Go's `ServeMux` does
+//! (v0.16); the policy is checked before the body is read, and the body limit
+//! before it is buffered; unknown routes, wrong methods and timeouts answer with
+//! KES's texts in each era; and v0.16 listings end in HTTP/1.1 trailers, for which
+//! the server drives hyper directly (with the one patch in `vendor/hyper`). axum
+//! would sit on the same hyper with its own 404, 405, extractor and
+//! path-parameter behaviour to turn off at each of these points; the benchmark
+//! `bench/benches/server.rs` measures this server against a bare axum one.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -11,12 +31,11 @@
 mod api;
 pub mod audit;
 mod cache;
-pub mod dev;
+mod configure;
+mod era;
 pub mod error;
 mod measured;
 mod observe;
-mod pem_key;
-pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,7 +49,9 @@ use tokio_rustls::TlsAcceptor;
 
 pub use api::{Auth, ROUTES, Route};
 pub use cache::CacheExpiry;
-pub use error::{ApiError, Era};
+pub use configure::{Configured, Fallbacks};
+pub use era::Era;
+pub use error::ApiError;
 pub use observe::Observer;
 pub use rustls::ServerConfig as TlsConfig;
 

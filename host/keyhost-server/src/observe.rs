@@ -7,7 +7,7 @@ use bytes::Bytes;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use tokio::sync::broadcast;
 
-use crate::error::Era;
+use crate::era::Era;
 
 /// Counters, gauges and event channels of one server.
 #[derive(Debug, Clone)]

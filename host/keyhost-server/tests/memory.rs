@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-mod common;
-use common::start;
+use keyhost_test_support::api::start;
 
 fn rss_mib() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();

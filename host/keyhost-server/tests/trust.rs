@@ -11,12 +11,11 @@ use base64::engine::general_purpose::STANDARD as B64;
 use keyhost_policy::{ApiKey, PatternSyntax, Policy};
 use keyhost_server::Era;
 use keyhost_server::audit::AuditWriter;
-use keyhost_server::dev::client_certificate;
+use keyhost_tls::mint::client_certificate;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-mod common;
-use common::{message, start, start_with};
+use keyhost_test_support::api::{message, start, start_with};
 
 fn policy(allow: &[&str], deny: &[&str], syntax: PatternSyntax) -> Policy {
     Policy::parse(allow, deny, syntax).unwrap()

@@ -7,14 +7,12 @@
 
 #![expect(clippy::unwrap_used, reason = "Tests fail loudly by design")]
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{curl, start, start_logging_to, start_with, write_identity};
 use keyhost_policy::ApiKey;
+use keyhost_test_support::process::{curl, start, start_logging_to, start_with, write_identity};
 use keyhost_test_support::{ACCESS_KEY, Moto, REGION, Relay, SECRET_KEY};
 
 /// Runs `keyhost ARGS` with `env`; returns stdout, or panics with stderr.
@@ -216,7 +214,7 @@ keystore:
 
 /// A v0.16-style configuration for an AWS keystore at `endpoint` with an admin.
 fn admin_config(dir: &Path, admin: &ApiKey, keystore_extra: &str, endpoint: &str) -> std::path::PathBuf {
-    let creds = keyhost_server::dev::DevCredentials::generate(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let creds = keyhost_tls::mint::DevCredentials::generate(&["localhost".into(), "127.0.0.1".into()]).unwrap();
     std::fs::write(dir.join("server.cert"), &creds.server_cert_pem).unwrap();
     std::fs::write(dir.join("server.key"), creds.server_key_pem.as_str()).unwrap();
     write_identity(dir, "admin", admin);

@@ -4,17 +4,15 @@
 
 #![expect(clippy::unwrap_used, reason = "Tests fail loudly by design")]
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 
-use common::start;
 use keyhost_policy::ApiKey;
+use keyhost_test_support::process::start;
 use serde_json::Value;
 
 struct Env {
-    server: common::Running,
+    server: keyhost_test_support::process::Running,
     admin: ApiKey,
     app: ApiKey,
     _dir: tempfile::TempDir,
@@ -23,7 +21,7 @@ struct Env {
 fn setup() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    common::server_files(d);
+    keyhost_test_support::process::server_files(d);
     let admin = ApiKey::from_seed([21; 32]);
     let app = ApiKey::from_seed([22; 32]);
     let config = d.join("config.yaml");
@@ -622,7 +620,7 @@ fn identity_new_writes_private_keys_0600_and_never_through_a_link() {
 fn the_cli_reads_v016_listings_and_status() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    common::server_files(d);
+    keyhost_test_support::process::server_files(d);
     let admin = ApiKey::from_seed([23; 32]);
     let app = ApiKey::from_seed([24; 32]);
     let config = d.join("config.yaml");

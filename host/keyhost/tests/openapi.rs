@@ -4,12 +4,9 @@
 //! over mutual TLS to a running server. No answer may be a 5xx, and every answer must
 //! have a status, content type and shape the description allows.
 
-#![expect(clippy::unwrap_used, reason = "Tests fail loudly by design")]
-
 use std::process::Command;
 
-mod common;
-use common::start_as_admin;
+use keyhost_test_support::process::start_as_admin;
 
 #[test]
 fn generated_requests_get_no_5xx_and_answers_the_description_allows() {

@@ -8,8 +8,7 @@ use std::process::Command;
 
 use keyhost_policy::ApiKey;
 
-mod common;
-use common::{curl, newest_config, server_files, start, start_as_admin, write_identity};
+use keyhost_test_support::process::{curl, newest_config, server_files, start, start_as_admin, write_identity};
 
 #[test]
 fn the_guide_procedure_with_the_fs_keystore() {
@@ -122,7 +121,7 @@ fn a_broken_configuration_names_the_file_and_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("kes.yaml");
     std::fs::write(&config, "root: disabled\ntls:\n  key: k\n  cret: c\n").unwrap();
-    let err = start(&config, &[]).err().expect("must not start");
+    let err = start(&config, &[]).expect_err("must not start");
     assert!(
         err.contains("kes.yaml") && err.contains("line 4") && err.contains("cret"),
         "{err}"
@@ -133,7 +132,7 @@ fn a_broken_configuration_names_the_file_and_the_line() {
         "admin: {identity: disabled}\ntls: {key: /nonexistent.key, cert: /nonexistent.cert}\n",
     )
     .unwrap();
-    let err = start(&config, &[]).err().expect("must not start");
+    let err = start(&config, &[]).expect_err("must not start");
     assert!(err.contains("cannot read /nonexistent.cert"), "{err}");
 }
 
@@ -345,7 +344,7 @@ fn key_files_are_readable_by_their_owner_only() {
 #[test]
 fn the_fs_keystore_refuses_a_file_system_that_ignores_case() {
     assert!(
-        common::is_root(),
+        keyhost_test_support::process::is_root(),
         "this test mounts a FUSE file system and needs root (CI and the dev machines run as root)"
     );
     let dir = tempfile::tempdir().unwrap();
@@ -355,7 +354,7 @@ fn the_fs_keystore_refuses_a_file_system_that_ignores_case() {
     std::fs::create_dir(&mount).unwrap();
     let venv = keyhost_test_support::install_moto();
     let script = keyhost_plugin_build::repo_root().join("tests/support/casefold_fs.py");
-    let fuse = common::KillOnDrop(
+    let fuse = keyhost_test_support::process::KillOnDrop(
         Command::new(venv.join("bin/python"))
             .arg(&script)
             .arg(&backing)
@@ -391,9 +390,7 @@ fn the_fs_keystore_refuses_a_file_system_that_ignores_case() {
 
     let creds = server_files(d);
     let config = newest_config(d, &creds, &format!("keystore:\n  fs:\n    path: {}\n", mount.display()));
-    let err = start(&config, &[])
-        .err()
-        .expect("the server started on a case-folding directory");
+    let err = start(&config, &[]).expect_err("the server started on a case-folding directory");
     assert!(err.contains("ignores case"), "{err}");
     assert!(
         err.contains(&mount.display().to_string()) || err.contains("/data"),
@@ -482,7 +479,7 @@ fn v016_files_verify_clients_against_the_system_cas_unless_auth_is_off() {
     let ca = d.join("ca.cert");
     let env = [("SSL_CERT_FILE", ca.to_str().unwrap())];
     // `--auth=on`, as no flag at all means (the helper adds `--auth=off` otherwise).
-    let server = common::start_with(&["--auth=on"], &config, &env).unwrap();
+    let server = keyhost_test_support::process::start_with(&["--auth=on"], &config, &env).unwrap();
     let url = &server.url;
     assert_eq!(
         curl(d, "signed", &format!("{url}/version")).0,
@@ -495,7 +492,7 @@ fn v016_files_verify_clients_against_the_system_cas_unless_auth_is_off() {
         "a self-signed client certificate is refused at the handshake"
     );
     drop(server);
-    let server = common::start_with(&["--auth=off"], &config, &env).unwrap();
+    let server = keyhost_test_support::process::start_with(&["--auth=off"], &config, &env).unwrap();
     assert_eq!(curl(d, "stranger", &format!("{}/version", server.url)).0, 200);
     drop(server);
     // No flag: the same as --auth=on.

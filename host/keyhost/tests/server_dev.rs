@@ -7,8 +7,6 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
-
 /// Starts `keyhost server --dev` with `flags`.
 fn dev_server(flags: &[&str]) -> Child {
     dev_server_via(&[], flags)
@@ -195,7 +193,7 @@ fn mlock_locks_the_servers_memory_or_says_what_it_needs() {
 #[cfg(target_os = "linux")]
 fn unprivileged_dev_server(flags: &[&str]) -> Child {
     let limit = ["prlimit", "--memlock=65536:65536"];
-    if common::is_root() {
+    if keyhost_test_support::process::is_root() {
         dev_server_via(&[&["setpriv", "--bounding-set=-ipc_lock"][..], &limit].concat(), flags)
     } else {
         dev_server_via(&limit, flags)

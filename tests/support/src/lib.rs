@@ -1,5 +1,9 @@
-//! Fixtures for keyhost's integration tests.
+//! Fixtures for keyhost's integration tests, in one place.
 //!
+//! - [`api`]: a server in the test's own process over real mutual TLS, and HTTP
+//!   clients of its identities.
+//! - [`process`]: the `keyhost` binary run as a server on a configuration file, the
+//!   files it needs, and curl as its client.
 //! - [`Moto`]: the AWS emulator moto (PyPI `moto[server]`, version pinned in
 //!   `scripts/test-requirements.txt`), installed on first use into a virtual
 //!   environment under the target directory and started on a free loopback port.
@@ -14,7 +18,9 @@
     reason = "Fixtures panic with a message when the machine lacks something"
 )]
 
+pub mod api;
 pub mod load;
+pub mod process;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

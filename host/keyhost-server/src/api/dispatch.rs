@@ -11,7 +11,8 @@ use super::body::{RequestBody, Reserved, drain, read_limited};
 use super::respond::{Body, v016_json};
 use super::routes::{Auth, Handler, find, go_redirect, v016_path_matches};
 use super::{Accepts, Call, run};
-use crate::error::{ApiError, Era};
+use crate::era::Era;
+use crate::error::ApiError;
 use crate::{Peer, State};
 
 /// What dispatching learned about a request, for its metrics and its audit line.

@@ -1,17 +1,19 @@
 //! The identity routes: list and describe (both eras), the caller's own, and
 //! v0.16's assign and forget, which change this node's assignments in memory.
 
+use keyhost_keystore::NameKind;
 use keyhost_policy::Identity;
 use serde_json::json;
 
-use super::names::{glob_matches, listing_prefix, v016_glob, valid_newest};
+use super::names::{checked, glob_matches, listing_prefix, v016_glob};
 use super::respond::{empty, ndjson_with_trailers, ok, rfc3339, rules};
 use super::{Answer, Call};
-use crate::error::{ApiError, Era};
+use crate::era::Era;
+use crate::error::ApiError;
 
 pub(super) fn describe(call: &Call<'_>) -> Answer {
     let Call { state, resource, .. } = *call;
-    valid_newest("identity", resource)?;
+    checked(NameKind::Identity, resource, Era::Newest)?;
     let auth = state.authorizer();
     let id = Identity::parse(resource).ok_or(ApiError::IdentityNotFound)?;
     let admin = auth.admin();

@@ -6,16 +6,17 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use keyhost_crypto::{Algorithm, DecryptError, KeyRecord};
-use keyhost_keystore::Error as StoreError;
+use keyhost_keystore::{Error as StoreError, NameKind};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::names::{glob_matches, key_name, listing_prefix, v016_glob};
+use super::names::{checked, glob_matches, listing_prefix, v016_glob};
 use super::respond::{empty, ndjson_with_trailers, ok, rfc3339, secret_json};
 use super::{Answer, Call};
 use crate::State;
-use crate::error::{ApiError, Era, StoreOp};
+use crate::era::Era;
+use crate::error::{ApiError, StoreOp};
 
 /// The key a request names, and its body: the name checked by the era's rules,
 /// then the body read by `parse`, then the key fetched through the cache — in
@@ -24,7 +25,7 @@ async fn load_key<'a, T>(
     call: &Call<'a>,
     parse: impl FnOnce(&[u8]) -> Result<T, ApiError>,
 ) -> Result<(&'a str, T, Arc<KeyRecord>), ApiError> {
-    let name = key_name(call.resource, call.state.era)?;
+    let name = checked(NameKind::Key, call.resource, call.state.era)?;
     let body = parse(call.body)?;
     let key = call.state.cache.get(&*call.state.keystore, name).await?;
     Ok((name, body, key))
@@ -39,7 +40,7 @@ pub(super) async fn import(call: &Call<'_>) -> Answer {
     let Call {
         state, resource, body, ..
     } = *call;
-    let name = key_name(resource, state.era)?;
+    let name = checked(NameKind::Key, resource, state.era)?;
     let req: ImportRequest = serde_json::from_slice(body).map_err(|_| ApiError::InvalidImportBody)?;
     let cipher = match state.era {
         Era::V016 => String::new(),
@@ -158,7 +159,7 @@ async fn list_newest(call: &Call<'_>) -> Answer {
 
 pub(super) async fn delete(call: &Call<'_>) -> Answer {
     let state = call.state;
-    let name = key_name(call.resource, state.era)?;
+    let name = checked(NameKind::Key, call.resource, state.era)?;
     let result = state.keystore.delete(name).await;
     if matches!(result, Ok(()) | Err(StoreError::NotFound)) {
         state.cache.evict(name);
@@ -166,7 +167,6 @@ pub(super) async fn delete(call: &Call<'_>) -> Answer {
     match result {
         Ok(()) => empty(),
         Err(StoreError::NotFound) if state.era == Era::V016 => empty(),
-        Err(StoreError::NotFound) => Err(ApiError::KeyNotFound),
         Err(error) => Err(ApiError::store(StoreOp::Delete)(error)),
     }
 }
@@ -337,7 +337,7 @@ struct ImportRequest {
 
 /// Creates a new key called `name` on behalf of `creator`.
 pub(crate) async fn create_key(state: &State, name: &str, creator: &str) -> Result<(), ApiError> {
-    let name = key_name(name, state.era)?;
+    let name = checked(NameKind::Key, name, state.era)?;
     let record = KeyRecord::generate(Algorithm::preferred(), creator, time::OffsetDateTime::now_utc());
     create_record(state, name, &record).await
 }
@@ -348,8 +348,5 @@ async fn create_record(state: &State, name: &str, record: &KeyRecord) -> Result<
         .keystore
         .create(name, &encoded)
         .await
-        .map_err(|error| match error {
-            StoreError::AlreadyExists => ApiError::KeyExists,
-            error => ApiError::store(StoreOp::Create)(error),
-        })
+        .map_err(ApiError::store(StoreOp::Create))
 }

@@ -1,14 +1,16 @@
 //! The policy routes: read, list and describe (both eras), and v0.16's write and
 //! delete, which change this node's policies in memory.
 
+use keyhost_keystore::NameKind;
 use keyhost_policy::Identity;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::names::{glob_matches, listing_prefix, v016_glob, valid_name, valid_newest};
+use super::names::{checked, glob_matches, listing_prefix, v016_glob};
 use super::respond::{empty, ok, rfc3339, rules};
 use super::{Answer, Call};
-use crate::error::{ApiError, Era};
+use crate::era::Era;
+use crate::error::ApiError;
 
 pub(super) fn read(call: &Call<'_>) -> Answer {
     if call.state.era == Era::V016 {
@@ -27,7 +29,7 @@ pub(super) fn describe(call: &Call<'_>) -> Answer {
 /// A newest-era policy: its name and origin, and its rules when `with_rules`.
 fn show(call: &Call<'_>, with_rules: bool) -> Answer {
     let Call { state, resource, .. } = *call;
-    valid_newest("policy name", resource)?;
+    checked(NameKind::Policy, resource, Era::Newest)?;
     let auth = state.authorizer();
     let policy = auth.policy(resource).ok_or(ApiError::PolicyNotFound)?;
     let admin = auth.admin().map(Identity::as_str).unwrap_or_default();
@@ -64,12 +66,7 @@ pub(super) fn write(call: &Call<'_>) -> Answer {
     let Call {
         state, resource, body, ..
     } = *call;
-    if !valid_name(resource, Era::V016) {
-        return Err(ApiError::InvalidName {
-            kind: "policy name",
-            name: resource.to_owned(),
-        });
-    }
+    checked(NameKind::Policy, resource, Era::V016)?;
     let written: Written = serde_json::from_slice(body).map_err(|_| ApiError::InvalidBody)?;
     let syntax = match state.era {
         Era::V016 => keyhost_policy::PatternSyntax::Glob,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::Method;
 
-use crate::error::Era;
+use crate::era::Era;
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use super::respond::{GO_TEXT, empty, full, ok, typed};
 use super::routes::ROUTES;
 use super::{Answer, Call};
-use crate::error::{ApiError, Era};
+use crate::era::Era;
+use crate::error::ApiError;
 
 pub(super) fn version(call: &Call<'_>) -> Answer {
     if call.state.era == Era::V016 {

@@ -1,8 +1,6 @@
 //! The HTTP client of the `key` (and later) commands: mutual TLS to a KES-compatible
 //! server, configured by the same variables as the `kes` CLI.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use clap::Args;
 use http_body_util::{BodyExt, Full};
@@ -10,9 +8,12 @@ use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use keyhost_policy::ApiKey;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use keyhost_tls::client::ServerTrust;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// The `Accept` header of a Prometheus scrape: the server then answers with every
+/// metric family, its own included.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
 
 /// Flags every client command takes.
 #[derive(Debug, Args)]
@@ -131,22 +132,12 @@ impl Client {
         }
 
         let (chain, key) = credentials()?;
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?;
-        let builder = if args.insecure {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+        let trust = if args.insecure {
+            ServerTrust::Any
         } else {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            builder.with_root_certificates(roots)
+            ServerTrust::WebPki
         };
-        let tls = builder
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| format!("the client key does not fit its certificate: {e}"))?;
+        let tls = keyhost_tls::client::client_config(chain, key, trust)?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()
@@ -200,7 +191,7 @@ impl Client {
         if path == "/v1/metrics" {
             // Ask for keyhost's own families too, as Prometheus does; a bare request
             // gets only KES's (what KES clients parse).
-            request = request.header(http::header::ACCEPT, keyhost_server::PROMETHEUS_ACCEPT);
+            request = request.header(http::header::ACCEPT, PROMETHEUS_TEXT);
         }
         let request = request.body(Full::new(body)).map_err(|e| format!("bad request: {e}"))?;
         let response = self.http.request(request).await.map_err(|e| {
@@ -284,19 +275,19 @@ fn credentials() -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>
         ),
         (Some(text), None, None) => {
             let key = ApiKey::parse(&text).map_err(|e| format!("KES_API_KEY: {e}"))?;
-            let (cert_pem, key_pem) = keyhost_server::dev::client_certificate(&key).map_err(|e| e.to_string())?;
+            let (cert_pem, key_pem) = keyhost_tls::mint::client_certificate(&key).map_err(|e| e.to_string())?;
             use rustls::pki_types::pem::PemObject;
             let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| e.to_string())?;
             let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| e.to_string())?;
             Ok((vec![cert], key))
         }
         (None, Some(key), Some(cert)) => {
-            let chain = keyhost_server::tls::load_chain(std::path::Path::new(&cert)).map_err(|e| e.to_string())?;
+            let chain = keyhost_tls::load_chain(std::path::Path::new(&cert)).map_err(|e| e.to_string())?;
             let path = std::path::Path::new(&key);
-            let key = match keyhost_server::tls::load_key(path, None) {
-                Err(e) if e.to_string().contains("encrypted") => {
+            let key = match keyhost_tls::load_key(path, None) {
+                Err(keyhost_tls::TlsError::NeedsPassword { .. }) => {
                     let password = super::password::read(&format!("Password for {}: ", path.display()))?;
-                    keyhost_server::tls::load_key(path, Some(&password)).map_err(|e| e.to_string())?
+                    keyhost_tls::load_key(path, Some(&password)).map_err(|e| e.to_string())?
                 }
                 other => other.map_err(|e| e.to_string())?,
             };
@@ -308,45 +299,5 @@ fn credentials() -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>
             "no credentials: set KES_API_KEY, or KES_CLIENT_CERT and KES_CLIENT_KEY (see `keyhost identity new`)"
                 .into(),
         ),
-    }
-}
-
-/// Accepts any server certificate (`--insecure`), still checking that the server
-/// holds its key.
-#[derive(Debug)]
-struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use keyhost_policy::{ApiKey, Identity};
-use keyhost_server::dev::{CertificateRequest, identity_certificate};
+use keyhost_tls::mint::{CertificateRequest, identity_certificate};
 use serde_json::Value;
 
 use super::client::{CliError, Client, ClientArgs};
@@ -276,7 +276,7 @@ impl NewArgs {
             validity,
         };
         let (cert_pem, key_pem) = match self.key_type.as_str() {
-            "ecdsa" => keyhost_server::dev::ecdsa_identity_certificate(&request),
+            "ecdsa" => keyhost_tls::mint::ecdsa_identity_certificate(&request),
             "rsa" => {
                 use rsa::pkcs8::EncodePrivateKey;
                 let private = rsa::RsaPrivateKey::new(&mut rand_core_06::OsRng, 3072)
@@ -284,7 +284,7 @@ impl NewArgs {
                 let der = private
                     .to_pkcs8_der()
                     .map_err(|e| format!("cannot encode the RSA key: {e}"))?;
-                keyhost_server::dev::rsa_identity_certificate(der.as_bytes(), &request)
+                keyhost_tls::mint::rsa_identity_certificate(der.as_bytes(), &request)
             }
             _ => identity_certificate(&key, &request),
         }

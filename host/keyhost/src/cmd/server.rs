@@ -9,9 +9,9 @@ use std::sync::Arc;
 use clap::Args;
 use keyhost_config::{Config, Schema};
 use keyhost_plugin_host::{Grants, PluginSource, PluginSpec, Runtime, RuntimeOptions};
-use keyhost_policy::{Authorizer, Identity, PatternSyntax, Policy};
-use keyhost_server::dev::DevCredentials;
-use keyhost_server::{Era, State};
+use keyhost_policy::Authorizer;
+use keyhost_server::{Configured, Fallbacks, State};
+use keyhost_tls::mint::DevCredentials;
 
 /// Run the KES-compatible key server (try `keyhost server --dev`).
 ///
@@ -163,162 +163,24 @@ fn lock_memory() -> Result<(), String> {
 }
 
 impl ServerArgs {
-    /// Runs the server a configuration file describes.
     /// Reads the configuration file and builds everything the server runs with.
     async fn build(&self, path: &Path) -> Result<(Arc<keyhost_server::TlsConfig>, Arc<State>, Config), String> {
         let config = Config::load(path).map_err(|e| e.to_string())?;
-        let file = path.display();
-        let admin_text = config.admin.clone().or(self.root.clone());
-        if config.schema == Schema::Newest && admin_text.is_none() {
-            return Err(format!(
-                "{file}: admin.identity: missing; set it to the admin's identity, or to `disabled`"
-            ));
-        }
-        let admin = admin_text.as_deref().and_then(Identity::parse);
-        let syntax = match config.schema {
-            Schema::V016 => PatternSyntax::Glob,
-            Schema::Newest => PatternSyntax::Prefix,
+        let flags = Fallbacks {
+            key: self.key.clone(),
+            cert: self.cert.clone(),
+            root: self.root.clone(),
+            auth: self.auth.as_deref().map(|a| a == "on"),
         };
-        let mut authorizer = Authorizer::new(admin.clone());
-        for p in &config.policies {
-            let policy =
-                Policy::parse(&p.allow, &p.deny, syntax).map_err(|e| format!("{file}: policy.{}: {e}", p.name))?;
-            let mut identities = Vec::new();
-            for text in &p.identities {
-                match Identity::parse(text) {
-                    Some(id) => identities.push(id),
-                    None => {
-                        tracing::warn!(policy = %p.name, identity = %text, "not an identity (64 hex digits); it can never match")
-                    }
-                }
-            }
-            authorizer
-                .add(&p.name, policy, &identities)
-                .map_err(|e| format!("{file}: policy.{}: {e}", p.name))?;
-        }
-
-        let key = config
-            .tls
-            .key
-            .clone()
-            .or(self.key.clone())
-            .ok_or_else(|| format!("{file}: tls.key: missing: the server's private key (PEM)"))?;
-        let cert = config
-            .tls
-            .cert
-            .clone()
-            .or(self.cert.clone())
-            .ok_or_else(|| format!("{file}: tls.cert: missing: the server's certificate (PEM)"))?;
-        let chain = keyhost_server::tls::load_chain(&cert).map_err(|e| e.to_string())?;
-        let certificate = chain.first().and_then(|c| keyhost_server::ServerCertificate::of_der(c));
-        let private = keyhost_server::tls::load_key(&key, config.tls.password.as_deref()).map_err(|e| e.to_string())?;
-        let require_cert = !config.api.values().any(|o| o.skip_auth);
-        // KES v0.16's --auth defaults to on; the newest schema has tls.auth (default off).
-        let verify = match config.schema {
-            Schema::V016 => config.tls.verify_clients || self.auth.as_deref() != Some("off"),
-            Schema::Newest => config.tls.verify_clients,
-        };
-        let tls = if verify {
-            let roots = match (&config.tls.ca, config.schema) {
-                (Some(ca), _) => keyhost_server::tls::load_roots(ca).map_err(|e| e.to_string())?,
-                // A v0.16 file names no CA: KES v0.16 verified against the system's.
-                (None, Schema::V016) => {
-                    if self.auth.is_none() {
-                        tracing::warn!(
-                            "--auth defaults to on for a KES v0.16 configuration, as in KES v0.16: client certificates must chain to a CA the system trusts (SSL_CERT_FILE); self-signed ones, as in MinIO's guide, need --auth=off"
-                        );
-                    }
-                    keyhost_server::tls::system_roots().map_err(|e| format!("{file}: --auth=on: {e}"))?
-                }
-                (None, Schema::Newest) => {
-                    return Err(format!(
-                        "{file}: tls.ca: missing: verifying client certificates (tls.auth: on) needs the CA that signed them"
-                    ));
-                }
-            };
-            keyhost_server::tls::server_config_verifying(chain, private, roots, require_cert)
-                .map_err(|e| e.to_string())?
+        let configured = Configured::new(&config, path, &flags)?;
+        let keystore = super::keystore::open(&config.keystore, &path.display().to_string()).await?;
+        let audit_log = if configured.wants_audit_log() {
+            Some(audit_writer()?)
         } else {
-            keyhost_server::tls::server_config(chain, private, require_cert).map_err(|e| e.to_string())?
+            None
         };
-
-        let keystore = super::keystore::open(&config.keystore, &file.to_string()).await?;
-        let mut state = State::new(keystore, authorizer);
-        state.certificate = certificate;
-        state.cache_expiry = keyhost_server::CacheExpiry {
-            any: config.cache.any,
-            unused: config.cache.unused,
-            offline: config.cache.offline,
-            ..keyhost_server::CacheExpiry::default()
-        };
-        state.observer.audit_required = config.log.audit_required;
-        if config.log.audit {
-            state.observer.audit_log = Some(audit_writer()?);
-        }
-        if !config.tls.proxy_identities.is_empty() {
-            let header = http::HeaderName::from_bytes(config.tls.proxy_header.as_bytes()).map_err(|_| {
-                format!(
-                    "{file}: tls.proxy.header.cert: '{}' is not a header name",
-                    config.tls.proxy_header
-                )
-            })?;
-            state.proxy = Some(keyhost_server::Proxy {
-                identities: config
-                    .tls
-                    .proxy_identities
-                    .iter()
-                    .filter_map(|i| Identity::parse(i))
-                    .collect(),
-                header,
-            });
-        }
-        if config.compat.json_ciphertexts {
-            state.ciphertext_format = keyhost_crypto::CiphertextFormat::Json;
-        }
-        if config.compat.v016_records {
-            state.record_format = keyhost_crypto::RecordFormat::V016;
-        }
-        state.era = match config.schema {
-            Schema::V016 => Era::V016,
-            Schema::Newest => Era::Newest,
-        };
-        let limits = &config.connections;
-        let defaults = keyhost_server::Limits::default();
-        state.limits = keyhost_server::Limits {
-            max_connections: limits.max.unwrap_or(defaults.max_connections),
-            handshakes_per_ip: limits.handshakes_per_ip.unwrap_or(defaults.handshakes_per_ip),
-            handshake_timeout: limits.handshake_timeout.unwrap_or(defaults.handshake_timeout),
-            header_timeout: limits.header_timeout.unwrap_or(defaults.header_timeout),
-            body_timeout: limits.body_timeout.unwrap_or(defaults.body_timeout),
-            idle_timeout: limits.idle_timeout.unwrap_or(defaults.idle_timeout),
-            ..defaults
-        };
-        let era = state.era;
-        let served = || keyhost_server::ROUTES.iter().filter(move |r| r.served_in(era));
-        for (route, o) in &config.api {
-            if !served().any(|r| r.path == route) {
-                let known: Vec<&str> = served().map(|r| r.path).collect();
-                return Err(format!(
-                    "{file}: api.{route}: no such route; routes are {}",
-                    known.join(", ")
-                ));
-            }
-            state.overrides.insert(
-                route.clone(),
-                keyhost_server::RouteOverride {
-                    skip_auth: o.skip_auth,
-                    timeout: o.timeout,
-                },
-            );
-        }
-        let creator = admin.as_ref().map(Identity::as_str).unwrap_or_default();
-        for name in &config.keys {
-            state
-                .create_key_if_missing(name, creator)
-                .await
-                .map_err(|e| format!("{file}: keys: '{name}': {e}"))?;
-        }
-        Ok((Arc::new(tls), Arc::new(state), config))
+        let (tls, state) = configured.finish(keystore, audit_log).await?;
+        Ok((tls, state, config))
     }
 
     /// Runs the server a configuration file describes; SIGHUP re-reads the file.

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use keyhost_server::tls::load_key;
+use keyhost_tls::load_key;
 
 fn sh(command: &str) -> Vec<u8> {
     let out = Command::new("sh").arg("-c").arg(command).output().unwrap();

@@ -1,26 +1,34 @@
-//! What the API tests share: a server over real mutual TLS with certificates minted
-//! per run, and real HTTP clients.
+//! A keyhost server in the test's own process, over real mutual TLS with
+//! certificates minted per run, and real HTTP clients (reqwest) to talk to it.
 
-#![allow(dead_code, reason = "Each test binary uses a part")]
-#![expect(clippy::unwrap_used, reason = "Tests fail loudly by design")]
+#![expect(clippy::unwrap_used, reason = "Fixtures fail loudly by design")]
 
 use std::sync::Arc;
 
 use keyhost_keystore::MemStore;
 use keyhost_policy::{ApiKey, Authorizer, PatternSyntax, Policy};
-use keyhost_server::dev::{DevCredentials, client_certificate};
 use keyhost_server::{State, serve};
+use keyhost_tls::mint::{DevCredentials, client_certificate};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
 
+/// A server running on a loopback port of this process.
+#[derive(Debug)]
 pub struct Server {
+    /// `https://localhost:PORT`.
     pub url: String,
+    /// Where it listens.
     pub addr: std::net::SocketAddr,
+    /// Its certificate, and the admin's API key and client certificate.
     pub creds: DevCredentials,
+    /// The API key of `app`, an identity with the policy of [`start`].
     pub app: ApiKey,
 }
 
+/// A server on an in-memory keystore whose `app` identity may generate and decrypt
+/// with `app-*` keys and describe every key but `app-secret`, with `configure`
+/// applied to its state.
 pub async fn start(configure: impl FnOnce(&mut State)) -> Server {
     start_with(
         |app| {
@@ -60,6 +68,8 @@ pub async fn start_with(
 }
 
 impl Server {
+    /// A client configuration trusting the server, presenting `cert_pem`
+    /// (certificate and key, PEM) or no certificate.
     pub fn client_config(&self, cert_pem: Option<(&str, &str)>) -> rustls::ClientConfig {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut roots = rustls::RootCertStore::empty();
@@ -80,6 +90,7 @@ impl Server {
         }
     }
 
+    /// An HTTP client presenting `cert_pem`, or no certificate.
     pub fn client_for(&self, cert_pem: Option<(&str, &str)>) -> reqwest::Client {
         reqwest::Client::builder()
             .use_preconfigured_tls(self.client_config(cert_pem))
@@ -114,15 +125,18 @@ impl Server {
             .unwrap()
     }
 
+    /// An HTTP client of the admin.
     pub fn admin(&self) -> reqwest::Client {
         self.client_for(Some((&self.creds.admin_cert_pem, &self.creds.admin_key_pem)))
     }
 
+    /// An HTTP client of `app`.
     pub fn app(&self) -> reqwest::Client {
         let (cert, key) = client_certificate(&self.app).unwrap();
         self.client_for(Some((&cert, &key)))
     }
 
+    /// Sends `method path` with `body` as `client`; the status and the body.
     pub async fn call(&self, client: &reqwest::Client, method: &str, path: &str, body: Option<Value>) -> (u16, String) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         let mut req = client.request(method, format!("{}{path}", self.url));
@@ -148,6 +162,7 @@ impl Server {
     }
 }
 
+/// The `message` of a KES error body.
 pub fn message(body: &str) -> String {
     serde_json::from_str::<Value>(body).unwrap()["message"]
         .as_str()

@@ -1,15 +1,36 @@
-//! Helpers shared by the integration tests of the `keyhost` binary.
+//! The `keyhost` binary as the tests run it: a server started on a free port with
+//! a configuration file, the files it needs, and curl as its client.
 
-#![allow(dead_code, reason = "Each test file uses a different subset")]
+#![expect(clippy::unwrap_used, reason = "Fixtures fail loudly by design")]
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use keyhost_policy::ApiKey;
 
+/// The `keyhost` binary that cargo built with the running test:
+/// `target/<profile>/keyhost` for a test at `target/<profile>/deps/<test>` (where
+/// `CARGO_BIN_EXE_keyhost` points for the keyhost package's tests). No variable
+/// overrides it, so a test never runs some other build.
+pub fn keyhost_bin() -> PathBuf {
+    let test = std::env::current_exe().unwrap();
+    let profile_dir = test.parent().and_then(|deps| deps.parent()).unwrap();
+    let bin = profile_dir.join("keyhost");
+    assert!(
+        bin.is_file(),
+        "no keyhost binary at {}: run the tests of the keyhost package (cargo test -p keyhost), which build it",
+        bin.display()
+    );
+    bin
+}
+
 /// A running `keyhost server`, killed when dropped.
+#[derive(Debug)]
 pub struct Running {
+    /// The server process.
     pub child: Child,
+    /// `https://127.0.0.1:PORT`.
     pub url: String,
     /// The server's standard output after its banner line.
     pub stdout: BufReader<std::process::ChildStdout>,
@@ -37,7 +58,7 @@ pub fn start_with(flags: &[&str], config: &std::path::Path, env: &[(&str, &str)]
     } else {
         &["--auth=off"]
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyhost"))
+    let mut child = Command::new(keyhost_bin())
         .args(["server", "--addr", "127.0.0.1:0"])
         .args(auth)
         .args(flags)
@@ -66,6 +87,8 @@ pub fn start_with(flags: &[&str], config: &std::path::Path, env: &[(&str, &str)]
     }
 }
 
+/// Runs curl with `args` as `who` (`DIR/WHO.cert`, `DIR/WHO.key`), trusting
+/// `DIR/server.cert`; the status and the body.
 pub fn curl(dir: &std::path::Path, who: &str, args: &str) -> (u16, String) {
     let d = dir.display();
     let out = Command::new("sh")
@@ -82,15 +105,16 @@ pub fn curl(dir: &std::path::Path, who: &str, args: &str) -> (u16, String) {
 
 /// Writes `server.cert` and `server.key` for localhost into `dir`; returns the
 /// credentials (with an admin API key).
-pub fn server_files(dir: &std::path::Path) -> keyhost_server::dev::DevCredentials {
-    let creds = keyhost_server::dev::DevCredentials::generate(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+pub fn server_files(dir: &std::path::Path) -> keyhost_tls::mint::DevCredentials {
+    let creds = keyhost_tls::mint::DevCredentials::generate(&["localhost".into(), "127.0.0.1".into()]).unwrap();
     std::fs::write(dir.join("server.cert"), &creds.server_cert_pem).unwrap();
     std::fs::write(dir.join("server.key"), creds.server_key_pem.as_str()).unwrap();
     creds
 }
 
+/// Writes `WHO.cert` and `WHO.key` for the API key `key` into `dir`.
 pub fn write_identity(dir: &std::path::Path, who: &str, key: &ApiKey) {
-    let (cert, private) = keyhost_server::dev::client_certificate(key).unwrap();
+    let (cert, private) = keyhost_tls::mint::client_certificate(key).unwrap();
     std::fs::write(dir.join(format!("{who}.cert")), cert).unwrap();
     std::fs::write(dir.join(format!("{who}.key")), private.as_str()).unwrap();
 }
@@ -99,7 +123,7 @@ pub fn write_identity(dir: &std::path::Path, who: &str, key: &ApiKey) {
 /// server files of [`server_files`], then `extra` (top-level YAML).
 pub fn newest_config(
     dir: &std::path::Path,
-    creds: &keyhost_server::dev::DevCredentials,
+    creds: &keyhost_tls::mint::DevCredentials,
     extra: &str,
 ) -> std::path::PathBuf {
     let config = dir.join("config.yaml");
@@ -116,6 +140,7 @@ pub fn newest_config(
 }
 
 /// A child process, killed when dropped (also when a test fails).
+#[derive(Debug)]
 pub struct KillOnDrop(pub Child);
 
 impl Drop for KillOnDrop {
@@ -143,7 +168,7 @@ pub fn start_logging_to(
     env: &[(&str, &str)],
 ) -> (KillOnDrop, String) {
     let mut server = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_keyhost"))
+        Command::new(keyhost_bin())
             .args(["server", "--addr", "127.0.0.1:0", "--config"])
             .arg(config)
             .env("KEYHOST_LOG", "warn")
@@ -172,7 +197,7 @@ pub fn start_logging_to(
 
 /// Server files and an admin identity in `dir`, a newest-schema configuration with
 /// `extra`, and the server started on it.
-pub fn start_as_admin(dir: &std::path::Path, extra: &str) -> (keyhost_server::dev::DevCredentials, Running) {
+pub fn start_as_admin(dir: &std::path::Path, extra: &str) -> (keyhost_tls::mint::DevCredentials, Running) {
     let creds = server_files(dir);
     write_identity(dir, "admin", &creds.admin);
     let config = newest_config(dir, &creds, extra);

@@ -1,5 +1,6 @@
-//! Ephemeral credentials for `keyhost server --dev` and for tests: a self-signed
-//! server certificate and an admin API key with its client certificate.
+//! Certificates made on the spot: the throw-away credentials of `keyhost server
+//! --dev` and of tests (a self-signed server certificate and an admin API key with
+//! its client certificate), and the identity certificates of `keyhost identity new`.
 
 use keyhost_policy::ApiKey;
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, SanType};
@@ -153,6 +154,6 @@ impl DevCredentials {
     /// A TLS server configuration with these credentials.
     pub fn server_config(&self) -> Result<rustls::ServerConfig, rustls::Error> {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key_der.to_vec()));
-        crate::tls::server_config(vec![self.server_cert_der.clone()], key, true)
+        crate::server_config(vec![self.server_cert_der.clone()], key, true)
     }
 }
