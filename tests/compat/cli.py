@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,9 +174,15 @@ def phase(args, report: Report, probe: Probe, base: Path) -> None:
         ours.wait_ready(probe, creds["root"])
         saved = {ref.label: {}, ours.label: {}}
         for cmd in cmds:
-            results = []
-            for server in (ref, ours):
-                results.append(_run(args.kes_v016, cmd, server.url, creds[cmd.who], saved[server.label], work))
+            def on(server, cmd=cmd):
+                return _run(args.kes_v016, cmd, server.url, creds[cmd.who], saved[server.label], work)
+
+            if cmd.timeout:
+                # Streams cut after a fixed time: both at once (they write no files).
+                with ThreadPoolExecutor(max_workers=2) as pool:
+                    results = list(pool.map(on, (ref, ours)))
+            else:
+                results = [on(ref), on(ours)]
             report.compare("CLI command", f"cli.{cmd.id}", results[0], results[1])
     finally:
         ref.stop()

@@ -18,8 +18,10 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,10 +161,21 @@ class Pki:
 # --- processes --------------------------------------------------------------------------
 
 
+_ports_lock = threading.Lock()
+_ports_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port, never the same one twice in a run (parts start their
+    servers at the same time)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with _ports_lock:
+            if port not in _ports_handed_out:
+                _ports_handed_out.add(port)
+                return port
 
 
 class Probe:
@@ -397,8 +410,13 @@ class Report:
         self.ran: set[str] = set()
         self.counts: dict[str, int] = {}
         self.not_run: list[str] = []
+        self._lock = threading.Lock()
 
     def compare(self, kind: str, case: str, ref: dict, ours: dict) -> None:
+        with self._lock:
+            self._compare(kind, case, ref, ours)
+
+    def _compare(self, kind: str, case: str, ref: dict, ours: dict) -> None:
         self.compared += 1
         self.counts[kind] = self.counts.get(kind, 0) + 1
         self.ran.add(case)
@@ -412,9 +430,45 @@ class Report:
             )
 
 
+_said = threading.local()
+
+
 def say(msg: str) -> None:
+    """Prints `msg`; inside a task of `in_parallel`, keeps it for the task's turn."""
+    lines = getattr(_said, "lines", None)
+    if lines is not None:
+        lines.append(msg)
+        return
     print(msg, flush=True)
     sys.stdout.flush()
+
+
+def in_parallel(tasks: list, probe_binary: Path, workers: int) -> None:
+    """Runs each task, a function of a Probe of its own, on up to `workers` threads.
+    The parts spend their time waiting on servers and streams, not computing. What
+    each task says is printed in the tasks' order once all have finished; then the
+    first failure, if any, is raised."""
+
+    def one(task):
+        _said.lines = []
+        probe = Probe(probe_binary)
+        try:
+            task(probe)
+            return _said.lines, None
+        except BaseException as e:  # noqa: BLE001 - re-raised below, after the others finish
+            return _said.lines, e
+        finally:
+            probe.close()
+            _said.lines = None
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        outcomes = list(pool.map(one, tasks))
+    for lines, _ in outcomes:
+        for line in lines:
+            say(line)
+    for _, error in outcomes:
+        if error is not None:
+            raise error
 
 
 def which(name: str) -> str | None:

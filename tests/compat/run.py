@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import harness
-from harness import Differences, Pki, Probe, Report, Server, free_port, say
+from harness import Differences, Pki, Report, Server, free_port, in_parallel, say
 
 PHASES = ("wire", "cli", "sdk", "integration", "storage")
 
@@ -61,6 +61,7 @@ def phase_wire(args, report: Report, probe: Probe, base: Path) -> None:
         eras.append(("v016", args.kes_v016, start_v016, wire.v016_cases))
     if args.kes_newest:
         eras.append(("newest", args.kes_newest, start_newest, wire.newest_cases))
+    parts = []
     for era, ref_bin, start, cases_of in eras:
         pki = Pki(base / era / "pki")
         creds = make_creds(pki)
@@ -69,22 +70,30 @@ def phase_wire(args, report: Report, probe: Probe, base: Path) -> None:
         for auth in ("off", "on"):
             for proto in ("h1", "h2"):
                 label = f"{era}.auth-{auth}.{proto}"
-                ref = start(ref_bin, f"{label}.kes", pki, creds, auth, base / era, False)
-                ours = start(args.keyhost, f"{label}.keyhost", pki, creds, auth, base / era, True)
-                try:
-                    ref.wait_ready(probe, creds["root"])
-                    ours.wait_ready(probe, creds["root"])
-                    before = report.compared
-                    wire.run_sequence(report, probe, wire.Pair(ref, ours), creds, cases, label, proto)
-                    # A certificate no configured CA signed: refused at the handshake
-                    # with verification on, served (as an unknown identity) without.
-                    extra = [wire.Case("selfsigned.version", "selfsigned", "GET", "/version"),
-                             wire.Case("selfsigned.status", "selfsigned", "GET", "/v1/status")]
-                    wire.run_sequence(report, probe, wire.Pair(ref, ours), creds, extra, label, proto)
-                    say(f"  wire {label}: {report.compared - before} requests compared")
-                finally:
-                    ref.stop()
-                    ours.stop()
+                parts.append(lambda probe, a=(ref_bin, start, pki, creds, cases, auth, proto, label, era):
+                             wire_part(args, report, probe, base, *a))
+    # Each part has its own pair of servers; they run side by side.
+    in_parallel(parts, args.probe, workers=2)
+
+
+def wire_part(args, report: Report, probe, base: Path, ref_bin, start, pki, creds, cases, auth, proto, label, era) -> None:
+    import wire
+
+    ref = start(ref_bin, f"{label}.kes", pki, creds, auth, base / era, False)
+    ours = start(args.keyhost, f"{label}.keyhost", pki, creds, auth, base / era, True)
+    try:
+        ref.wait_ready(probe, creds["root"])
+        ours.wait_ready(probe, creds["root"])
+        wire.run_sequence(report, probe, wire.Pair(ref, ours), creds, cases, label, proto)
+        # A certificate no configured CA signed: refused at the handshake with
+        # verification on, served (as an unknown identity) without.
+        extra = [wire.Case("selfsigned.version", "selfsigned", "GET", "/version"),
+                 wire.Case("selfsigned.status", "selfsigned", "GET", "/v1/status")]
+        wire.run_sequence(report, probe, wire.Pair(ref, ours), creds, extra, label, proto)
+        say(f"  wire {label}: {len(cases) + len(extra)} requests compared")
+    finally:
+        ref.stop()
+        ours.stop()
 
 
 def main() -> int:
@@ -104,8 +113,10 @@ def main() -> int:
     report = Report(differences)
     not_run: list[str] = []
     base = Path(tempfile.mkdtemp(prefix="keyhost-compat-"))
-    probe = Probe(args.probe)
     started = time.monotonic()
+    # The phases are independent (each starts its own servers): they run side by
+    # side, each with an HTTP probe of its own.
+    phases = []
     try:
         if "wire" in only:
             if not (args.kes_v016 or args.kes_newest):
@@ -115,37 +126,37 @@ def main() -> int:
                     not_run.append("wire (v0.16 era): no KES v0.16.1 binary")
                 if not args.kes_newest:
                     not_run.append("wire (newest era): no newest KES binary")
-                phase_wire(args, report, probe, base)
+                phases.append(lambda probe: phase_wire(args, report, probe, base))
         if "cli" in only:
             if args.kes_v016:
                 import cli
 
-                cli.phase(args, report, probe, base)
+                phases.append(lambda probe: cli.phase(args, report, probe, base))
             else:
                 not_run.append("cli: no KES v0.16.1 binary (its CLI)")
         if "sdk" in only:
             if args.sdk and args.kes_newest:
                 import sdk
 
-                sdk.phase(args, report, probe, base)
+                phases.append(lambda probe: sdk.phase(args, report, probe, base))
             else:
                 not_run.append("sdk: no kms-go client program or no newest KES")
         if "integration" in only:
             if args.kes_integration:
                 import integration
 
-                integration.phase(args, report, probe, base)
+                phases.append(lambda probe: integration.phase(args, report, probe, base))
             else:
                 not_run.append("integration: no KES v0.16.1 integration test binary")
         if "storage" in only:
             if args.kes_v016:
                 import storage
 
-                storage.phase(args, report, probe, base)
+                phases.append(lambda probe: storage.phase(args, report, probe, base))
             else:
                 not_run.append("storage: no KES v0.16.1 binary")
+        in_parallel(phases, args.probe, workers=len(phases) or 1)
     finally:
-        probe.close()
         if not args.keep:
             import shutil
 

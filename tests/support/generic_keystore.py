@@ -17,6 +17,9 @@ LOCK = threading.Lock()
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # The header and the body go out in two writes: with Nagle's algorithm, the body
+    # of every keep-alive answer would wait for the client's delayed ACK (40 ms).
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):
         pass

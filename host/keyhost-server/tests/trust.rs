@@ -445,65 +445,81 @@ async fn connections_that_make_no_progress_are_closed() {
     let (cert, key) = client_certificate(&s.app).unwrap();
     let id = Some((cert.as_str(), key.as_str()));
     let limit = Duration::from_secs(4);
-
-    // Silent TCP: the handshake deadline.
-    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    closed_within(&mut tcp, limit).await;
-
-    // Silent after the handshake, for each protocol.
-    for alpn in [&b"http/1.1"[..], b"h2"] {
-        let mut conn = s.tls(&[alpn], id).await;
-        closed_within(&mut conn, limit).await;
-    }
-    // No ALPN at all: HTTP/1.1.
-    let mut conn = s.tls(&[], id).await;
-    closed_within(&mut conn, limit).await;
-
+    s.call(&s.admin(), "POST", "/v1/key/create/app-key", None).await;
+    let s = &s;
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    const H1: &[&[u8]] = &[b"http/1.1"];
+    const H2: &[&[u8]] = &[b"h2"];
+    const NO_ALPN: &[&[u8]] = &[];
+
+    // Every stall at once (each is a connection of its own, and each must be closed
+    // within `limit` of its own start): the test takes one deadline, not ten.
+    let mut checks: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>> = Vec::new();
+    // Silent TCP: the handshake deadline.
+    checks.push(Box::pin(async move {
+        let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        closed_within(&mut tcp, limit).await;
+    }));
+    // Silent after the handshake, for each protocol, and with no ALPN at all
+    // (HTTP/1.1).
+    for alpn in [H1, H2, NO_ALPN] {
+        checks.push(Box::pin(async move {
+            let mut conn = s.tls(alpn, id).await;
+            closed_within(&mut conn, limit).await;
+        }));
+    }
     // 16 bytes of the preface, with and without h2 negotiated.
-    for alpn in [&[&b"h2"[..]][..], &[]] {
-        let mut conn = s.tls(alpn, id).await;
-        conn.write_all(&PREFACE[..16]).await.unwrap();
-        closed_within(&mut conn, limit).await;
+    for alpn in [H2, NO_ALPN] {
+        checks.push(Box::pin(async move {
+            let mut conn = s.tls(alpn, id).await;
+            conn.write_all(&PREFACE[..16]).await.unwrap();
+            closed_within(&mut conn, limit).await;
+        }));
     }
     // A whole preface and an empty SETTINGS frame, then no stream.
-    let mut conn = s.tls(&[b"h2"], id).await;
-    conn.write_all(PREFACE).await.unwrap();
-    conn.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
-    closed_within(&mut conn, limit).await;
-
+    checks.push(Box::pin(async move {
+        let mut conn = s.tls(H2, id).await;
+        conn.write_all(PREFACE).await.unwrap();
+        conn.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+        closed_within(&mut conn, limit).await;
+    }));
     // HTTP/1.1: a body that stops arriving is answered 408 and the connection goes.
-    s.call(&s.admin(), "POST", "/v1/key/create/app-key", None).await;
-    let mut conn = s.tls(&[b"http/1.1"], id).await;
-    conn.write_all(b"PUT /v1/key/decrypt/app-key HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n{\"cip")
+    checks.push(Box::pin(async move {
+        let mut conn = s.tls(H1, id).await;
+        conn.write_all(
+            b"PUT /v1/key/decrypt/app-key HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n{\"cip",
+        )
         .await
         .unwrap();
-    let (answer, _) = closed_within(&mut conn, limit).await;
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-
+        let (answer, _) = closed_within(&mut conn, limit).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }));
     // h2: the same with a stream whose body stalls.
-    let mut config = s.client_config(id);
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let client = reqwest::Client::builder()
-        .use_preconfigured_tls(config)
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
-    let stalled = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{\"cip"))])
-        .chain(futures::stream::pending());
-    let started = Instant::now();
-    let result = tokio::time::timeout(
-        limit,
-        client
-            .put(format!("{}/v1/key/decrypt/app-key", s.url))
-            .body(reqwest::Body::wrap_stream(stalled))
-            .send(),
-    )
-    .await
-    .expect("the stalled h2 body was never answered");
-    let resp = result.unwrap();
-    assert_eq!(resp.status(), 408, "after {:?}", started.elapsed());
+    checks.push(Box::pin(async move {
+        let mut config = s.client_config(id);
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(config)
+            .http2_prior_knowledge()
+            .build()
+            .unwrap();
+        let stalled = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{\"cip"))])
+            .chain(futures::stream::pending());
+        let started = Instant::now();
+        let result = tokio::time::timeout(
+            limit,
+            client
+                .put(format!("{}/v1/key/decrypt/app-key", s.url))
+                .body(reqwest::Body::wrap_stream(stalled))
+                .send(),
+        )
+        .await
+        .expect("the stalled h2 body was never answered");
+        let resp = result.unwrap();
+        assert_eq!(resp.status(), 408, "after {:?}", started.elapsed());
+    }));
+    futures::future::join_all(checks).await;
 }
 
 use futures::StreamExt;

@@ -101,7 +101,7 @@ fn load_errors_exit_2_with_a_hint() {
 fn inspect_describes_plugins_and_explains_what_cannot_run() {
     let out = keyhost()
         .args(["plugin", "inspect", "builtin:aws", "--json"])
-        .env("XDG_CACHE_HOME", std::env::temp_dir().join("keyhost-test-cache"))
+        .env("XDG_CACHE_HOME", keyhost_test_support::cache_home())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

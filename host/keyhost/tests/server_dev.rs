@@ -22,7 +22,7 @@ fn dev_server_via(wrapper: &[&str], flags: &[&str]) -> Child {
     Command::new(argv[0])
         .args(&argv[1..])
         .env("KEYHOST_LOG", "warn")
-        .env("XDG_CACHE_HOME", std::env::temp_dir().join("keyhost-test-cache"))
+        .env("XDG_CACHE_HOME", keyhost_test_support::cache_home())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

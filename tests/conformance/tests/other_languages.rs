@@ -41,9 +41,10 @@ async fn kit(name: &str, wasm: std::path::PathBuf, limits: Limits) {
         http: vec![Origin::parse(&service.url()).unwrap()],
         dir: None,
     };
-    let cache = tempfile::tempdir().unwrap();
+    // Components of 13 to 19 MB take seconds to compile: they are kept where the
+    // other tests keep compiled plugins.
     let runtime = Runtime::new(RuntimeOptions {
-        cache_dir: Some(cache.path().join("artifacts")),
+        cache_dir: Some(keyhost_test_support::plugin_cache_dir()),
         ..RuntimeOptions::default()
     })
     .unwrap();

@@ -28,6 +28,19 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The `XDG_CACHE_HOME` that tests give the binary: one per machine, shared by
+/// every test process and kept between runs, so a plugin is compiled once per
+/// change of it rather than once per test.
+pub fn cache_home() -> PathBuf {
+    std::env::temp_dir().join("keyhost-test-cache")
+}
+
+/// Where the binary keeps compiled plugins under [`cache_home`]; tests that load
+/// plugins in their own process use it too.
+pub fn plugin_cache_dir() -> PathBuf {
+    cache_home().join("keyhost").join("plugins")
+}
+
 /// The virtual environment that holds moto: `<target dir>/moto-venv`, or
 /// `$KEYHOST_MOTO_VENV`.
 pub fn moto_venv() -> PathBuf {
@@ -220,7 +233,8 @@ impl Drop for Moto {
 }
 
 /// Builds the Python plugin in `plugins/python/NAME` (its `app.py`) with
-/// componentize-py from the test venv, into `<target dir>/plugins/python/NAME.wasm`.
+/// componentize-py from the test venv, into `<target dir>/plugins/python/NAME.wasm`;
+/// rebuilt only when its source, the WIT contract or the pinned tools change.
 pub fn build_python_plugin(name: &str) -> PathBuf {
     let venv = install_moto();
     let root = keyhost_plugin_build::repo_root();
@@ -228,7 +242,8 @@ pub fn build_python_plugin(name: &str) -> PathBuf {
     let out_dir = keyhost_plugin_build::target_dir().join("python");
     std::fs::create_dir_all(&out_dir).expect("create the Python plugin directory");
     let out = out_dir.join(format!("{name}.wasm"));
-    run(Command::new(venv.join("bin/componentize-py"))
+    let mut build = Command::new(venv.join("bin/componentize-py"));
+    build
         .current_dir(&source)
         .arg("-d")
         .arg(root.join("wit"))
@@ -239,30 +254,93 @@ pub fn build_python_plugin(name: &str) -> PathBuf {
             "app",
             "-o",
         ])
-        .arg(&out));
+        .arg(&out);
+    let inputs = [
+        source.clone(),
+        root.join("wit"),
+        root.join("scripts/test-requirements.txt"),
+    ];
+    build_unless_current(&out, &format!("{build:?}"), &inputs, || run(&mut build));
     out
 }
 
 /// Builds the JavaScript plugin in `plugins/js/NAME` with componentize-js (npm, from
-/// its package-lock.json), into `<target dir>/plugins/js/NAME.wasm`.
+/// its package-lock.json), into `<target dir>/plugins/js/NAME.wasm`; rebuilt only
+/// when its source, its lock file or the WIT contract change.
 pub fn build_js_plugin(name: &str) -> PathBuf {
-    let source = keyhost_plugin_build::repo_root().join("plugins/js").join(name);
-    if !source.join("node_modules/.bin/componentize-js").exists() {
-        run(Command::new("npm")
-            .current_dir(&source)
-            .args(["ci", "--no-audit", "--no-fund"]));
-    }
+    let root = keyhost_plugin_build::repo_root();
+    let source = root.join("plugins/js").join(name);
     let out_dir = keyhost_plugin_build::target_dir().join("js");
     std::fs::create_dir_all(&out_dir).expect("create the JavaScript plugin directory");
     let out = out_dir.join(format!("{name}.wasm"));
-    run(Command::new(source.join("node_modules/.bin/componentize-js"))
+    // The tools, as the lock file pins them: installed again when it changes.
+    let lock = source.join("package-lock.json");
+    let mut install = Command::new("npm");
+    install.current_dir(&source).args(["ci", "--no-audit", "--no-fund"]);
+    build_unless_current(
+        &source.join("node_modules/.keyhost-installed"),
+        &format!("{install:?}"),
+        std::slice::from_ref(&lock),
+        || run(&mut install),
+    );
+    let mut build = Command::new(source.join("node_modules/.bin/componentize-js"));
+    build
         .current_dir(&source)
         .arg("--wit")
-        .arg(keyhost_plugin_build::repo_root().join("wit"))
+        .arg(root.join("wit"))
         .args(["--world-name", "keyhost:keystore/keystore-plugin-http", "-o"])
         .arg(&out)
-        .arg(format!("{name}.js")));
+        .arg(format!("{name}.js"));
+    build_unless_current(&out, &format!("{build:?}"), &[source.clone(), root.join("wit")], || {
+        run(&mut build);
+    });
     out
+}
+
+/// Runs `build`, which writes `out`, unless `out` exists and was built by the same
+/// `recipe` (the command line) from the same `inputs`: files, or directories read
+/// recursively but for `node_modules` and `__pycache__`. The digest of recipe and
+/// inputs (paths and contents) is kept in `out` with `.inputs` appended; it is
+/// written only after a build succeeds. An `out` that `build` does not write is a
+/// stamp of its own (installed tools).
+fn build_unless_current(out: &Path, recipe: &str, inputs: &[PathBuf], build: impl FnOnce()) {
+    use std::hash::{Hash, Hasher};
+    fn walk(path: &Path, hasher: &mut std::hash::DefaultHasher) {
+        if path.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+                .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+                .map(|e| e.expect("a directory entry").path())
+                .filter(|p| !p.ends_with("node_modules") && !p.ends_with("__pycache__"))
+                .collect();
+            entries.sort();
+            for entry in entries {
+                walk(&entry, hasher);
+            }
+        } else {
+            path.hash(hasher);
+            std::fs::read(path)
+                .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+                .hash(hasher);
+        }
+    }
+    let mut hasher = std::hash::DefaultHasher::new();
+    recipe.hash(&mut hasher);
+    for input in inputs {
+        walk(input, &mut hasher);
+    }
+    let digest = format!("{:016x}\n", hasher.finish());
+    let mut stamp = out.as_os_str().to_owned();
+    stamp.push(".inputs");
+    let stamp = PathBuf::from(stamp);
+    if out.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(digest.as_str()) {
+        return;
+    }
+    let _ = std::fs::remove_file(&stamp);
+    build();
+    if !out.exists() {
+        std::fs::write(out, "").expect("write the stamp");
+    }
+    std::fs::write(&stamp, digest).expect("record the plugin's inputs");
 }
 
 /// A service speaking KES's "generic" keystore protocol (`generic_keystore.py`),
@@ -370,6 +448,10 @@ impl Relay {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 connections.spawn(async move {
                     if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        // A relay forwards what arrives as it arrives: without
+                        // TCP_NODELAY, each second small write would wait for an ACK.
+                        let _ = inbound.set_nodelay(true);
+                        let _ = outbound.set_nodelay(true);
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });
