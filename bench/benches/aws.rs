@@ -25,7 +25,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector as TcpConnector;
 use hyper_util::rt::TokioExecutor;
-use keyhost_bench::{header, iterations, median, print_load, time_calls};
+use keyhost_bench::{header, iterations, loads, median, print_load, time_calls};
 use keyhost_keystore::Keystore;
 use keyhost_plugin_host::{Grants, Origin, PluginSource, PluginSpec, Runtime, RuntimeOptions};
 use keyhost_test_support::{ACCESS_KEY, Moto, REGION, SECRET_KEY};
@@ -108,17 +108,17 @@ fn main() {
             ..RuntimeOptions::default()
         };
 
-        // Load times: median of 5 fresh runtimes each.
-        let cold = median(5, || async {
+        // Load times: the median of `loads()` fresh runtimes each.
+        let cold = median(loads(), || async {
             Runtime::new(options(false)).unwrap().load(spec.clone()).await.unwrap();
         })
         .await;
         Runtime::new(options(true)).unwrap().load(spec.clone()).await.unwrap();
-        let cached = median(5, || async {
+        let cached = median(loads(), || async {
             Runtime::new(options(true)).unwrap().load(spec.clone()).await.unwrap();
         })
         .await;
-        print_load(&format!("aws plugin: {}", wasm.display()), size, cold, cached);
+        print_load(&format!("aws plugin: {}", wasm.display()), size, loads(), cold, cached);
 
         let plugin = Runtime::new(options(true)).unwrap().load(spec.clone()).await.unwrap();
         let native = aws_sdk_secretsmanager::Client::from_conf(

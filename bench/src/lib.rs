@@ -97,16 +97,27 @@ where
     times[times.len() / 2]
 }
 
-/// Prints the load-time lines of a plugin: cold compile vs cached artifact.
-pub fn print_load(what: &str, size: u64, cold: Duration, cached: Duration) {
+/// Prints the load-time lines of a plugin: cold compile vs cached artifact, each the
+/// median of `loads` runs.
+pub fn print_load(what: &str, size: u64, loads: usize, cold: Duration, cached: Duration) {
     println!("{what} ({size} bytes)");
-    println!("load (compile + first instance + open), median of 5:");
+    println!("load (compile + first instance + open), median of {loads}:");
     println!("  cold compile:          {:>8.2} ms", cold.as_secs_f64() * 1e3);
     println!("  cached artifact:       {:>8.2} ms", cached.as_secs_f64() * 1e3);
     println!(
         "  ratio cold/cached:     {:>8.1}x",
         cold.as_secs_f64() / cached.as_secs_f64()
     );
+}
+
+/// `KEYHOST_BENCH_LOADS`, or 5: how many fresh runtimes load a plugin for the
+/// median load times.
+pub fn loads() -> usize {
+    std::env::var("KEYHOST_BENCH_LOADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(5)
 }
 
 /// `KEYHOST_BENCH_ITERS`, or `default`.

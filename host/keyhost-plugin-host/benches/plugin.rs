@@ -11,7 +11,7 @@
 
 #![expect(clippy::unwrap_used, reason = "Tests and benchmarks fail loudly by design")]
 
-use keyhost_bench::{header, iterations, median, print_load, time_calls};
+use keyhost_bench::{header, iterations, loads, median, print_load, time_calls};
 use keyhost_keystore::{Keystore, MemStore};
 use keyhost_plugin_host::{Grants, PluginSource, PluginSpec, Runtime, RuntimeOptions};
 
@@ -40,17 +40,17 @@ fn main() {
             ..RuntimeOptions::default()
         };
 
-        // Load times: median of 5 fresh runtimes each.
-        let cold = median(5, || async {
+        // Load times: the median of `loads()` fresh runtimes each.
+        let cold = median(loads(), || async {
             Runtime::new(options(false)).unwrap().load(spec.clone()).await.unwrap();
         })
         .await;
         Runtime::new(options(true)).unwrap().load(spec.clone()).await.unwrap();
-        let cached = median(5, || async {
+        let cached = median(loads(), || async {
             Runtime::new(options(true)).unwrap().load(spec.clone()).await.unwrap();
         })
         .await;
-        print_load(&format!("fs plugin: {}", wasm.display()), size, cold, cached);
+        print_load(&format!("fs plugin: {}", wasm.display()), size, loads(), cold, cached);
 
         let plugin = Runtime::new(options(true)).unwrap().load(spec.clone()).await.unwrap();
         let record = vec![7u8; 180]; // the size of a KES key record
