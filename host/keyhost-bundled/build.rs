@@ -1,11 +1,11 @@
 //! Builds the bundled plugins (plugins/ workspace, wasm32-wasip2, release) and copies
 //! them into OUT_DIR for `include_bytes!`.
 
-const BUNDLED: &[&str] = &["keyhost-plugin-fs", "keyhost-plugin-aws"];
+const BUNDLED: &[&str] = &["keyhost-plugin-fs", "keyhost-plugin-aws", "keyhost-plugin-etcd"];
 
 fn main() {
     let plugins = keyhost_plugin_build::plugins_dir();
-    for path in ["Cargo.toml", "Cargo.lock", "sdk", "fs", "fs-store", "aws"] {
+    for path in ["Cargo.toml", "Cargo.lock", "sdk", "fs", "fs-store", "aws", "etcd"] {
         println!("cargo::rerun-if-changed={}", plugins.join(path).display());
     }
     println!("cargo::rerun-if-changed={}", keyhost_plugin_build::wit_dir().display());

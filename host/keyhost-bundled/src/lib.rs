@@ -33,8 +33,15 @@ pub const AWS: Bundled = Bundled {
     wasm: include_bytes!(concat!(env!("OUT_DIR"), "/keyhost-plugin-aws.wasm")),
 };
 
+/// The etcd keystore: key records as keys of an etcd cluster, under a prefix.
+pub const ETCD: Bundled = Bundled {
+    name: "etcd",
+    description: "key records as keys of an etcd cluster (v3 API), under a key prefix",
+    wasm: include_bytes!(concat!(env!("OUT_DIR"), "/keyhost-plugin-etcd.wasm")),
+};
+
 /// Every bundled plugin.
-pub const ALL: &[Bundled] = &[FS, AWS];
+pub const ALL: &[Bundled] = &[FS, AWS, ETCD];
 
 /// The bundled plugin called `name` (with or without the `builtin:` prefix).
 pub fn find(name: &str) -> Option<Bundled> {

@@ -9,6 +9,8 @@
 //!   environment under the target directory and started on a free loopback port.
 //! - [`Relay`]: a TCP relay in front of a server that a test can cut and restore,
 //!   to simulate an outage without losing the server's state.
+//! - [`etcd`]: a real etcd cluster of any size on loopback (Debian's `etcd-server`),
+//!   whose members a test can kill and restart.
 //! - [`load`]: a raw HTTP/1.1 client over mutual TLS, and background load of
 //!   many such clients that checks every answer.
 
@@ -19,6 +21,7 @@
 )]
 
 pub mod api;
+pub mod etcd;
 pub mod load;
 pub mod process;
 

@@ -1,0 +1,566 @@
+//! keyhost's etcd keystore plugin: each key record is one key of an etcd cluster
+//! (v3 API, through etcd's HTTP/JSON gateway on the client port), under a key
+//! prefix that keeps keyhost's records apart from other data.
+//!
+//! | operation | etcd request |
+//! |---|---|
+//! | `create` | `/v3/kv/txn`: put the key only if its `create_revision` is 0 (absent) |
+//! | `get` | `/v3/kv/range` of the one key |
+//! | `delete` | `/v3/kv/deleterange` of the one key (`deleted: 0` is `not-found`) |
+//! | `list` | `/v3/kv/range`, keys only, from the prefix (or just after `after`) to the prefix's end, `limit` keys, sorted by etcd |
+//! | `status` | `/v3/maintenance/status` of the member that answers: its version, member id and leader |
+//!
+//! Settings:
+//!
+//! | setting | meaning |
+//! |---|---|
+//! | `endpoints` | the members' client URLs, comma-separated; a request goes to the member that answered last and, on a transport error or a member without a leader, to the next |
+//! | `prefix` | the etcd key prefix of the records (default `keyhost/`) |
+//! | `username`, `password` | etcd authentication: the plugin gets a token and gets a new one when etcd refuses it |
+//!
+//! A write whose answer is lost (the member went away after receiving it) is
+//! retried on the next member; the plugin then tells its own write from another's
+//! by reading the record back, so a retried `create` does not report
+//! `already-exists` for the record it stored itself.
+
+#![warn(missing_docs)]
+
+use std::cell::{Cell, RefCell};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use keyhost_plugin_sdk::http::{self, Method};
+use keyhost_plugin_sdk::{Config, Error, Info, Keystore, Page, Setting, Status, export_keystore};
+use serde_json::{Value, json};
+
+/// The key prefix when the operator names none.
+const DEFAULT_PREFIX: &str = "keyhost/";
+/// How long a call keeps trying when no member can serve (within keyhost's call
+/// deadline, 10 s by default).
+const RETRY_BUDGET: Duration = Duration::from_secs(5);
+
+/// The plugin's state in one instance.
+#[derive(Debug)]
+pub struct Etcd {
+    endpoints: Vec<String>,
+    prefix: Vec<u8>,
+    credentials: Option<Credentials>,
+    /// The auth token, once one was issued.
+    token: RefCell<Option<String>>,
+    /// The member that answered last: the first one tried next time.
+    current: Cell<usize>,
+}
+
+struct Credentials {
+    user: String,
+    password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An answer of etcd, and whether an earlier attempt of the same request may have
+/// reached a member that then failed to answer.
+struct Reply {
+    body: Value,
+    uncertain: bool,
+}
+
+fn setting(name: &str, required: bool, secret: bool, description: &str) -> Setting {
+    Setting {
+        name: name.into(),
+        required,
+        secret,
+        description: description.into(),
+    }
+}
+
+impl Keystore for Etcd {
+    fn info() -> Info {
+        Info {
+            name: "etcd".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            features: vec![],
+            settings: vec![
+                setting(
+                    "endpoints",
+                    true,
+                    false,
+                    "the etcd members' client URLs, comma-separated, e.g. https://10.0.0.1:2379,https://10.0.0.2:2379",
+                ),
+                setting(
+                    "prefix",
+                    false,
+                    false,
+                    "the etcd key prefix under which the records are kept (default keyhost/)",
+                ),
+                setting(
+                    "username",
+                    false,
+                    false,
+                    "the etcd user, with password, when etcd authentication is on",
+                ),
+                setting("password", false, true, "the etcd user's password"),
+            ],
+        }
+    }
+
+    fn open(config: Config) -> Result<Self, Error> {
+        let mut endpoints = Vec::new();
+        for raw in config.required("endpoints")?.split(',') {
+            endpoints.push(endpoint(raw.trim())?);
+        }
+        let prefix = config.get("prefix").unwrap_or(DEFAULT_PREFIX);
+        if prefix.chars().any(char::is_control) {
+            return Err(Error::InvalidArgument(
+                "setting 'prefix' holds a control character; use letters, digits and / - _ .".into(),
+            ));
+        }
+        let credentials = match (config.get("username"), config.get("password")) {
+            (None, None) => None,
+            (Some(user), Some(password)) => {
+                if user.chars().any(char::is_control) {
+                    return Err(Error::InvalidArgument(
+                        "setting 'username' holds a control character".into(),
+                    ));
+                }
+                Some(Credentials {
+                    user: user.to_owned(),
+                    password: password.to_owned(),
+                })
+            }
+            (Some(_), None) => {
+                return Err(Error::InvalidArgument(
+                    "setting 'username' is set but 'password' is not: etcd authentication needs both".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(Error::InvalidArgument(
+                    "setting 'password' is set but 'username' is not: etcd authentication needs both".into(),
+                ));
+            }
+        };
+        Ok(Self {
+            endpoints,
+            prefix: prefix.as_bytes().to_vec(),
+            credentials,
+            token: RefCell::new(None),
+            current: Cell::new(0),
+        })
+    }
+
+    fn status(&self) -> Result<Status, Error> {
+        let started = Instant::now();
+        let reply = self.call("/v3/maintenance/status", &json!({}))?;
+        let latency = started.elapsed();
+        let body = &reply.body;
+        if let Some(errors) = body["errors"].as_array().filter(|e| !e.is_empty()) {
+            return Err(Error::Unavailable(format!("etcd reports {errors:?}")));
+        }
+        let member = body["header"]["member_id"].as_str().unwrap_or("?");
+        let leader = body["leader"].as_str().unwrap_or("0");
+        if leader == "0" {
+            return Err(Error::Unavailable(format!("etcd member {member} has no leader")));
+        }
+        Ok(Status {
+            latency_ms: Some(u32::try_from(latency.as_millis()).unwrap_or(u32::MAX)),
+            detail: Some(format!(
+                "etcd {} at {}: member {member}, leader {leader}",
+                body["version"].as_str().unwrap_or("?"),
+                self.endpoints[self.current.get()],
+            )),
+        })
+    }
+
+    fn create(&self, name: &str, value: &[u8]) -> Result<(), Error> {
+        let key = B64.encode(self.key(name));
+        let request = json!({
+            "compare": [{ "target": "CREATE", "key": key, "create_revision": "0" }],
+            "success": [{ "request_put": { "key": key, "value": B64.encode(value) } }],
+        });
+        let reply = self.call("/v3/kv/txn", &request)?;
+        if reply.body["succeeded"].as_bool() == Some(true) {
+            return Ok(());
+        }
+        // After a lost answer, the record may be the one this call stored: records
+        // hold fresh key material, so the same bytes mean the same write.
+        if reply.uncertain && self.get(name).is_ok_and(|stored| stored == value) {
+            return Ok(());
+        }
+        Err(Error::AlreadyExists)
+    }
+
+    fn get(&self, name: &str) -> Result<Vec<u8>, Error> {
+        let reply = self.call("/v3/kv/range", &json!({ "key": B64.encode(self.key(name)) }))?;
+        let Some(kv) = reply.body["kvs"].as_array().and_then(|kvs| kvs.first()) else {
+            return Err(Error::NotFound);
+        };
+        // etcd leaves out an empty value.
+        match kv["value"].as_str() {
+            None => Ok(Vec::new()),
+            Some(text) => B64
+                .decode(text)
+                .map_err(|e| Error::Other(format!("etcd's value of {name} is not base64: {e}"))),
+        }
+    }
+
+    fn delete(&self, name: &str) -> Result<(), Error> {
+        let reply = self.call("/v3/kv/deleterange", &json!({ "key": B64.encode(self.key(name)) }))?;
+        let deleted = reply.body["deleted"].as_str().unwrap_or("0");
+        if deleted != "0" || reply.uncertain {
+            // Nothing deleted after a lost answer: the lost attempt deleted it.
+            Ok(())
+        } else {
+            Err(Error::NotFound)
+        }
+    }
+
+    fn list(&self, prefix: &str, after: Option<&str>, limit: u32) -> Result<Page, Error> {
+        let from = self.key(prefix);
+        let start = match after {
+            // The first key after `after` is `after` followed by a zero byte.
+            Some(after) => {
+                let mut next = self.key(after);
+                next.push(0);
+                next.max(from.clone())
+            }
+            None => from.clone(),
+        };
+        let request = json!({
+            "key": B64.encode(&start),
+            "range_end": B64.encode(range_end(&from)),
+            "limit": limit.max(1).to_string(),
+            "keys_only": true,
+        });
+        let reply = self.call("/v3/kv/range", &request)?;
+        let mut names = Vec::new();
+        for kv in reply.body["kvs"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            let key = kv["key"]
+                .as_str()
+                .and_then(|k| B64.decode(k).ok())
+                .ok_or_else(|| Error::Other("etcd listed a key that is not base64".into()))?;
+            let name = key
+                .strip_prefix(self.prefix.as_slice())
+                .and_then(|n| String::from_utf8(n.to_vec()).ok())
+                .ok_or_else(|| Error::Other("etcd listed a key under the prefix that is not UTF-8 text".into()))?;
+            names.push(name);
+        }
+        let next = if reply.body["more"].as_bool() == Some(true) {
+            names.last().cloned()
+        } else {
+            None
+        };
+        Ok(Page { names, next })
+    }
+}
+
+impl Etcd {
+    fn key(&self, name: &str) -> Vec<u8> {
+        let mut key = self.prefix.clone();
+        key.extend_from_slice(name.as_bytes());
+        key
+    }
+
+    /// Sends `request` to `path`, starting with the member that answered last. A
+    /// member that cannot be reached, has no leader or lost it meanwhile, is
+    /// skipped; any other answer is final. When no member could serve, the round
+    /// is tried again after a pause, for up to [`RETRY_BUDGET`]: an election takes
+    /// about a second.
+    fn call(&self, path: &str, request: &Value) -> Result<Reply, Error> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(50);
+        let mut uncertain = false;
+        loop {
+            match self.round(path, request) {
+                Ok(mut reply) => {
+                    reply.uncertain |= uncertain;
+                    return Ok(reply);
+                }
+                Err(Unserved {
+                    error,
+                    uncertain: lost,
+                    again,
+                }) => {
+                    uncertain |= lost;
+                    if !again || started.elapsed() + pause > RETRY_BUDGET {
+                        return Err(error);
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(400));
+                }
+            }
+        }
+    }
+
+    /// One try of each member, or the error to give when none could serve.
+    fn round(&self, path: &str, request: &Value) -> Result<Reply, Unserved> {
+        let body = request.to_string().into_bytes();
+        let count = self.endpoints.len();
+        let mut failures = Vec::new();
+        let mut uncertain = false;
+        let mut renewed = false;
+        let mut attempt = 0;
+        while attempt < count {
+            let index = (self.current.get() + attempt) % count;
+            let url = format!("{}{path}", self.endpoints[index]);
+            let token = self
+                .token_for_call()
+                .map_err(|error| Unserved::retry(error, uncertain))?;
+            let mut headers = vec![("content-type", "application/json")];
+            if let Some(token) = &token {
+                headers.push(("authorization", token.as_str()));
+            }
+            let answer = match http::send(Method::POST, &url, &headers, Some(body.clone())) {
+                Ok(answer) => answer,
+                Err(Error::Unavailable(reason)) => {
+                    // A refused connection carried nothing; any other failure may
+                    // have come after the member read the request.
+                    uncertain |= !refused(&reason);
+                    failures.push(reason);
+                    attempt += 1;
+                    continue;
+                }
+                Err(other) => return Err(Unserved::last(other)),
+            };
+            if answer.status == 200 {
+                self.current.set(index);
+                let body = serde_json::from_slice(&answer.body).map_err(|e| {
+                    Unserved::last(Error::Other(format!(
+                        "etcd at {url} answered something that is not JSON: {e}"
+                    )))
+                })?;
+                return Ok(Reply { body, uncertain });
+            }
+            let fault = Fault::of(answer.status, &answer.body);
+            match fault.kind() {
+                FaultKind::BadToken if self.credentials.is_some() && !renewed => {
+                    // Tokens expire (etcd's simple tokens after five minutes idle):
+                    // get a new one and ask the same member again.
+                    *self.token.borrow_mut() = None;
+                    renewed = true;
+                }
+                FaultKind::Member => {
+                    failures.push(format!("{url}: {}", fault.message));
+                    // A member without a leader may still have taken the write.
+                    uncertain = true;
+                    attempt += 1;
+                }
+                kind => return Err(Unserved::last(kind.error(&url, fault.message))),
+            }
+        }
+        Err(Unserved::retry(
+            Error::Unavailable(format!("no etcd member could serve: {}", failures.join("; "))),
+            uncertain,
+        ))
+    }
+
+    /// The token to send, getting one first when authentication is on.
+    fn token_for_call(&self) -> Result<Option<String>, Error> {
+        let Some(credentials) = &self.credentials else {
+            return Ok(None);
+        };
+        if let Some(token) = self.token.borrow().clone() {
+            return Ok(Some(token));
+        }
+        let request = json!({ "name": credentials.user, "password": credentials.password }).to_string();
+        let count = self.endpoints.len();
+        let mut failures = Vec::new();
+        for attempt in 0..count {
+            let index = (self.current.get() + attempt) % count;
+            let url = format!("{}/v3/auth/authenticate", self.endpoints[index]);
+            let answer = match http::send(
+                Method::POST,
+                &url,
+                &[("content-type", "application/json")],
+                Some(request.clone().into_bytes()),
+            ) {
+                Ok(answer) => answer,
+                Err(Error::Unavailable(reason)) => {
+                    failures.push(reason);
+                    continue;
+                }
+                Err(other) => return Err(other),
+            };
+            if answer.status == 200 {
+                let body: Value = serde_json::from_slice(&answer.body)
+                    .map_err(|e| Error::Other(format!("etcd at {url} answered something that is not JSON: {e}")))?;
+                let token = body["token"]
+                    .as_str()
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| Error::Other(format!("etcd at {url} issued no token")))?
+                    .to_owned();
+                self.current.set(index);
+                *self.token.borrow_mut() = Some(token.clone());
+                return Ok(Some(token));
+            }
+            let fault = Fault::of(answer.status, &answer.body);
+            match fault.kind() {
+                FaultKind::Member => failures.push(format!("{url}: {}", fault.message)),
+                // Wrong user or password: the message never holds the password.
+                FaultKind::BadToken | FaultKind::Denied => {
+                    return Err(Error::AccessDenied(format!(
+                        "etcd refused user '{}': {}",
+                        credentials.user, fault.message
+                    )));
+                }
+                kind => return Err(kind.error(&url, fault.message)),
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "no etcd member answered the authentication: {}",
+            failures.join("; ")
+        )))
+    }
+}
+
+/// Why a round of [`Etcd::round`] ended without an answer.
+struct Unserved {
+    error: Error,
+    /// Whether a member may have received the request.
+    uncertain: bool,
+    /// Whether another round may succeed (no member could serve now).
+    again: bool,
+}
+
+impl Unserved {
+    /// No member could serve now: worth another round.
+    fn retry(error: Error, uncertain: bool) -> Self {
+        let again = matches!(error, Error::Unavailable(_));
+        Self {
+            error,
+            uncertain,
+            again,
+        }
+    }
+
+    /// An answer that another round would not change.
+    fn last(error: Error) -> Self {
+        Self {
+            error,
+            uncertain: false,
+            again: false,
+        }
+    }
+}
+
+/// An error answer of etcd's gateway: `{"error", "message", "code"}` with a gRPC code.
+struct Fault {
+    status: u16,
+    code: i64,
+    message: String,
+}
+
+enum FaultKind {
+    /// This member cannot serve now (no leader, leader changed, stopping, timed out):
+    /// another may.
+    Member,
+    /// The token is missing, expired or revoked.
+    BadToken,
+    /// The user may not do this.
+    Denied,
+    Throttled,
+    Invalid,
+    Other,
+}
+
+impl Fault {
+    fn of(status: u16, body: &[u8]) -> Self {
+        let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let message = parsed["message"]
+            .as_str()
+            .or_else(|| parsed["error"].as_str())
+            .map_or_else(
+                || String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_owned(),
+                str::to_owned,
+            );
+        Self {
+            status,
+            code: parsed["code"].as_i64().unwrap_or(-1),
+            message,
+        }
+    }
+
+    fn kind(&self) -> FaultKind {
+        let m = self.message.as_str();
+        // gRPC codes: 3 invalid argument, 4 deadline, 7 permission denied, 8 resource
+        // exhausted, 14 unavailable, 16 unauthenticated.
+        if m.contains("invalid auth token") || m.contains("user name is empty") || self.code == 16 {
+            FaultKind::BadToken
+        } else if self.code == 14
+            || self.code == 4
+            || self.status == 503
+            || m.contains("no leader")
+            || m.contains("leader changed")
+            || m.contains("stopped")
+            || m.contains("timed out")
+        {
+            FaultKind::Member
+        } else if self.code == 7 || self.status == 403 || m.contains("authentication failed") {
+            FaultKind::Denied
+        } else if self.code == 8 || self.status == 429 {
+            FaultKind::Throttled
+        } else if self.code == 3 {
+            FaultKind::Invalid
+        } else {
+            FaultKind::Other
+        }
+    }
+}
+
+impl FaultKind {
+    fn error(self, url: &str, message: String) -> Error {
+        match self {
+            Self::Member => Error::Unavailable(format!("etcd at {url}: {message}")),
+            Self::BadToken | Self::Denied => Error::AccessDenied(format!("etcd at {url}: {message}")),
+            Self::Throttled => Error::Throttled(None),
+            Self::Invalid => Error::InvalidArgument(format!("etcd at {url}: {message}")),
+            Self::Other => Error::Other(format!("etcd at {url}: {message}")),
+        }
+    }
+}
+
+/// Whether a transport failure was a refused connection.
+fn refused(reason: &str) -> bool {
+    reason.contains("ConnectionRefused") || reason.contains("onnection refused")
+}
+
+/// A member's client URL: `http(s)://host[:port]`, without a path.
+fn endpoint(raw: &str) -> Result<String, Error> {
+    let url = raw.trim_end_matches('/');
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "setting 'endpoints': '{raw}' is not an http(s) URL, e.g. https://10.0.0.1:2379"
+            ))
+        })?;
+    if rest.is_empty() || rest.contains('/') || !rest.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::InvalidArgument(format!(
+            "setting 'endpoints': '{raw}' must be scheme://host[:port], without a path or spaces"
+        )));
+    }
+    Ok(url.to_owned())
+}
+
+/// The end of the range of every key that starts with `prefix`: `prefix` with its
+/// last byte below 0xff incremented and what follows it dropped (etcd's "\0" means
+/// the end of the key space).
+fn range_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+export_keystore!(Etcd);

@@ -1,0 +1,163 @@
+//! The etcd plugin on a real three-member etcd cluster (Debian's `etcd-server`, on
+//! loopback): the whole kit, etcd authentication, and members failing under it.
+
+#![expect(clippy::unwrap_used, reason = "Tests fail loudly by design")]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use keyhost_conformance::KitOptions;
+use keyhost_keystore::{Error, Keystore};
+use keyhost_plugin_host::{Grants, Origin, Plugin, PluginSource, PluginSpec, Runtime, RuntimeOptions};
+use keyhost_test_support::etcd::EtcdCluster;
+
+fn wasm() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            keyhost_plugin_build::build(&["keyhost-plugin-etcd"]).unwrap_or_else(|e| panic!("{e}"))[0].clone()
+        })
+        .clone()
+}
+
+/// The plugin's settings for every member of `cluster`, plus `extra`.
+fn spec(cluster: &EtcdCluster, extra: &[(&str, &str)]) -> PluginSpec {
+    let endpoints = cluster.endpoints();
+    let mut spec = PluginSpec::new("etcd", PluginSource::File(wasm()));
+    spec.config.insert("endpoints".into(), endpoints.join(","));
+    for (k, v) in extra {
+        spec.config.insert((*k).to_owned(), (*v).to_owned());
+    }
+    spec.grants = Grants {
+        http: endpoints.iter().map(|e| Origin::parse(e).unwrap()).collect(),
+        dir: None,
+    };
+    spec
+}
+
+/// A runtime that keeps compiled plugins where the other tests do.
+fn runtime() -> Runtime {
+    Runtime::new(RuntimeOptions {
+        cache_dir: Some(keyhost_test_support::plugin_cache_dir()),
+        ..RuntimeOptions::default()
+    })
+    .unwrap()
+}
+
+async fn load(spec: PluginSpec) -> Plugin {
+    runtime().load(spec).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kit_passes_on_a_three_member_cluster() {
+    let cluster = EtcdCluster::start(3);
+    let report = keyhost_conformance::run(&runtime(), spec(&cluster, &[]), &KitOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.failed(), 0, "{}", report.to_text());
+    assert_eq!(report.skipped(), 0, "{}", report.to_text());
+    assert_eq!(
+        report.passed(),
+        keyhost_conformance::CASES.len(),
+        "{}",
+        report.to_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_live_under_the_prefix_and_nothing_else_is_listed() {
+    let cluster = EtcdCluster::start(1);
+    // A key of other data next to keyhost's records.
+    let other = base64_of("keyhost0-not-ours");
+    cluster.request(
+        "/v3/kv/put",
+        &format!(r#"{{"key":"{other}","value":"{}"}}"#, base64_of("x")),
+    );
+    let plugin = load(spec(&cluster, &[("prefix", "tenant-a/keys/")])).await;
+    plugin.create("my-key", b"record").await.unwrap();
+    let stored = cluster.request(
+        "/v3/kv/range",
+        &format!(r#"{{"key":"{}"}}"#, base64_of("tenant-a/keys/my-key")),
+    );
+    assert!(stored.contains(&base64_of("record")), "{stored}");
+    let page = plugin.list("", None, 100).await.unwrap();
+    assert_eq!(page.names, ["my-key"]);
+    assert_eq!(plugin.create("my-key", b"other").await, Err(Error::AlreadyExists));
+    assert_eq!(*plugin.get("my-key").await.unwrap(), *b"record");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_authentication_a_token_is_used_and_a_wrong_password_is_refused() {
+    let cluster = EtcdCluster::start(1);
+    for (path, body) in [
+        ("/v3/auth/user/add", r#"{"name":"root","password":"etcd-root-pw-7d1e"}"#),
+        ("/v3/auth/role/add", r#"{"name":"root"}"#),
+        ("/v3/auth/user/grant", r#"{"user":"root","role":"root"}"#),
+        ("/v3/auth/enable", "{}"),
+    ] {
+        cluster.request(path, body);
+    }
+    let plugin = load(spec(
+        &cluster,
+        &[("username", "root"), ("password", "etcd-root-pw-7d1e")],
+    ))
+    .await;
+    plugin.create("authed", b"record").await.unwrap();
+    assert_eq!(*plugin.get("authed").await.unwrap(), *b"record");
+    plugin.status().await.unwrap();
+
+    // Without credentials etcd refuses the calls; with a wrong password the token
+    // request is refused, and the password is in no error.
+    let anonymous = load(spec(&cluster, &[])).await;
+    let err = anonymous.get("authed").await.unwrap_err();
+    assert!(matches!(err, Error::AccessDenied(_)), "{err:?}");
+    let wrong = load(spec(&cluster, &[("username", "root"), ("password", "wrong-pw-3b9a")])).await;
+    let err = wrong.get("authed").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::AccessDenied(m) if m.contains("etcd refused user 'root'") && !m.contains("wrong-pw-3b9a")),
+        "{err:?}"
+    );
+}
+
+/// Creates three records named `tag-N`, each holding its own name.
+async fn create_three(plugin: &Plugin, created: &mut Vec<String>, tag: &str) {
+    for i in 0..3 {
+        let name = format!("{tag}-{i}");
+        plugin
+            .create(&name, name.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("create {name}: {e:?}"));
+        created.push(name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_members_and_a_killed_leader_fail_no_call() {
+    let mut cluster = EtcdCluster::start(3);
+    let plugin = load(spec(&cluster, &[])).await;
+    let mut created = Vec::new();
+    create_three(&plugin, &mut created, "before").await;
+    // The first member, the one the plugin asked first, goes away.
+    cluster.kill(0);
+    create_three(&plugin, &mut created, "member-0-down").await;
+    cluster.restart(0);
+    // Then the leader, wherever it is: calls wait out the election.
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    cluster.kill(leader);
+    create_three(&plugin, &mut created, "leader-down").await;
+    cluster.restart(leader);
+    cluster.wait_for_leader(Duration::from_secs(10));
+    for name in &created {
+        assert_eq!(*plugin.get(name).await.unwrap(), *name.as_bytes(), "{name}");
+    }
+    let mut listed = plugin.list("", None, 1000).await.unwrap().names;
+    listed.sort();
+    created.sort();
+    assert_eq!(listed, created);
+}
+
+fn base64_of(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
