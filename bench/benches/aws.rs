@@ -102,6 +102,7 @@ fn main() {
         spec.grants = Grants {
             http: vec![Origin::parse(&moto.url()).unwrap()],
             dir: None,
+            ..Grants::default()
         };
         let options = |cached: bool| RuntimeOptions {
             cache_dir: cached.then(|| cache.path().join("artifacts")),

@@ -170,6 +170,8 @@ pub struct PluginConfig {
     pub allow_http: Vec<String>,
     /// The directory it may use.
     pub allow_dir: Option<PathBuf>,
+    /// TLS settings of some granted origins (`allow.tls`).
+    pub allow_tls: Vec<OriginTlsConfig>,
     /// Memory limit per instance, e.g. `64MiB`.
     pub memory: Option<String>,
     /// Deadline per call.
@@ -186,8 +188,24 @@ impl fmt::Debug for PluginConfig {
             .field("config", &self.config.keys().collect::<Vec<_>>())
             .field("allow_http", &self.allow_http)
             .field("allow_dir", &self.allow_dir)
+            .field("allow_tls", &self.allow_tls)
             .finish_non_exhaustive()
     }
+}
+
+/// How the host connects to some granted `https` origins of a plugin
+/// (`keystore.plugin.allow.tls`): the CA that their certificates chain to, and a
+/// client certificate and key that the host presents. The plugin never reads the
+/// files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginTlsConfig {
+    /// The origins, each also in `allow.http`.
+    pub origins: Vec<String>,
+    /// A PEM file of CA certificates, trusted for these origins instead of the
+    /// public roots.
+    pub ca: Option<PathBuf>,
+    /// A PEM certificate chain and its PEM private key.
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 /// Where keys are kept.

@@ -9,7 +9,7 @@ use serde::de::IgnoredAny;
 
 use crate::{
     ApiOverride, AwsSecretsManager, Cache, Compat, Config, ConfigError, ConnectionLimits, KeystoreConfig, Log,
-    PluginConfig, PolicyConfig, Schema, Tls, parse_duration,
+    OriginTlsConfig, PluginConfig, PolicyConfig, Schema, Tls, parse_duration,
 };
 
 /// A scalar as written: strings, numbers and booleans all read as text, so that
@@ -222,6 +222,16 @@ struct RawPlugin {
 struct RawAllow {
     http: Option<Vec<Val>>,
     dir: Option<Val>,
+    tls: Option<Vec<RawOriginTls>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOriginTls {
+    origins: Option<Vec<Val>>,
+    ca: Option<Val>,
+    cert: Option<Val>,
+    key: Option<Val>,
 }
 
 #[derive(Deserialize, Default)]
@@ -230,6 +240,36 @@ struct RawLimits {
     memory: Option<Val>,
     timeout: Option<Val>,
     instances: Option<Val>,
+}
+
+/// `keystore.plugin.allow.tls`: for some granted origins, a CA to trust and a client
+/// certificate for the host to present.
+fn origin_tls(ctx: &Ctx<'_>, entries: Vec<RawOriginTls>) -> Result<Vec<OriginTlsConfig>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, entry) in entries.into_iter().enumerate() {
+        let at = |field: &str| format!("keystore.plugin.allow.tls[{i}].{field}");
+        let origins = ctx.list(&at("origins"), &entry.origins)?;
+        if origins.is_empty() {
+            return Err(ctx.err(
+                &at("origins"),
+                "missing: the granted https origins these settings are for, e.g. [https://etcd-1:2379]",
+            ));
+        }
+        let ca = ctx.opt(&at("ca"), &entry.ca)?.map(PathBuf::from);
+        let cert = ctx.opt(&at("cert"), &entry.cert)?.map(PathBuf::from);
+        let key = ctx.opt(&at("key"), &entry.key)?.map(PathBuf::from);
+        let client = match (cert, key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (Some(_), None) => return Err(ctx.err(&at("key"), "missing: `cert` needs the file of its private key")),
+            (None, Some(_)) => return Err(ctx.err(&at("cert"), "missing: `key` needs the file of its certificate")),
+        };
+        if ca.is_none() && client.is_none() {
+            return Err(ctx.err(&at("ca"), "missing: name a `ca`, a `cert` and `key`, or both"));
+        }
+        out.push(OriginTlsConfig { origins, ca, client });
+    }
+    Ok(out)
 }
 
 /// Values after `${VAR}` expansion, with errors that name the field.
@@ -611,6 +651,7 @@ fn keystore(ctx: &Ctx<'_>, raw: RawKeystore) -> Result<KeystoreConfig, ConfigErr
             config,
             allow_http: ctx.list("keystore.plugin.allow.http", &allow.http)?,
             allow_dir: ctx.opt("keystore.plugin.allow.dir", &allow.dir)?.map(PathBuf::from),
+            allow_tls: origin_tls(ctx, allow.tls.unwrap_or_default())?,
             memory: ctx.opt("keystore.plugin.limits.memory", &limits.memory)?,
             timeout: ctx.duration("keystore.plugin.limits.timeout", &limits.timeout)?,
             instances,

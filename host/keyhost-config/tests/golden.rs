@@ -123,6 +123,14 @@ fn a_full_newest_file() {
     assert_eq!(p.config["token"], "hvs.token");
     assert_eq!(p.allow_http, ["https://vault.internal:8200"]);
     assert_eq!(p.allow_dir.as_deref(), Some(Path::new("./keys")));
+    assert_eq!(
+        p.allow_tls,
+        [keyhost_config::OriginTlsConfig {
+            origins: vec!["https://vault.internal:8200".into()],
+            ca: Some("./vault-ca.pem".into()),
+            client: Some(("./keyhost-client.pem".into(), "./keyhost-client.key".into())),
+        }]
+    );
     assert_eq!(p.memory.as_deref(), Some("64MiB"));
     assert_eq!(p.timeout, Some(Duration::from_secs(10)));
     assert_eq!(p.instances, Some(4));
@@ -162,6 +170,38 @@ fn audit_switches() {
 
 #[test]
 fn broken_files_get_errors_that_say_where_and_what() {
+    let plugin = |tls: &str| {
+        format!(
+            "admin: {{identity: x}}\nkeystore: {{plugin: {{path: p.wasm, allow: {{http: [\"https://e:2379\"], tls: [{tls}]}}}}}}\n"
+        )
+    };
+    let tls_cases = [
+        (
+            plugin("{ca: ca.pem}"),
+            "keystore.plugin.allow.tls[0].origins",
+            "missing",
+        ),
+        (
+            plugin("{origins: [\"https://e:2379\"]}"),
+            "keystore.plugin.allow.tls[0].ca",
+            "name a `ca`",
+        ),
+        (
+            plugin("{origins: [\"https://e:2379\"], cert: c.pem}"),
+            "keystore.plugin.allow.tls[0].key",
+            "needs the file of its private key",
+        ),
+        (
+            plugin("{origins: [\"https://e:2379\"], key: c.key}"),
+            "keystore.plugin.allow.tls[0].cert",
+            "needs the file of its certificate",
+        ),
+        (plugin("{origins: [\"https://e:2379\"], crt: c.pem}"), "line 2", "crt"),
+    ];
+    for (text, at, what) in &tls_cases {
+        let err = inline(text).unwrap_err().to_string();
+        assert!(err.contains(at) && err.contains(what), "{text}: {err}");
+    }
     let cases: &[(&str, &str, &str)] = &[
         ("admin: {identity: x}\ntls: {key: a, cret: b}\n", "line 2", "cret"),
         ("version: v2\n", "version", "only version is v1"),

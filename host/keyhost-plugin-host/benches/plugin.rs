@@ -32,6 +32,7 @@ fn main() {
             spec.grants = Grants {
                 http: vec![],
                 dir: Some(data.path().to_owned()),
+                ..Grants::default()
             };
             spec
         };

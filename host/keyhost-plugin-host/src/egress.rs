@@ -69,6 +69,11 @@ impl Origin {
         }
     }
 
+    /// Whether the origin is `https`.
+    pub fn is_https(&self) -> bool {
+        self.scheme == "https"
+    }
+
     /// The origin a request really goes to, or `None` when its URI lacks one.
     fn of(uri: &http::Uri) -> Option<Self> {
         let authority = uri.authority()?;
@@ -107,16 +112,61 @@ impl fmt::Debug for HttpClient {
 
 impl HttpClient {
     pub(crate) fn new(extra_roots: &[rustls::pki_types::CertificateDer<'static>]) -> anyhow::Result<Self> {
-        let mut roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        for cert in extra_roots {
-            roots.add(cert.clone())?;
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
+        let tls = tls_builder()?
+            .with_root_certificates(public_roots(extra_roots)?)
             .with_no_client_auth();
+        Ok(Self::over(tls))
+    }
+
+    /// A client for one origin with its own trust (`ca_pem` instead of the public
+    /// roots) and, if given, the client certificate the host presents for the plugin.
+    pub(crate) fn for_origin(
+        origin: &Origin,
+        tls: &crate::OriginTls,
+        extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+    ) -> Result<Self, String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let roots = match &tls.ca_pem {
+            None => public_roots(extra_roots).map_err(|e| format!("{origin}: {e}"))?,
+            Some(pem) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in CertificateDer::pem_slice_iter(pem) {
+                    let cert = cert.map_err(|e| format!("{origin}: the CA file is not PEM certificates: {e}"))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("{origin}: a CA certificate cannot be used: {e}"))?;
+                }
+                if roots.is_empty() {
+                    return Err(format!("{origin}: the CA file holds no certificate"));
+                }
+                roots
+            }
+        };
+        let builder = tls_builder()
+            .map_err(|e| format!("{origin}: {e}"))?
+            .with_root_certificates(roots);
+        let config = match &tls.client {
+            None => builder.with_no_client_auth(),
+            Some((chain_pem, key_pem)) => {
+                let chain = CertificateDer::pem_slice_iter(chain_pem)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("{origin}: the client certificate file is not PEM: {e}"))?;
+                if chain.is_empty() {
+                    return Err(format!("{origin}: the client certificate file holds no certificate"));
+                }
+                // The error of a key file never quotes it.
+                let key = PrivateKeyDer::from_pem_slice(key_pem)
+                    .map_err(|_| format!("{origin}: the client key file holds no PEM private key"))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("{origin}: the client certificate and key do not go together: {e}"))?
+            }
+        };
+        Ok(Self::over(config))
+    }
+
+    fn over(tls: rustls::ClientConfig) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -130,8 +180,24 @@ impl HttpClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(32)
             .build(https);
-        Ok(Self(client))
+        Self(client)
     }
+}
+
+fn tls_builder() -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>, rustls::Error> {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+}
+
+/// The web PKI's roots and the runtime's extra ones.
+fn public_roots(extra: &[rustls::pki_types::CertificateDer<'static>]) -> Result<rustls::RootCertStore, rustls::Error> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for cert in extra {
+        roots.add(cert.clone())?;
+    }
+    Ok(roots)
 }
 
 /// The `wasi:http` hooks of one plugin instance: its grants and the shared client.
@@ -139,6 +205,8 @@ pub(crate) struct Egress {
     pub(crate) plugin: Arc<str>,
     pub(crate) allowed: Arc<[Origin]>,
     pub(crate) client: HttpClient,
+    /// The clients of origins with TLS settings of their own.
+    pub(crate) per_origin: Arc<std::collections::HashMap<Origin, HttpClient>>,
 }
 
 type SendFuture = Box<
@@ -160,7 +228,12 @@ impl WasiHttpHooks for Egress {
         let target = Origin::of(request.uri());
         let granted = target.as_ref().is_some_and(|t| self.allowed.contains(t));
         let plugin = self.plugin.clone();
-        let client = self.client.0.clone();
+        let client = target
+            .as_ref()
+            .and_then(|t| self.per_origin.get(t))
+            .unwrap_or(&self.client)
+            .0
+            .clone();
         Box::new(async move {
             if !granted {
                 let shown = target.map_or_else(|| request.uri().to_string(), |t| t.to_string());
@@ -187,7 +260,19 @@ impl WasiHttpHooks for Egress {
             let request = http::Request::from_parts(parts, body);
             let response = match tokio::time::timeout(first_byte, client.request(request)).await {
                 Err(_) => return Err(HttpError::ConnectionReadTimeout),
-                Ok(Err(e)) if e.is_connect() => return Err(HttpError::ConnectionRefused),
+                Ok(Err(e)) if e.is_connect() => {
+                    // A failed handshake is the operator's to fix (a CA, a client
+                    // certificate): say so, rather than "connection refused".
+                    let tls = tls_error(&e);
+                    if let Some(tls) = &tls {
+                        tracing::warn!(plugin = %plugin, error = %tls, "outbound TLS handshake failed");
+                    }
+                    return Err(match tls {
+                        Some(rustls::Error::InvalidCertificate(_)) => HttpError::TlsCertificateError,
+                        Some(_) => HttpError::TlsProtocolError,
+                        None => HttpError::ConnectionRefused,
+                    });
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(plugin = %plugin, error = %e, "outbound HTTP failed");
                     return Err(HttpError::HttpProtocolError);
@@ -199,6 +284,23 @@ impl WasiHttpHooks for Egress {
             Ok((response, io))
         })
     }
+}
+
+/// The TLS error under a connection failure, if it was one.
+fn tls_error(error: &(dyn std::error::Error + 'static)) -> Option<rustls::Error> {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls.clone());
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls.clone());
+        }
+        source = e.source();
+    }
+    None
 }
 
 #[cfg(test)]

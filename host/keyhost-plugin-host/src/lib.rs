@@ -80,7 +80,7 @@ pub use error::LoadError;
 pub use pool::{MAX_RESOURCES, Plugin, PluginStats, RETIRE_AT_RESOURCES};
 pub use runtime::{CompileSource, Runtime, RuntimeOptions};
 pub use shape::Inspection;
-pub use spec::{Grants, Limits, PluginInfo, PluginSource, PluginSpec, Setting};
+pub use spec::{Grants, Limits, OriginTls, PluginInfo, PluginSource, PluginSpec, Setting};
 pub use stdio::CapturedLog;
 
 use bindings::KeystorePluginPre;

@@ -48,6 +48,7 @@ pub(crate) struct Shared {
     pub(crate) dir: Option<PathBuf>,
     pub(crate) egress_allowed: Arc<[Origin]>,
     pub(crate) http: egress::HttpClient,
+    pub(crate) http_per_origin: Arc<HashMap<Origin, egress::HttpClient>>,
     pub(crate) limits: Limits,
     pub(crate) idle: Mutex<Vec<Instance>>,
     pub(crate) permits: Semaphore,
@@ -103,6 +104,7 @@ impl Shared {
                 plugin: self.name.clone(),
                 allowed: self.egress_allowed.clone(),
                 client: self.http.clone(),
+                per_origin: self.http_per_origin.clone(),
             },
             config: self.config.clone(),
             limiter: MemoryLimiter {

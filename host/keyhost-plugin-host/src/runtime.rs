@@ -54,6 +54,8 @@ pub(crate) struct RuntimeInner {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<HostState>,
     pub(crate) http: egress::HttpClient,
+    /// The extra roots of [`RuntimeOptions`], for origins with TLS settings of their own.
+    pub(crate) extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     pub(crate) disk: Option<cache::ArtifactCache>,
     pub(crate) compiled: Mutex<HashMap<[u8; 32], Component>>,
     pub(crate) log_capture: Arc<stdio::LogCapture>,
@@ -117,6 +119,7 @@ impl Runtime {
                 engine,
                 linker,
                 http,
+                extra_roots: roots,
                 disk,
                 compiled: Mutex::new(HashMap::new()),
                 log_capture: Arc::default(),
@@ -219,6 +222,31 @@ impl Runtime {
         Ok(Plugin { shared })
     }
 
+    /// The HTTP clients of granted origins with TLS settings of their own: each must
+    /// be granted and `https`.
+    fn origin_clients(&self, spec: &PluginSpec, label: &str) -> Result<HashMap<Origin, egress::HttpClient>, LoadError> {
+        let grant_err = |reason: String| LoadError::Grant {
+            source_label: label.to_owned(),
+            reason,
+        };
+        let mut clients = HashMap::new();
+        for (origin, tls) in &spec.grants.tls {
+            if !spec.grants.http.contains(origin) {
+                return Err(grant_err(format!(
+                    "TLS settings for {origin}, which is not granted: add it to allow.http"
+                )));
+            }
+            if !origin.is_https() {
+                return Err(grant_err(format!(
+                    "TLS settings for {origin}, which is plain http: write it as https://"
+                )));
+            }
+            let client = egress::HttpClient::for_origin(origin, tls, &self.inner.extra_roots).map_err(grant_err)?;
+            clients.insert(origin.clone(), client);
+        }
+        Ok(clients)
+    }
+
     /// The state every instance of one loaded plugin shares.
     pub(crate) fn shared(
         &self,
@@ -250,6 +278,7 @@ impl Runtime {
             dir: spec.grants.dir.clone(),
             egress_allowed: spec.grants.http.clone().into(),
             http: self.inner.http.clone(),
+            http_per_origin: Arc::new(self.origin_clients(spec, label)?),
             limits: Limits {
                 instances: spec.limits.instances.max(1),
                 ..spec.limits

@@ -39,6 +39,31 @@ pub struct Grants {
     pub http: Vec<Origin>,
     /// A directory the plugin may read and write, seen inside as [`GUEST_DIR`].
     pub dir: Option<PathBuf>,
+    /// How the host connects to granted `https` origins that need more than the
+    /// public roots: a private CA, a client certificate. Each must be in `http`.
+    pub tls: HashMap<Origin, OriginTls>,
+}
+
+/// The TLS the host uses for one granted `https` origin. The plugin asks for a URL
+/// as usual; the host verifies the server against `ca_pem` and presents the client
+/// certificate itself, so the plugin never holds the key.
+#[derive(Clone, Default)]
+pub struct OriginTls {
+    /// PEM CA certificates that the origin's certificate must chain to. They replace
+    /// the public roots for this origin. `None`: the public roots (and the
+    /// runtime's extra roots).
+    pub ca_pem: Option<Vec<u8>>,
+    /// A PEM certificate chain and its PEM private key, presented to the origin.
+    pub client: Option<(Vec<u8>, Zeroizing<Vec<u8>>)>,
+}
+
+impl fmt::Debug for OriginTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OriginTls")
+            .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
+            .field("client_certificate", &self.client.is_some())
+            .finish()
+    }
 }
 
 /// Resource limits of a plugin.

@@ -190,6 +190,7 @@ async fn http_reaches_only_granted_origins() {
             Origin::parse(&format!("http://localhost:{granted_port}")).unwrap(),
         ],
         dir: None,
+        ..Grants::default()
     };
     let plugin = hostile(
         grants,
@@ -260,6 +261,7 @@ async fn files_outside_the_granted_directory_are_out_of_reach() {
     let grants = Grants {
         http: vec![],
         dir: Some(granted.path().to_owned()),
+        ..Grants::default()
     };
     let plugin = hostile(grants, short()).await;
 
@@ -460,6 +462,7 @@ async fn outbound_connections_are_pooled() {
     let grants = Grants {
         http: vec![Origin::parse(&format!("http://127.0.0.1:{port}")).unwrap()],
         dir: None,
+        ..Grants::default()
     };
     let plugin = hostile(
         grants,

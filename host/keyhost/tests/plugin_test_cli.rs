@@ -191,3 +191,54 @@ fn plugin_new_writes_a_project_once() {
     let bad = keyhost().args(["plugin", "new", "Demo_Store"]).output().unwrap();
     assert!(String::from_utf8_lossy(&bad.stderr).contains("lowercase letters"));
 }
+
+/// `--tls-ca`, `--tls-cert` and `--tls-key`: the kit against an etcd member that
+/// requires a client certificate, which the host presents for the plugin.
+#[test]
+fn the_kit_reaches_a_tls_backend_with_the_host_presenting_a_client_certificate() {
+    let cluster = keyhost_test_support::etcd::EtcdCluster::start_tls(1);
+    let pki = cluster.tls().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let (ca, cert, key) = (
+        file("ca.pem", &pki.ca_pem),
+        file("client.pem", &pki.client_cert_pem),
+        file("client.key", &pki.client_key_pem),
+    );
+    let endpoint = &cluster.endpoints()[0];
+    let run = |tls: bool, filter: &str| {
+        let mut cmd = keyhost();
+        cmd.args(["plugin", "test", "builtin:etcd", "--no-cache", "--config"])
+            .arg(format!("endpoints={endpoint}"))
+            .args(["--allow-http", endpoint, "--filter", filter])
+            .arg("--tls-ca")
+            .arg(&ca);
+        if tls {
+            cmd.arg("--tls-cert").arg(&cert).arg("--tls-key").arg(&key);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(true, "create.,get.,list.prefix");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    // Without the client certificate etcd refuses every connection (one case: each
+    // waits out the plugin's retries).
+    let out = run(false, "get.missing");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    // A certificate without its key is a usage error.
+    let out = keyhost()
+        .args(["plugin", "test", "builtin:etcd", "--tls-cert"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -305,6 +305,7 @@ impl Etcd {
         let mut failures = Vec::new();
         let mut uncertain = false;
         let mut renewed = false;
+        let mut only_handshakes = true;
         let mut attempt = 0;
         while attempt < count {
             let index = (self.current.get() + attempt) % count;
@@ -319,9 +320,10 @@ impl Etcd {
             let answer = match http::send(Method::POST, &url, &headers, Some(body.clone())) {
                 Ok(answer) => answer,
                 Err(Error::Unavailable(reason)) => {
-                    // A refused connection carried nothing; any other failure may
-                    // have come after the member read the request.
-                    uncertain |= !refused(&reason);
+                    // A refused connection or a failed handshake carried nothing; any
+                    // other failure may have come after the member read the request.
+                    uncertain |= !refused(&reason) && !handshake_failed(&reason);
+                    only_handshakes &= handshake_failed(&reason);
                     failures.push(reason);
                     attempt += 1;
                     continue;
@@ -346,6 +348,7 @@ impl Etcd {
                     renewed = true;
                 }
                 FaultKind::Member => {
+                    only_handshakes = false;
                     failures.push(format!("{url}: {}", fault.message));
                     // A member without a leader may still have taken the write.
                     uncertain = true;
@@ -353,6 +356,14 @@ impl Etcd {
                 }
                 kind => return Err(Unserved::last(kind.error(&url, fault.message))),
             }
+        }
+        if only_handshakes {
+            // Certificates do not fix themselves: no point in another round.
+            return Err(Unserved::last(Error::Unavailable(format!(
+                "the TLS handshake failed with every etcd member (check the CA and the client certificate \
+                 that keyhost presents, under allow.tls): {}",
+                failures.join("; ")
+            ))));
         }
         Err(Unserved::retry(
             Error::Unavailable(format!("no etcd member could serve: {}", failures.join("; "))),
@@ -523,6 +534,12 @@ impl FaultKind {
             Self::Other => Error::Other(format!("etcd at {url}: {message}")),
         }
     }
+}
+
+/// Whether a transport failure was a failed TLS handshake (keyhost reports a
+/// certificate it cannot verify, or a peer that refused ours).
+fn handshake_failed(reason: &str) -> bool {
+    reason.contains("TlsCertificateError") || reason.contains("TlsProtocolError") || reason.contains("TlsAlert")
 }
 
 /// Whether a transport failure was a refused connection.

@@ -43,6 +43,7 @@ fn spec(moto: &Moto, extra: &[(&str, &str)]) -> PluginSpec {
     spec.grants = Grants {
         http: vec![Origin::parse(&moto.url()).unwrap()],
         dir: None,
+        ..Grants::default()
     };
     spec
 }

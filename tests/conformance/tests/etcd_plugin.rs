@@ -1,5 +1,6 @@
 //! The etcd plugin on a real three-member etcd cluster (Debian's `etcd-server`, on
-//! loopback): the whole kit, etcd authentication, and members failing under it.
+//! loopback): the whole kit, over plain HTTP and over TLS with a client certificate
+//! that the host presents; etcd authentication; and members failing under it.
 
 #![expect(clippy::unwrap_used, reason = "Tests fail loudly by design")]
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use keyhost_conformance::KitOptions;
 use keyhost_keystore::{Error, Keystore};
-use keyhost_plugin_host::{Grants, Origin, Plugin, PluginSource, PluginSpec, Runtime, RuntimeOptions};
+use keyhost_plugin_host::{Grants, Origin, OriginTls, Plugin, PluginSource, PluginSpec, Runtime, RuntimeOptions};
 use keyhost_test_support::etcd::EtcdCluster;
 
 fn wasm() -> PathBuf {
@@ -32,6 +33,7 @@ fn spec(cluster: &EtcdCluster, extra: &[(&str, &str)]) -> PluginSpec {
     spec.grants = Grants {
         http: endpoints.iter().map(|e| Origin::parse(e).unwrap()).collect(),
         dir: None,
+        ..Grants::default()
     };
     spec
 }
@@ -142,6 +144,7 @@ async fn killed_members_and_a_killed_leader_fail_no_call() {
     cluster.kill(0);
     create_three(&plugin, &mut created, "member-0-down").await;
     cluster.restart(0);
+    cluster.wait_member(0, Duration::from_secs(10));
     // Then the leader, wherever it is: calls wait out the election.
     let leader = cluster.wait_for_leader(Duration::from_secs(10));
     cluster.kill(leader);
@@ -155,6 +158,121 @@ async fn killed_members_and_a_killed_leader_fail_no_call() {
     listed.sort();
     created.sort();
     assert_eq!(listed, created);
+}
+
+/// The TLS grant of every member of a TLS `cluster`: its CA, and the client
+/// certificate from `pki` (of the cluster's CA, or of another).
+fn with_tls(mut spec: PluginSpec, ca_pem: &str, client: Option<(&str, &str)>) -> PluginSpec {
+    let tls = OriginTls {
+        ca_pem: Some(ca_pem.as_bytes().to_vec()),
+        client: client.map(|(cert, key)| {
+            (
+                cert.as_bytes().to_vec(),
+                zeroize::Zeroizing::new(key.as_bytes().to_vec()),
+            )
+        }),
+    };
+    spec.grants.tls = spec.grants.http.iter().map(|o| (o.clone(), tls.clone())).collect();
+    spec
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_the_host_presents_the_client_certificate_and_the_kit_passes() {
+    let cluster = EtcdCluster::start_tls(3);
+    let pki = cluster.tls().unwrap().clone();
+    let client = Some((pki.client_cert_pem.as_str(), pki.client_key_pem.as_str()));
+    let report = keyhost_conformance::run(
+        &runtime(),
+        with_tls(spec(&cluster, &[]), &pki.ca_pem, client),
+        &KitOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.failed(), 0, "{}", report.to_text());
+    assert_eq!(
+        report.passed(),
+        keyhost_conformance::CASES.len(),
+        "{}",
+        report.to_text()
+    );
+
+    // What etcd or the host refuses, all at once (each waits out the plugin's
+    // retries): no client certificate, one of a CA etcd does not trust, and a
+    // server the host cannot verify (the public roots instead of the cluster's CA).
+    let stranger = Some((pki.other_client_cert_pem.as_str(), pki.other_client_key_pem.as_str()));
+    let refused = [
+        with_tls(spec(&cluster, &[]), &pki.ca_pem, None),
+        with_tls(spec(&cluster, &[]), &pki.ca_pem, stranger),
+        with_tls(spec(&cluster, &[]), &pki.other_ca_pem, client),
+    ];
+    let outcomes = futures::future::join_all(refused.into_iter().map(|spec| async move {
+        let plugin = load(spec).await;
+        plugin.get("anything").await
+    }))
+    .await;
+    for (what, outcome) in [
+        "no client certificate",
+        "another CA's client certificate",
+        "an unverifiable server",
+    ]
+    .iter()
+    .zip(outcomes)
+    {
+        assert!(matches!(outcome, Err(Error::Unavailable(_))), "{what}: {outcome:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_settings_are_checked_at_load() {
+    let cluster = EtcdCluster::start(1);
+    // For an origin that is not granted, and for a plain http one.
+    let mut spec_a = spec(&cluster, &[]);
+    let stray = Origin::parse("https://127.0.0.1:1").unwrap();
+    spec_a.grants.tls.insert(stray, OriginTls::default());
+    let err = runtime().load(spec_a).await.unwrap_err().to_string();
+    assert!(err.contains("which is not granted"), "{err}");
+    let spec_b = with_tls(spec(&cluster, &[]), "-----BEGIN CERTIFICATE-----\n", None);
+    let err = runtime().load(spec_b).await.unwrap_err().to_string();
+    assert!(err.contains("which is plain http"), "{err}");
+    // A CA file without a certificate.
+    let mut spec_c = spec(&cluster, &[]);
+    let https = Origin::parse("https://127.0.0.1:2").unwrap();
+    spec_c.grants.http.push(https.clone());
+    spec_c.grants.tls.insert(
+        https,
+        OriginTls {
+            ca_pem: Some(b"not a certificate".to_vec()),
+            client: None,
+        },
+    );
+    let err = runtime().load(spec_c).await.unwrap_err().to_string();
+    assert!(err.contains("holds no certificate"), "{err}");
+    // A key that is not PEM: the error does not quote it, nor does a grant's Debug.
+    let mut spec_d = spec(&cluster, &[]);
+    let https = Origin::parse("https://127.0.0.1:3").unwrap();
+    spec_d.grants.http.push(https.clone());
+    let secret = "secret-key-material-0c4f";
+    spec_d.grants.tls.insert(
+        https,
+        OriginTls {
+            ca_pem: None,
+            client: Some((
+                EtcdCluster::start_tls(1)
+                    .tls()
+                    .unwrap()
+                    .client_cert_pem
+                    .clone()
+                    .into_bytes(),
+                zeroize::Zeroizing::new(secret.as_bytes().to_vec()),
+            )),
+        },
+    );
+    assert!(!format!("{:?}", spec_d.grants).contains(secret));
+    let err = runtime().load(spec_d).await.unwrap_err().to_string();
+    assert!(
+        err.contains("holds no PEM private key") && !err.contains(secret),
+        "{err}"
+    );
 }
 
 fn base64_of(text: &str) -> String {

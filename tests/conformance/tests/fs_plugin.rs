@@ -12,6 +12,7 @@ async fn fs_plugin(dir: &std::path::Path) -> keyhost_plugin_host::Plugin {
     spec.grants = Grants {
         http: vec![],
         dir: Some(dir.to_owned()),
+        ..Grants::default()
     };
     Runtime::new(RuntimeOptions::default())
         .unwrap()

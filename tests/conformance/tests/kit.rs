@@ -37,6 +37,7 @@ async fn kit_with(package: &str, config: &[(&str, &str)], options: &KitOptions) 
     spec.grants = Grants {
         http: vec![],
         dir: Some(dir.path().to_owned()),
+        ..Grants::default()
     };
     // Compiled plugins are kept where the other tests keep them: the kit, not the
     // compiler, is under test here.

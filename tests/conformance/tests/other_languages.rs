@@ -40,6 +40,7 @@ async fn kit(name: &str, wasm: std::path::PathBuf, limits: Limits) {
     spec.grants = Grants {
         http: vec![Origin::parse(&service.url()).unwrap()],
         dir: None,
+        ..Grants::default()
     };
     // Components of 13 to 19 MB take seconds to compile: they are kept where the
     // other tests keep compiled plugins.

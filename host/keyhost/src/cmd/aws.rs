@@ -122,7 +122,11 @@ pub fn spec(aws: &AwsSecretsManager, file: &str, env: &dyn Env) -> Result<Plugin
     // so a slow AWS shows as "unavailable", not as a killed instance.
     let budget = spec.limits.timeout.mul_f64(0.8);
     config.insert("timeout_ms".into(), budget.as_millis().to_string());
-    spec.grants = Grants { http, dir: None };
+    spec.grants = Grants {
+        http,
+        dir: None,
+        ..Grants::default()
+    };
     Ok(spec)
 }
 

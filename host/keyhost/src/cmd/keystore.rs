@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use keyhost_config::KeystoreConfig;
 use keyhost_keystore::{Keystore, MemStore};
-use keyhost_plugin_host::{Grants, Limits, Origin, PluginSource, PluginSpec, Runtime, RuntimeOptions};
+use keyhost_plugin_host::{Grants, Limits, Origin, OriginTls, PluginSource, PluginSpec, Runtime, RuntimeOptions};
 
 /// One line naming the keystore, for the start-up banner.
 pub fn describe(config: &KeystoreConfig) -> String {
@@ -51,9 +51,11 @@ pub async fn open(config: &KeystoreConfig, file: &str) -> Result<Arc<dyn Keystor
                 .iter()
                 .map(|o| Origin::parse(o).map_err(|e| format!("{file}: keystore.plugin.allow.http: {e}")))
                 .collect::<Result<Vec<_>, _>>()?;
+            let tls = origin_tls(file, &p.allow_tls, &http)?;
             spec.grants = Grants {
                 http,
                 dir: p.allow_dir.clone(),
+                tls,
             };
             let defaults = Limits::default();
             spec.limits = Limits {
@@ -86,4 +88,41 @@ fn builtin(path: &str, file: &str) -> Result<PluginSource, String> {
         label: format!("builtin:{}", bundled.name),
         bytes: bundled.wasm,
     })
+}
+
+/// `keystore.plugin.allow.tls`: reads the files, checks that each origin is granted.
+fn origin_tls(
+    file: &str,
+    entries: &[keyhost_config::OriginTlsConfig],
+    granted: &[Origin],
+) -> Result<std::collections::HashMap<Origin, OriginTls>, String> {
+    let mut out = std::collections::HashMap::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let at = format!("{file}: keystore.plugin.allow.tls[{i}]");
+        let read = |field: &str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| format!("{at}.{field}: cannot read {}: {e}", path.display()))
+        };
+        let tls = OriginTls {
+            ca_pem: entry.ca.as_deref().map(|p| read("ca", p)).transpose()?,
+            client: match &entry.client {
+                None => None,
+                Some((cert, key)) => Some((read("cert", cert)?, zeroize::Zeroizing::new(read("key", key)?))),
+            },
+        };
+        for raw in &entry.origins {
+            let origin = Origin::parse(raw).map_err(|e| format!("{at}.origins: {e}"))?;
+            if !granted.contains(&origin) {
+                return Err(format!(
+                    "{at}.origins: {origin} is not granted; add it to keystore.plugin.allow.http"
+                ));
+            }
+            if !origin.is_https() {
+                return Err(format!(
+                    "{at}.origins: {origin} is plain http; TLS settings need https://"
+                ));
+            }
+            out.insert(origin, tls.clone());
+        }
+    }
+    Ok(out)
 }

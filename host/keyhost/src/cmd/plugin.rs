@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use keyhost_conformance::KitOptions;
-use keyhost_plugin_host::{Grants, Limits, Origin, PluginSource, PluginSpec, Runtime, RuntimeOptions};
+use keyhost_plugin_host::{Grants, Limits, Origin, OriginTls, PluginSource, PluginSpec, Runtime, RuntimeOptions};
 
 use crate::units;
 
@@ -87,6 +87,17 @@ pub struct PluginArgs {
     /// Grant this directory to the plugin (it sees it as /data).
     #[arg(long = "allow-dir", value_name = "DIR")]
     allow_dir: Option<PathBuf>,
+    /// For every https origin of --allow-http: trust the CA certificates in this PEM
+    /// file instead of the public roots.
+    #[arg(long = "tls-ca", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// For every https origin of --allow-http: present this PEM certificate chain (the
+    /// host does; the plugin never sees the key). Needs --tls-key.
+    #[arg(long = "tls-cert", value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long = "tls-key", value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Expected SHA-256 of the component; refuse to load it otherwise.
     #[arg(long, value_name = "HEX")]
     sha256: Option<String>,
@@ -160,6 +171,33 @@ impl PluginArgs {
         .map_err(|e| e.to_string())
     }
 
+    /// `--tls-ca`, `--tls-cert` and `--tls-key`, for every https origin granted.
+    fn origin_tls(&self) -> Result<std::collections::HashMap<Origin, OriginTls>, String> {
+        let read =
+            |flag: &str, path: &PathBuf| std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()));
+        let tls = OriginTls {
+            ca_pem: self.tls_ca.as_ref().map(|p| read("--tls-ca", p)).transpose()?,
+            client: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some((
+                    read("--tls-cert", cert)?,
+                    zeroize::Zeroizing::new(read("--tls-key", key)?),
+                )),
+                _ => None,
+            },
+        };
+        if tls.ca_pem.is_none() && tls.client.is_none() {
+            return Ok(std::collections::HashMap::new());
+        }
+        let https: Vec<&Origin> = self.allow_http.iter().filter(|o| o.is_https()).collect();
+        if https.is_empty() {
+            return Err(
+                "--tls-ca, --tls-cert and --tls-key apply to https origins; grant one with --allow-http https://…"
+                    .into(),
+            );
+        }
+        Ok(https.into_iter().map(|o| (o.clone(), tls.clone())).collect())
+    }
+
     fn spec(&self) -> Result<PluginSpec, String> {
         let (name, source) = if let Some(builtin) = self.plugin.strip_prefix("builtin:") {
             let bundled = keyhost_bundled::find(builtin).ok_or_else(|| {
@@ -193,6 +231,7 @@ impl PluginArgs {
         spec.grants = Grants {
             http: self.allow_http.clone(),
             dir: self.allow_dir.clone(),
+            tls: self.origin_tls()?,
         };
         spec.limits = Limits {
             memory: self.memory,

@@ -282,6 +282,7 @@ async fn dev(addr: SocketAddr) -> Result<(), String> {
     spec.grants = Grants {
         http: vec![],
         dir: Some(keys.clone()),
+        ..Grants::default()
     };
     let keystore = runtime.load(spec).await.map_err(|e| e.to_string())?;
     let state = State::new(Arc::new(keystore), Authorizer::new(Some(creds.admin.identity())));
