@@ -239,6 +239,7 @@ fn main() {
     );
     let spec = Spec {
         addr: server.addr,
+        failover: vec![],
         connector,
         keep_alive,
         reconnecting,

@@ -408,6 +408,7 @@ fn aws_outages_under_load_fail_only_uncached_keys_within_the_deadline() {
     }
     let load = Load::start(Spec {
         addr,
+        failover: vec![],
         connector: connector.clone(),
         keep_alive: 16,
         reconnecting: 4,

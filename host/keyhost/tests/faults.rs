@@ -54,6 +54,7 @@ impl Setup {
         }
         Spec {
             addr: self.addr,
+            failover: vec![],
             connector: self.connector.clone(),
             keep_alive: 16,
             reconnecting: 4,

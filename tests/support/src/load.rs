@@ -165,6 +165,11 @@ pub fn send_once(
 pub struct Spec {
     /// The server.
     pub addr: SocketAddr,
+    /// More servers of the same deployment. A client whose connection fails (it
+    /// cannot connect, or the connection breaks before the answer) sends the request
+    /// again to the next server, as kms-go's client does with its endpoint list;
+    /// clients start at different servers. Empty: `addr` alone.
+    pub failover: Vec<SocketAddr>,
     /// How to connect (see [`connector`]); the identity must be allowed every
     /// operation on `keys`.
     pub connector: tokio_rustls::TlsConnector,
@@ -180,6 +185,7 @@ impl std::fmt::Debug for Spec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Spec")
             .field("addr", &self.addr)
+            .field("failover", &self.failover)
             .field("keep_alive", &self.keep_alive)
             .field("reconnecting", &self.reconnecting)
             .field("keys", &self.keys)
@@ -384,6 +390,7 @@ async fn run(spec: Spec, shared: Arc<Shared>, started: Instant) {
 /// turn (starting at a different key per client), checking every answer.
 async fn client(spec: Arc<Spec>, shared: Arc<Shared>, started: Instant, n: usize, reconnect: bool) {
     let mut conn: Option<Conn> = None;
+    let mut at = n;
     let mut turn = n;
     let mut hmacs = std::collections::HashMap::<String, String>::new();
     let context = B64.encode(format!("client {n}"));
@@ -418,13 +425,14 @@ async fn client(spec: Arc<Spec>, shared: Arc<Shared>, started: Instant, n: usize
             };
             let request = request(method, &path, body.as_bytes(), reconnect);
             let begun = Instant::now();
-            let answer = match tokio::time::timeout(REQUEST_TIMEOUT, send(&spec, &shared, &mut conn, &request)).await {
-                Ok(answer) => answer,
-                Err(_) => Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no answer in {REQUEST_TIMEOUT:?}"),
-                )),
-            };
+            let answer =
+                match tokio::time::timeout(REQUEST_TIMEOUT, send(&spec, &shared, &mut conn, &mut at, &request)).await {
+                    Ok(answer) => answer,
+                    Err(_) => Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer in {REQUEST_TIMEOUT:?}"),
+                    )),
+                };
             let took = begun.elapsed();
             shared
                 .slowest_us
@@ -467,14 +475,42 @@ async fn client(spec: Arc<Spec>, shared: Arc<Shared>, started: Instant, n: usize
     }
 }
 
+/// Sends `request` to the server at `*at` (an index into `addr` and `failover`),
+/// moving on to the next one when the connection fails, once around at most.
 async fn send(
+    spec: &Spec,
+    shared: &Shared,
+    conn: &mut Option<Conn>,
+    at: &mut usize,
+    request: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
+    let servers: Vec<SocketAddr> = std::iter::once(spec.addr)
+        .chain(spec.failover.iter().copied())
+        .collect();
+    let mut last = None;
+    for _ in 0..servers.len() {
+        let addr = servers[*at % servers.len()];
+        match send_to(addr, spec, shared, conn, request).await {
+            Ok(answer) => return Ok(answer),
+            Err(e) => {
+                *conn = None;
+                *at += 1;
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::ErrorKind::NotConnected.into()))
+}
+
+async fn send_to(
+    addr: SocketAddr,
     spec: &Spec,
     shared: &Shared,
     conn: &mut Option<Conn>,
     request: &[u8],
 ) -> std::io::Result<(u16, Vec<u8>)> {
     if conn.is_none() {
-        let c = Conn::open(spec.addr, &spec.connector).await?;
+        let c = Conn::open(addr, &spec.connector).await?;
         shared.connections.fetch_add(1, Ordering::Relaxed);
         if c.resumed() {
             shared.resumed.fetch_add(1, Ordering::Relaxed);

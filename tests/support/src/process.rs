@@ -58,8 +58,15 @@ pub fn start_with(flags: &[&str], config: &std::path::Path, env: &[(&str, &str)]
     } else {
         &["--auth=off"]
     };
+    // A free port, unless the flags name the address.
+    let addr: &[&str] = if flags.iter().any(|f| *f == "--addr" || f.starts_with("--addr=")) {
+        &[]
+    } else {
+        &["--addr", "127.0.0.1:0"]
+    };
     let mut child = Command::new(keyhost_bin())
-        .args(["server", "--addr", "127.0.0.1:0"])
+        .arg("server")
+        .args(addr)
         .args(auth)
         .args(flags)
         .arg("--config")
