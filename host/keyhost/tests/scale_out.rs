@@ -220,7 +220,12 @@ fn three_nodes_on_etcd_lose_no_request_and_no_key_when_a_node_and_the_etcd_leade
     assert_eq!(nodes.send(1, "PUT", "/v1/key/generate/doomed").0, 200);
     assert_eq!(nodes.send(0, "DELETE", "/v1/key/delete/doomed").0, 200);
     let deleted = Instant::now();
-    while nodes.send(1, "PUT", "/v1/key/generate/doomed").0 == 200 {
+    loop {
+        let (status, body) = nodes.send(1, "PUT", "/v1/key/generate/doomed");
+        if status != 200 {
+            assert_eq!(status, 404, "a deleted key: {body}");
+            break;
+        }
         assert!(
             deleted.elapsed() < EXPIRY + Duration::from_secs(2),
             "node 1 still serves a deleted key"

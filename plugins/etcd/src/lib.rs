@@ -38,10 +38,9 @@ use serde_json::{Value, json};
 const DEFAULT_PREFIX: &str = "keyhost/";
 /// How long a call keeps trying when no member can serve (within keyhost's call
 /// deadline, 10 s by default).
-const RETRY_BUDGET: Duration = Duration::from_secs(5);
+const RETRY_BUDGET: Duration = Duration::from_secs(8);
 
-/// The plugin's state in one instance.
-#[derive(Debug)]
+/// The plugin's state in one instance. Its `Debug` leaves out the token.
 pub struct Etcd {
     endpoints: Vec<String>,
     prefix: Vec<u8>,
@@ -50,6 +49,16 @@ pub struct Etcd {
     token: RefCell<Option<String>>,
     /// The member that answered last: the first one tried next time.
     current: Cell<usize>,
+}
+
+impl std::fmt::Debug for Etcd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Etcd")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &String::from_utf8_lossy(&self.prefix))
+            .field("credentials", &self.credentials)
+            .finish_non_exhaustive()
+    }
 }
 
 struct Credentials {
@@ -190,8 +199,16 @@ impl Keystore for Etcd {
         }
         // After a lost answer, the record may be the one this call stored: records
         // hold fresh key material, so the same bytes mean the same write.
-        if reply.uncertain && self.get(name).is_ok_and(|stored| stored == value) {
-            return Ok(());
+        if reply.uncertain {
+            return match self.get(name) {
+                Ok(stored) if stored == value => Ok(()),
+                Ok(_) => Err(Error::AlreadyExists),
+                // The outcome is unknown: not "exists".
+                Err(Error::NotFound) => Err(Error::Unavailable(format!(
+                    "the create of {name} was lost and the record is not there"
+                ))),
+                Err(other) => Err(other),
+            };
         }
         Err(Error::AlreadyExists)
     }
@@ -501,7 +518,14 @@ impl Fault {
         let m = self.message.as_str();
         // gRPC codes: 3 invalid argument, 4 deadline, 7 permission denied, 8 resource
         // exhausted, 14 unavailable, 16 unauthenticated.
-        if m.contains("invalid auth token") || m.contains("user name is empty") || self.code == 16 {
+        // A token issued before a change of users or roles is refused as "revision
+        // of auth store is old" (code 3): a new token is the cure, as for an expired
+        // one.
+        if m.contains("invalid auth token")
+            || m.contains("user name is empty")
+            || m.contains("auth store is old")
+            || self.code == 16
+        {
             FaultKind::BadToken
         } else if self.code == 14
             || self.code == 4
@@ -514,6 +538,10 @@ impl Fault {
             FaultKind::Member
         } else if self.code == 7 || self.status == 403 || m.contains("authentication failed") {
             FaultKind::Denied
+        } else if m.contains("space exceeded") {
+            // A full database needs its operator (compaction, a larger quota), not
+            // a slower client.
+            FaultKind::Other
         } else if self.code == 8 || self.status == 429 {
             FaultKind::Throttled
         } else if self.code == 3 {

@@ -70,8 +70,8 @@ async fn the_kit_passes_on_a_three_member_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_live_under_the_prefix_and_nothing_else_is_listed() {
     let cluster = EtcdCluster::start(1);
-    // A key of other data next to keyhost's records.
-    let other = base64_of("keyhost0-not-ours");
+    // A key of other data just past the configured prefix's range (`/` + 1 is `0`).
+    let other = base64_of("tenant-a/keys0-not-ours");
     cluster.request(
         "/v3/kv/put",
         &format!(r#"{{"key":"{other}","value":"{}"}}"#, base64_of("x")),
