@@ -260,20 +260,22 @@ impl WasiHttpHooks for Egress {
             let request = http::Request::from_parts(parts, body);
             let response = match tokio::time::timeout(first_byte, client.request(request)).await {
                 Err(_) => return Err(HttpError::ConnectionReadTimeout),
-                Ok(Err(e)) if e.is_connect() => {
-                    // A failed handshake is the operator's to fix (a CA, a client
-                    // certificate): say so, rather than "connection refused".
-                    let tls = tls_error(&e);
-                    if let Some(tls) = &tls {
-                        tracing::warn!(plugin = %plugin, error = %tls, "outbound TLS handshake failed");
-                    }
-                    return Err(match tls {
-                        Some(rustls::Error::InvalidCertificate(_)) => HttpError::TlsCertificateError,
-                        Some(_) => HttpError::TlsProtocolError,
-                        None => HttpError::ConnectionRefused,
-                    });
-                }
                 Ok(Err(e)) => {
+                    // A failed handshake is the operator's to fix (a CA, a client
+                    // certificate): say so, rather than "connection refused". With
+                    // TLS 1.3 a server refuses a client certificate only after the
+                    // handshake, with an alert in place of the answer: look for TLS
+                    // errors in every failure.
+                    if let Some(tls) = tls_error(&e) {
+                        tracing::warn!(plugin = %plugin, error = %tls, "outbound TLS failed");
+                        return Err(match tls {
+                            rustls::Error::InvalidCertificate(_) => HttpError::TlsCertificateError,
+                            _ => HttpError::TlsProtocolError,
+                        });
+                    }
+                    if e.is_connect() {
+                        return Err(HttpError::ConnectionRefused);
+                    }
                     tracing::debug!(plugin = %plugin, error = %e, "outbound HTTP failed");
                     return Err(HttpError::HttpProtocolError);
                 }
@@ -293,12 +295,12 @@ fn tls_error(error: &(dyn std::error::Error + 'static)) -> Option<rustls::Error>
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(tls.clone());
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            return Some(tls.clone());
-        }
-        source = e.source();
+        // `io::Error::source` skips the error it wraps (and the connector wraps
+        // the TLS stream's `io::Error` in another one): step into it instead.
+        source = match e.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     None
 }
@@ -306,6 +308,17 @@ fn tls_error(error: &(dyn std::error::Error + 'static)) -> Option<rustls::Error>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_errors_are_found_inside_nested_io_errors() {
+        // As the connector reports a server it cannot verify.
+        let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let inner = std::io::Error::new(std::io::ErrorKind::InvalidData, tls.clone());
+        let outer = std::io::Error::other(inner);
+        assert_eq!(tls_error(&outer), Some(tls));
+        let plain = std::io::Error::other(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(tls_error(&plain), None);
+    }
 
     #[test]
     fn grants_are_origins() {

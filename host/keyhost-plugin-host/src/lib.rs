@@ -77,7 +77,7 @@ use zeroize::Zeroizing;
 
 pub use egress::Origin;
 pub use error::LoadError;
-pub use pool::{MAX_RESOURCES, Plugin, PluginStats, RETIRE_AT_RESOURCES};
+pub use pool::{DEADLINE_SETTING, MAX_RESOURCES, Plugin, PluginStats, RETIRE_AT_RESOURCES};
 pub use runtime::{CompileSource, Runtime, RuntimeOptions};
 pub use shape::Inspection;
 pub use spec::{Grants, Limits, OriginTls, PluginInfo, PluginSource, PluginSpec, Setting};

@@ -44,7 +44,11 @@ pub(crate) struct Shared {
     pub(crate) info: Mutex<Option<PluginInfo>>,
     pub(crate) pre: KeystorePluginPre<HostState>,
     pub(crate) engine: Engine,
-    pub(crate) config: Arc<WasiConfigVariables>,
+    /// The operator's settings.
+    pub(crate) settings: BTreeMap<String, String>,
+    /// What `wasi:config/store` serves: the settings, and [`DEADLINE_SETTING`] once
+    /// the plugin has said that it reads it.
+    pub(crate) config: Mutex<Arc<WasiConfigVariables>>,
     pub(crate) dir: Option<PathBuf>,
     pub(crate) egress_allowed: Arc<[Origin]>,
     pub(crate) http: egress::HttpClient,
@@ -58,6 +62,11 @@ pub(crate) struct Shared {
     pub(crate) log_budget: Arc<stdio::LogBudget>,
     pub(crate) log_capture: Arc<stdio::LogCapture>,
 }
+
+/// The setting through which a plugin learns its time budget for one call: when
+/// a plugin lists it in its `info` and the operator does not set it, keyhost
+/// serves 80% of the call deadline (`limits.timeout`), in milliseconds.
+pub const DEADLINE_SETTING: &str = "timeout_ms";
 
 /// The most resources (open files, streams, HTTP requests, pollables) one plugin
 /// instance may hold at once; a call that would hold more traps.
@@ -106,7 +115,7 @@ impl Shared {
                 client: self.http.clone(),
                 per_origin: self.http_per_origin.clone(),
             },
-            config: self.config.clone(),
+            config: lock(&self.config).clone(),
             limiter: MemoryLimiter {
                 limit: self.limits.memory,
                 hit: false,
@@ -167,8 +176,26 @@ impl Shared {
                     })
                     .collect(),
             });
+            if let Some(config) = self.with_deadline_setting(lock(&self.info).as_ref()) {
+                *lock(&self.config) = config.clone();
+                inst.store.data_mut().config = config;
+            }
         }
         Ok(inst)
+    }
+
+    /// The settings with [`DEADLINE_SETTING`] added, when the plugin reads it and
+    /// the operator left it out: most of the call deadline, so that a plugin's own
+    /// retries end (as `unavailable`) before keyhost gives up on the instance.
+    fn with_deadline_setting(&self, info: Option<&PluginInfo>) -> Option<Arc<WasiConfigVariables>> {
+        let reads = info?.settings.iter().any(|s| s.name == DEADLINE_SETTING);
+        if !reads || self.settings.contains_key(DEADLINE_SETTING) {
+            return None;
+        }
+        let budget = self.limits.timeout.mul_f64(0.8).as_millis().to_string();
+        let mut settings = self.settings.clone();
+        settings.insert(DEADLINE_SETTING.to_owned(), budget);
+        Some(Arc::new(settings.into_iter().collect()))
     }
 
     pub(crate) fn timeout_error(&self, what: &str) -> Error {

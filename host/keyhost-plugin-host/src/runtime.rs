@@ -274,7 +274,10 @@ impl Runtime {
             info: Mutex::new(None),
             pre,
             engine: self.inner.engine.clone(),
-            config: Arc::new(spec.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            settings: spec.config.clone(),
+            config: Mutex::new(Arc::new(
+                spec.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            )),
             dir: spec.grants.dir.clone(),
             egress_allowed: spec.grants.http.clone().into(),
             http: self.inner.http.clone(),

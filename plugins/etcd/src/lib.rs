@@ -17,6 +17,14 @@
 //! | `endpoints` | the members' client URLs, comma-separated; a request goes to the member that answered last and, on a transport error or a member without a leader, to the next |
 //! | `prefix` | the etcd key prefix of the records (default `keyhost/`) |
 //! | `username`, `password` | etcd authentication: the plugin gets a token and gets a new one when etcd refuses it |
+//! | `timeout_ms` | the budget of one call, its retries included (keyhost sets it below its call deadline: 8000 by default) |
+//! | `attempt_timeout_ms` | how long one member may take to answer before the next is asked (default 2000) |
+//!
+//! A member without a leader refuses a request at once (every request also asks
+//! for a member with a leader, `hasleader`, as etcd's own client does), and the
+//! plugin asks the next member; one that hangs (stopped, a stalled disk, a silent
+//! partition) costs `attempt_timeout_ms`. A call that no member serves within
+//! `timeout_ms` is `unavailable`, with each member's answer in the message.
 //!
 //! A write whose answer is lost (the member went away after receiving it) is
 //! retried on the next member; the plugin then tells its own write from another's
@@ -36,9 +44,13 @@ use serde_json::{Value, json};
 
 /// The key prefix when the operator names none.
 const DEFAULT_PREFIX: &str = "keyhost/";
-/// How long a call keeps trying when no member can serve (within keyhost's call
-/// deadline, 10 s by default).
-const RETRY_BUDGET: Duration = Duration::from_secs(8);
+/// How long a call keeps trying when no member can serve, when keyhost does not
+/// say (it serves `timeout_ms`, 80% of its call deadline).
+const DEFAULT_BUDGET_MS: u64 = 8_000;
+/// How long one member may take to answer, by default. etcd answers in
+/// milliseconds; an election takes about a second and is answered at once with
+/// "no leader".
+const DEFAULT_ATTEMPT_MS: u64 = 2_000;
 
 /// The plugin's state in one instance. Its `Debug` leaves out the token.
 pub struct Etcd {
@@ -49,6 +61,10 @@ pub struct Etcd {
     token: RefCell<Option<String>>,
     /// The member that answered last: the first one tried next time.
     current: Cell<usize>,
+    /// The budget of one call.
+    budget: Duration,
+    /// The longest wait for one member's answer.
+    attempt: Duration,
 }
 
 impl std::fmt::Debug for Etcd {
@@ -57,6 +73,8 @@ impl std::fmt::Debug for Etcd {
             .field("endpoints", &self.endpoints)
             .field("prefix", &String::from_utf8_lossy(&self.prefix))
             .field("credentials", &self.credentials)
+            .field("budget", &self.budget)
+            .field("attempt", &self.attempt)
             .finish_non_exhaustive()
     }
 }
@@ -116,6 +134,18 @@ impl Keystore for Etcd {
                     "the etcd user, with password, when etcd authentication is on",
                 ),
                 setting("password", false, true, "the etcd user's password"),
+                setting(
+                    "timeout_ms",
+                    false,
+                    false,
+                    "the budget of one call in milliseconds, retries included (keyhost sets it: 80% of its call deadline)",
+                ),
+                setting(
+                    "attempt_timeout_ms",
+                    false,
+                    false,
+                    "how long one member may take to answer before the next is asked, in milliseconds (default 2000)",
+                ),
             ],
         }
     }
@@ -155,18 +185,27 @@ impl Keystore for Etcd {
                 ));
             }
         };
+        let budget = config.parse_or("timeout_ms", DEFAULT_BUDGET_MS)?;
+        let attempt = config.parse_or("attempt_timeout_ms", DEFAULT_ATTEMPT_MS)?;
+        if budget == 0 || attempt == 0 {
+            return Err(Error::InvalidArgument(
+                "settings 'timeout_ms' and 'attempt_timeout_ms' must be at least 1 (milliseconds)".into(),
+            ));
+        }
         Ok(Self {
             endpoints,
             prefix: prefix.as_bytes().to_vec(),
             credentials,
             token: RefCell::new(None),
             current: Cell::new(0),
+            budget: Duration::from_millis(budget),
+            attempt: Duration::from_millis(attempt),
         })
     }
 
     fn status(&self) -> Result<Status, Error> {
         let started = Instant::now();
-        let reply = self.call("/v3/maintenance/status", &json!({}))?;
+        let reply = self.call("/v3/maintenance/status", &json!({}), started + self.budget)?;
         let latency = started.elapsed();
         let body = &reply.body;
         if let Some(errors) = body["errors"].as_array().filter(|e| !e.is_empty()) {
@@ -180,9 +219,11 @@ impl Keystore for Etcd {
         Ok(Status {
             latency_ms: Some(u32::try_from(latency.as_millis()).unwrap_or(u32::MAX)),
             detail: Some(format!(
-                "etcd {} at {}: member {member}, leader {leader}",
+                "etcd {} at {}: member {member}, leader {leader}; call budget {} ms, attempt {} ms",
                 body["version"].as_str().unwrap_or("?"),
                 self.endpoints[self.current.get()],
+                self.budget.as_millis(),
+                self.attempt.as_millis(),
             )),
         })
     }
@@ -193,14 +234,16 @@ impl Keystore for Etcd {
             "compare": [{ "target": "CREATE", "key": key, "create_revision": "0" }],
             "success": [{ "request_put": { "key": key, "value": B64.encode(value) } }],
         });
-        let reply = self.call("/v3/kv/txn", &request)?;
+        // The transaction and the read-back after a lost answer share one budget.
+        let deadline = Instant::now() + self.budget;
+        let reply = self.call("/v3/kv/txn", &request, deadline)?;
         if reply.body["succeeded"].as_bool() == Some(true) {
             return Ok(());
         }
         // After a lost answer, the record may be the one this call stored: records
         // hold fresh key material, so the same bytes mean the same write.
         if reply.uncertain {
-            return match self.get(name) {
+            return match self.read(name, deadline) {
                 Ok(stored) if stored == value => Ok(()),
                 Ok(_) => Err(Error::AlreadyExists),
                 // The outcome is unknown: not "exists".
@@ -214,21 +257,15 @@ impl Keystore for Etcd {
     }
 
     fn get(&self, name: &str) -> Result<Vec<u8>, Error> {
-        let reply = self.call("/v3/kv/range", &json!({ "key": B64.encode(self.key(name)) }))?;
-        let Some(kv) = reply.body["kvs"].as_array().and_then(|kvs| kvs.first()) else {
-            return Err(Error::NotFound);
-        };
-        // etcd leaves out an empty value.
-        match kv["value"].as_str() {
-            None => Ok(Vec::new()),
-            Some(text) => B64
-                .decode(text)
-                .map_err(|e| Error::Other(format!("etcd's value of {name} is not base64: {e}"))),
-        }
+        self.read(name, Instant::now() + self.budget)
     }
 
     fn delete(&self, name: &str) -> Result<(), Error> {
-        let reply = self.call("/v3/kv/deleterange", &json!({ "key": B64.encode(self.key(name)) }))?;
+        let reply = self.call(
+            "/v3/kv/deleterange",
+            &json!({ "key": B64.encode(self.key(name)) }),
+            Instant::now() + self.budget,
+        )?;
         let deleted = reply.body["deleted"].as_str().unwrap_or("0");
         if deleted != "0" || reply.uncertain {
             // Nothing deleted after a lost answer: the lost attempt deleted it.
@@ -255,7 +292,7 @@ impl Keystore for Etcd {
             "limit": limit.max(1).to_string(),
             "keys_only": true,
         });
-        let reply = self.call("/v3/kv/range", &request)?;
+        let reply = self.call("/v3/kv/range", &request, Instant::now() + self.budget)?;
         let mut names = Vec::new();
         for kv in reply.body["kvs"].as_array().map(Vec::as_slice).unwrap_or_default() {
             let key = kv["key"]
@@ -278,6 +315,21 @@ impl Keystore for Etcd {
 }
 
 impl Etcd {
+    /// The record of `name`, asked for until `deadline`.
+    fn read(&self, name: &str, deadline: Instant) -> Result<Vec<u8>, Error> {
+        let reply = self.call("/v3/kv/range", &json!({ "key": B64.encode(self.key(name)) }), deadline)?;
+        let Some(kv) = reply.body["kvs"].as_array().and_then(|kvs| kvs.first()) else {
+            return Err(Error::NotFound);
+        };
+        // etcd leaves out an empty value.
+        match kv["value"].as_str() {
+            None => Ok(Vec::new()),
+            Some(text) => B64
+                .decode(text)
+                .map_err(|e| Error::Other(format!("etcd's value of {name} is not base64: {e}"))),
+        }
+    }
+
     fn key(&self, name: &str) -> Vec<u8> {
         let mut key = self.prefix.clone();
         key.extend_from_slice(name.as_bytes());
@@ -287,14 +339,13 @@ impl Etcd {
     /// Sends `request` to `path`, starting with the member that answered last. A
     /// member that cannot be reached, has no leader or lost it meanwhile, is
     /// skipped; any other answer is final. When no member could serve, the round
-    /// is tried again after a pause, for up to [`RETRY_BUDGET`]: an election takes
-    /// about a second.
-    fn call(&self, path: &str, request: &Value) -> Result<Reply, Error> {
-        let started = Instant::now();
+    /// is tried again after a pause, until `deadline`: an election takes about a
+    /// second.
+    fn call(&self, path: &str, request: &Value, deadline: Instant) -> Result<Reply, Error> {
         let mut pause = Duration::from_millis(50);
         let mut uncertain = false;
         loop {
-            match self.round(path, request) {
+            match self.round(path, request, deadline) {
                 Ok(mut reply) => {
                     reply.uncertain |= uncertain;
                     return Ok(reply);
@@ -305,7 +356,7 @@ impl Etcd {
                     again,
                 }) => {
                     uncertain |= lost;
-                    if !again || started.elapsed() + pause > RETRY_BUDGET {
+                    if !again || Instant::now() + pause > deadline {
                         return Err(error);
                     }
                     std::thread::sleep(pause);
@@ -315,26 +366,45 @@ impl Etcd {
         }
     }
 
+    /// How long the next member may take: the attempt timeout, or what is left
+    /// until `deadline` if less; `None` once the deadline has passed.
+    fn wait_for(&self, deadline: Instant) -> Option<Duration> {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        (!left.is_zero()).then(|| left.min(self.attempt))
+    }
+
     /// One try of each member, or the error to give when none could serve.
-    fn round(&self, path: &str, request: &Value) -> Result<Reply, Unserved> {
+    fn round(&self, path: &str, request: &Value, deadline: Instant) -> Result<Reply, Unserved> {
         let body = request.to_string().into_bytes();
         let count = self.endpoints.len();
+        // The rotation starts where the last answer came from, whatever the token
+        // request below finds.
+        let first = self.current.get();
         let mut failures = Vec::new();
         let mut uncertain = false;
         let mut renewed = false;
         let mut only_handshakes = true;
         let mut attempt = 0;
         while attempt < count {
-            let index = (self.current.get() + attempt) % count;
+            let index = (first + attempt) % count;
             let url = format!("{}{path}", self.endpoints[index]);
             let token = self
-                .token_for_call()
+                .token_for_call(deadline)
                 .map_err(|error| Unserved::retry(error, uncertain))?;
-            let mut headers = vec![("content-type", "application/json")];
+            let Some(wait) = self.wait_for(deadline) else {
+                only_handshakes = false;
+                failures.push(format!("{url}: not tried, the call's budget is spent"));
+                break;
+            };
+            // Only a member with a leader may serve (etcd's clients ask the same).
+            let mut headers = vec![
+                ("content-type", "application/json"),
+                ("grpc-metadata-hasleader", "true"),
+            ];
             if let Some(token) = &token {
                 headers.push(("authorization", token.as_str()));
             }
-            let answer = match http::send(Method::POST, &url, &headers, Some(body.clone())) {
+            let answer = match http::send_within(Method::POST, &url, &headers, Some(body.clone()), Some(wait)) {
                 Ok(answer) => answer,
                 Err(Error::Unavailable(reason)) => {
                     // A refused connection or a failed handshake carried nothing; any
@@ -388,8 +458,9 @@ impl Etcd {
         ))
     }
 
-    /// The token to send, getting one first when authentication is on.
-    fn token_for_call(&self) -> Result<Option<String>, Error> {
+    /// The token to send, getting one first (until `deadline`) when authentication
+    /// is on.
+    fn token_for_call(&self, deadline: Instant) -> Result<Option<String>, Error> {
         let Some(credentials) = &self.credentials else {
             return Ok(None);
         };
@@ -399,14 +470,23 @@ impl Etcd {
         let request = json!({ "name": credentials.user, "password": credentials.password }).to_string();
         let count = self.endpoints.len();
         let mut failures = Vec::new();
+        let first = self.current.get();
         for attempt in 0..count {
-            let index = (self.current.get() + attempt) % count;
+            let index = (first + attempt) % count;
             let url = format!("{}/v3/auth/authenticate", self.endpoints[index]);
-            let answer = match http::send(
+            let Some(wait) = self.wait_for(deadline) else {
+                failures.push(format!("{url}: not tried, the call's budget is spent"));
+                break;
+            };
+            let answer = match http::send_within(
                 Method::POST,
                 &url,
-                &[("content-type", "application/json")],
+                &[
+                    ("content-type", "application/json"),
+                    ("grpc-metadata-hasleader", "true"),
+                ],
                 Some(request.clone().into_bytes()),
+                Some(wait),
             ) {
                 Ok(answer) => answer,
                 Err(Error::Unavailable(reason)) => {

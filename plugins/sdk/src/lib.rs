@@ -238,6 +238,20 @@ pub mod http {
     /// Sends one request and reads the whole answer. A refused grant is
     /// `access-denied`; any other transport failure is `unavailable`.
     pub fn send(method: Method, url: &str, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> Result<Answer, Error> {
+        send_within(method, url, headers, body, None)
+    }
+
+    /// [`send`], with the connection and the answer's first byte each allowed at
+    /// most `timeout` (when given): a backend that accepts and then hangs costs
+    /// that long, not the whole call. A timeout is `unavailable`, and its message
+    /// says `timed out`.
+    pub fn send_within(
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Answer, Error> {
         block_on(async {
             let mut request = wstd::http::Request::builder().method(method).uri(url);
             for (name, value) in headers {
@@ -246,10 +260,21 @@ pub mod http {
             let request = request
                 .body(wstd::http::Body::from(body.unwrap_or_default()))
                 .map_err(|e| Error::InvalidArgument(format!("bad request to {url}: {e}")))?;
-            let mut response = wstd::http::Client::new().send(request).await.map_err(|e| {
+            let mut client = wstd::http::Client::new();
+            if let Some(timeout) = timeout {
+                client.set_connect_timeout(timeout);
+                client.set_first_byte_timeout(timeout);
+                client.set_between_bytes_timeout(timeout);
+            }
+            let mut response = client.send(request).await.map_err(|e| {
                 let text = format!("{e:#}");
                 if text.contains("HTTPRequestDenied") || text.contains("denied") {
                     Error::AccessDenied(format!("{url} is not granted to this plugin (allow.http)"))
+                } else if text.contains("Timeout") {
+                    Error::Unavailable(format!(
+                        "{url} timed out: no answer within {} ms ({text})",
+                        timeout.map_or(0, |t| t.as_millis())
+                    ))
                 } else {
                     Error::Unavailable(format!("cannot reach {url}: {text}"))
                 }

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use keyhost_conformance::KitOptions;
 use keyhost_keystore::{Error, Keystore};
@@ -160,6 +160,125 @@ async fn killed_members_and_a_killed_leader_fail_no_call() {
     assert_eq!(listed, created);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_budget_is_most_of_the_deadline_unless_the_operator_sets_it() {
+    let cluster = EtcdCluster::start(1);
+    let mut short = spec(&cluster, &[]);
+    short.limits.timeout = Duration::from_secs(5);
+    let detail = load(short).await.status().await.unwrap().detail.unwrap();
+    assert!(detail.contains("call budget 4000 ms, attempt 2000 ms"), "{detail}");
+    let mut set = spec(&cluster, &[("timeout_ms", "1234")]);
+    set.limits.timeout = Duration::from_secs(5);
+    let detail = load(set).await.status().await.unwrap().detail.unwrap();
+    assert!(detail.contains("call budget 1234 ms"), "{detail}");
+}
+
+/// `cluster`'s endpoints with member `first` listed first: the member the plugin
+/// asks first.
+fn first_asked(cluster: &EtcdCluster, first: usize) -> String {
+    let mut endpoints = cluster.endpoints();
+    endpoints.rotate_left(first);
+    endpoints.join(",")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_member_costs_one_attempt_and_a_hung_leader_fails_no_call() {
+    let cluster = EtcdCluster::start(3);
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let follower = (leader + 1) % 3;
+    let endpoints = first_asked(&cluster, follower);
+    let plugin = load(spec(
+        &cluster,
+        &[("endpoints", &endpoints), ("attempt_timeout_ms", "500")],
+    ))
+    .await;
+    let mut created = Vec::new();
+    create_three(&plugin, &mut created, "before").await;
+
+    // The member asked first accepts connections and answers nothing: the call
+    // that meets it loses one attempt (500 ms), the next ones ask another member.
+    cluster.pause(follower);
+    for i in 0..3 {
+        let name = format!("follower-hung-{i}");
+        let started = Instant::now();
+        plugin.create(&name, name.as_bytes()).await.unwrap();
+        assert_eq!(*plugin.get(&name).await.unwrap(), *name.as_bytes());
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(2_000),
+            "create and get of {name} took {took:?}"
+        );
+        created.push(name);
+    }
+    cluster.resume(follower);
+    cluster.wait_member(follower, Duration::from_secs(10));
+
+    // The leader hangs: the others elect a new one (election timeout 500 ms) and
+    // every call waits it out within its budget.
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    cluster.pause(leader);
+    let started = Instant::now();
+    create_three(&plugin, &mut created, "leader-hung").await;
+    let took = started.elapsed();
+    cluster.resume(leader);
+    assert!(
+        took < Duration::from_secs(8),
+        "three creates with a hung leader took {took:?}"
+    );
+    cluster.wait_for_leader(Duration::from_secs(10));
+    for name in &created {
+        assert_eq!(*plugin.get(name).await.unwrap(), *name.as_bytes(), "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_quorum_calls_fail_as_unavailable_within_their_budget() {
+    let cluster = EtcdCluster::start(3);
+    let leader = cluster.wait_for_leader(Duration::from_secs(10));
+    let alone = (leader + 1) % 3;
+    let endpoints = cluster.endpoints()[alone].clone();
+    let plugin = load(spec(
+        &cluster,
+        &[
+            ("endpoints", &endpoints),
+            ("timeout_ms", "2000"),
+            ("attempt_timeout_ms", "1500"),
+        ],
+    ))
+    .await;
+    plugin.create("with-quorum", b"v").await.unwrap();
+    // The two others freeze: the member left loses its leader after the election
+    // timeout and refuses reads and writes. Each call keeps trying for its budget
+    // (2 s here, 80% of keyhost's deadline by default), then says why.
+    cluster.pause(leader);
+    cluster.pause((leader + 2) % 3);
+    std::thread::sleep(Duration::from_millis(1_500));
+    let mut outcomes = Vec::new();
+    for call in ["get", "create"] {
+        let started = Instant::now();
+        let outcome = match call {
+            "get" => plugin.get("with-quorum").await.map(|_| ()),
+            _ => plugin.create("without-quorum", b"v").await,
+        };
+        outcomes.push((call, outcome, started.elapsed()));
+    }
+    cluster.resume(leader);
+    cluster.resume((leader + 2) % 3);
+    for (call, outcome, took) in outcomes {
+        assert!(
+            matches!(&outcome, Err(Error::Unavailable(m)) if m.contains("no leader")),
+            "{call}: {outcome:?}"
+        );
+        assert!(
+            took >= Duration::from_millis(1_500) && took < Duration::from_millis(3_000),
+            "{call}: gave up after {took:?}, not after its 2 s budget"
+        );
+    }
+    cluster.wait_for_leader(Duration::from_secs(10));
+    assert_eq!(*plugin.get("with-quorum").await.unwrap(), *b"v");
+    assert!(matches!(plugin.get("without-quorum").await, Err(Error::NotFound)));
+}
+
 /// The TLS grant of every member of a TLS `cluster`: its CA, and the client
 /// certificate from `pki` (of the cluster's CA, or of another).
 fn with_tls(mut spec: PluginSpec, ca_pem: &str, client: Option<(&str, &str)>) -> PluginSpec {
@@ -207,10 +326,12 @@ async fn over_tls_the_host_presents_the_client_certificate_and_the_kit_passes() 
     ];
     let outcomes = futures::future::join_all(refused.into_iter().map(|spec| async move {
         let plugin = load(spec).await;
-        plugin.get("anything").await
+        let started = Instant::now();
+        let outcome = plugin.get("anything").await;
+        (outcome, started.elapsed())
     }))
     .await;
-    for (what, outcome) in [
+    for (what, (outcome, took)) in [
         "no client certificate",
         "another CA's client certificate",
         "an unverifiable server",
@@ -218,7 +339,13 @@ async fn over_tls_the_host_presents_the_client_certificate_and_the_kit_passes() 
     .iter()
     .zip(outcomes)
     {
-        assert!(matches!(outcome, Err(Error::Unavailable(_))), "{what}: {outcome:?}");
+        // A refusal is told as a TLS failure, at once: retrying cannot fix a
+        // certificate.
+        assert!(
+            matches!(&outcome, Err(Error::Unavailable(m)) if m.contains("TLS handshake failed with every etcd member")),
+            "{what}: {outcome:?}"
+        );
+        assert!(took < Duration::from_secs(2), "{what}: the refusal took {took:?}");
     }
 }
 

@@ -255,6 +255,27 @@ impl EtcdCluster {
         }
     }
 
+    /// Freezes member `i` (SIGSTOP): the kernel still accepts its connections, but
+    /// it answers nothing, as a member on a stalled disk or behind a silent
+    /// partition. [`EtcdCluster::resume`] thaws it.
+    pub fn pause(&self, i: usize) {
+        self.signal(i, "-STOP");
+    }
+
+    /// Thaws member `i` after [`EtcdCluster::pause`].
+    pub fn resume(&self, i: usize) {
+        self.signal(i, "-CONT");
+    }
+
+    fn signal(&self, i: usize, signal: &str) {
+        let child = self.members[i].child.as_ref().expect("the member runs");
+        let status = std::process::Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} etcd member {i} failed");
+    }
+
     /// Starts member `i` again on its data directory and ports.
     pub fn restart(&mut self, i: usize) {
         self.kill(i);

@@ -388,12 +388,14 @@ impl Drop for GenericService {
 }
 
 /// A TCP relay from a loopback port to a target that can be cut (every connection
-/// closed, new ones refused) and restored on the same port.
+/// closed, new ones closed at once) and restored. The relay holds its port while cut,
+/// so that no other test's server can take it meanwhile.
 #[derive(Debug)]
 pub struct Relay {
-    port: u16,
+    listener: Arc<tokio::net::TcpListener>,
     target: SocketAddr,
-    state: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// Whether it relays now, and the task that accepts.
+    state: Mutex<Option<(bool, tokio::task::JoinHandle<()>)>>,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -405,10 +407,13 @@ impl Relay {
             .enable_all()
             .build()
             .expect("relay runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", 0)))
+            .expect("relay bind");
         let relay = Self {
-            port: free_port(),
+            listener: Arc::new(listener),
             target,
-            state: Arc::new(Mutex::new(None)),
+            state: Mutex::new(None),
             runtime,
         };
         relay.restore();
@@ -417,50 +422,60 @@ impl Relay {
 
     /// The relay's URL, `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!(
+            "http://127.0.0.1:{}",
+            self.listener.local_addr().expect("relay address").port()
+        )
     }
 
-    /// Closes every connection and refuses new ones until [`Relay::restore`].
+    /// Closes every connection, and each new one at once, until [`Relay::restore`].
     pub fn cut(&self) {
-        if let Some(task) = self.state.lock().expect("relay state").take() {
+        self.switch(false);
+    }
+
+    /// Relays connections again.
+    pub fn restore(&self) {
+        self.switch(true);
+    }
+
+    fn switch(&self, relaying: bool) {
+        let mut state = self.state.lock().expect("relay state");
+        if let Some((now, task)) = state.take() {
+            if now == relaying {
+                *state = Some((now, task));
+                return;
+            }
             task.abort();
-            // Wait for the listener to be dropped, so that connecting fails at once.
+            // Every relayed connection is closed before the call returns.
             let _ = self.runtime.block_on(task);
         }
-    }
-
-    /// Accepts connections again, on the same port.
-    pub fn restore(&self) {
-        let mut state = self.state.lock().expect("relay state");
-        if state.is_some() {
-            return;
-        }
-        let listener = self.runtime.block_on(async {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                match tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await {
-                    Ok(l) => return l,
-                    Err(e) if Instant::now() > deadline => panic!("relay cannot bind {}: {e}", self.port),
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        });
+        let listener = self.listener.clone();
         let target = self.target;
-        *state = Some(self.runtime.spawn(async move {
-            let mut connections = tokio::task::JoinSet::new();
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                connections.spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                        // A relay forwards what arrives as it arrives: without
-                        // TCP_NODELAY, each second small write would wait for an ACK.
-                        let _ = inbound.set_nodelay(true);
-                        let _ = outbound.set_nodelay(true);
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-            // Aborting this task drops `connections`, which aborts every relayed
-            // connection, and drops the listener.
-        }));
+        let task = if relaying {
+            self.runtime.spawn(async move {
+                let mut connections = tokio::task::JoinSet::new();
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    connections.spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                            // A relay forwards what arrives as it arrives: without
+                            // TCP_NODELAY, each second small write would wait for an ACK.
+                            let _ = inbound.set_nodelay(true);
+                            let _ = outbound.set_nodelay(true);
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                }
+                // Aborting this task drops `connections`, which aborts every relayed
+                // connection.
+            })
+        } else {
+            self.runtime.spawn(async move {
+                while let Ok((inbound, _)) = listener.accept().await {
+                    // Closed at once: the client's request fails without an answer.
+                    drop(inbound);
+                }
+            })
+        };
+        *state = Some((relaying, task));
     }
 }

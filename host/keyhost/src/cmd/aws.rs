@@ -118,10 +118,8 @@ pub fn spec(aws: &AwsSecretsManager, file: &str, env: &dyn Env) -> Result<Plugin
             ));
         }
     }
-    // The plugin's own budget (retries included) ends before the call's deadline,
-    // so a slow AWS shows as "unavailable", not as a killed instance.
-    let budget = spec.limits.timeout.mul_f64(0.8);
-    config.insert("timeout_ms".into(), budget.as_millis().to_string());
+    // The plugin's budget for a call (`timeout_ms`) comes from the runtime, which
+    // serves 80% of the call deadline to every plugin that reads it.
     spec.grants = Grants {
         http,
         dir: None,
