@@ -66,6 +66,32 @@ fn tls_settings_for_an_origin_that_is_not_granted_stop_the_server_and_name_the_f
     );
 }
 
+#[test]
+fn an_origin_listed_twice_or_a_missing_file_under_allow_tls_stops_the_server_and_names_the_entry() {
+    let cluster = EtcdCluster::start_tls(1);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let creds = server_files(d);
+    write_identity(d, "admin", &creds.admin);
+    let first = cluster.endpoints()[0].clone();
+    let twice = format!(
+        "{}        - origins: [\"{first}\"]\n          ca: {}/etcd-ca.pem\n",
+        keystore(d, &cluster, &cluster.endpoints()),
+        d.display()
+    );
+    let err = start(&newest_config(d, &creds, &twice), &[]).unwrap_err();
+    assert!(
+        err.contains("keystore.plugin.allow.tls[1].origins") && err.contains("listed under allow.tls[0] too"),
+        "{err}"
+    );
+    let missing = keystore(d, &cluster, &cluster.endpoints()).replace("etcd-ca.pem", "no-such-ca.pem");
+    let err = start(&newest_config(d, &creds, &missing), &[]).unwrap_err();
+    assert!(
+        err.contains("keystore.plugin.allow.tls[0].ca: cannot read") && err.contains("no-such-ca.pem"),
+        "{err}"
+    );
+}
+
 fn base64_of(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(text)

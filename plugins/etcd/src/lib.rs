@@ -657,6 +657,14 @@ fn refused(reason: &str) -> bool {
 
 /// A member's client URL: `http(s)://host[:port]`, without a path.
 fn endpoint(raw: &str) -> Result<String, Error> {
+    if raw.contains('@') {
+        // Not quoted: what precedes the @ may be a password.
+        return Err(Error::InvalidArgument(
+            "setting 'endpoints': a URL holds a user (user@host); write scheme://host[:port], without a user, \
+             and put the credentials in 'username' and 'password'"
+                .into(),
+        ));
+    }
     let url = raw.trim_end_matches('/');
     let rest = url
         .strip_prefix("https://")
@@ -666,9 +674,9 @@ fn endpoint(raw: &str) -> Result<String, Error> {
                 "setting 'endpoints': '{raw}' is not an http(s) URL, e.g. https://10.0.0.1:2379"
             ))
         })?;
-    if rest.is_empty() || rest.contains('/') || !rest.bytes().all(|b| b.is_ascii_graphic()) {
+    if rest.is_empty() || rest.contains(['/', '?', '#']) || !rest.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(Error::InvalidArgument(format!(
-            "setting 'endpoints': '{raw}' must be scheme://host[:port], without a path or spaces"
+            "setting 'endpoints': '{raw}' must be scheme://host[:port], without a path, query or spaces"
         )));
     }
     Ok(url.to_owned())

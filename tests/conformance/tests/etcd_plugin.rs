@@ -108,6 +108,11 @@ async fn with_authentication_a_token_is_used_and_a_wrong_password_is_refused() {
     plugin.create("authed", b"record").await.unwrap();
     assert_eq!(*plugin.get("authed").await.unwrap(), *b"record");
     plugin.status().await.unwrap();
+    // The token lapses unused (after 2 s in these clusters): the plugin gets a new
+    // one and the call succeeds.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    assert_eq!(*plugin.get("authed").await.unwrap(), *b"record");
+    plugin.create("after-renewal", b"record").await.unwrap();
 
     // Without credentials etcd refuses the calls; with a wrong password the token
     // request is refused, and the password is in no error.
@@ -171,6 +176,49 @@ async fn the_call_budget_is_most_of_the_deadline_unless_the_operator_sets_it() {
     set.limits.timeout = Duration::from_secs(5);
     let detail = load(set).await.status().await.unwrap().detail.unwrap();
     assert!(detail.contains("call budget 1234 ms"), "{detail}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_that_cannot_be_right_are_refused_at_open_naming_the_setting() {
+    let bad: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[("endpoints", "10.0.0.1:2379")],
+            "setting 'endpoints': '10.0.0.1:2379' is not an http(s) URL",
+        ),
+        (&[("endpoints", "http://10.0.0.1:2379/v3")], "setting 'endpoints'"),
+        (&[("endpoints", "http://root:pw@10.0.0.1:2379")], "without a user"),
+        (&[("endpoints", "http://10.0.0.1:2379?x=1")], "setting 'endpoints'"),
+        (
+            &[("prefix", "key\nhost/")],
+            "setting 'prefix' holds a control character",
+        ),
+        (
+            &[("username", "root")],
+            "setting 'username' is set but 'password' is not",
+        ),
+        (&[("password", "pw")], "setting 'password' is set but 'username' is not"),
+        (&[("timeout_ms", "soon")], "setting 'timeout_ms'"),
+        (
+            &[("attempt_timeout_ms", "0")],
+            "'attempt_timeout_ms' must be at least 1",
+        ),
+        (&[("endpoint", "http://10.0.0.1:2379")], "unknown setting 'endpoint'"),
+    ];
+    for (settings, expected) in bad {
+        let mut spec = PluginSpec::new("etcd", PluginSource::File(wasm()));
+        spec.config.insert("endpoints".into(), "http://127.0.0.1:2379".into());
+        for (k, v) in *settings {
+            spec.config.insert((*k).to_owned(), (*v).to_owned());
+        }
+        let err = runtime()
+            .load(spec)
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains(expected), "{settings:?}: {err}");
+        assert!(!err.contains("pw"), "{settings:?}: the password is quoted: {err}");
+    }
 }
 
 /// `cluster`'s endpoints with member `first` listed first: the member the plugin

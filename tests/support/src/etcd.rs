@@ -227,6 +227,9 @@ impl EtcdCluster {
             .args(["--initial-cluster-token", &self.token])
             .args(["--initial-cluster-state", "new"])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            // With authentication on, a token lapses after 2 s unused (5 min by
+            // default), so that tests see clients renew it.
+            .args(["--auth-token", "simple", "--auth-token-ttl", "2"])
             .args(["--logger", "zap", "--log-level", "warn"])
             .stdout(Stdio::null())
             .stderr(log)

@@ -97,6 +97,7 @@ fn origin_tls(
     granted: &[Origin],
 ) -> Result<std::collections::HashMap<Origin, OriginTls>, String> {
     let mut out = std::collections::HashMap::new();
+    let mut listed_at = std::collections::HashMap::new();
     for (i, entry) in entries.iter().enumerate() {
         let at = format!("{file}: keystore.plugin.allow.tls[{i}]");
         let read = |field: &str, path: &std::path::Path| {
@@ -119,6 +120,11 @@ fn origin_tls(
             if !origin.is_https() {
                 return Err(format!(
                     "{at}.origins: {origin} is plain http; TLS settings need https://"
+                ));
+            }
+            if let Some(first) = listed_at.insert(origin.clone(), i) {
+                return Err(format!(
+                    "{at}.origins: {origin} is listed under allow.tls[{first}] too; give each origin one entry"
                 ));
             }
             out.insert(origin, tls.clone());
