@@ -23,7 +23,7 @@ const EXPIRY: Duration = Duration::from_secs(3);
 /// Three nodes of one deployment: the same configuration file, each on a port of
 /// its own that it keeps across restarts.
 struct Nodes {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     config: std::path::PathBuf,
     ports: Vec<u16>,
     running: Vec<Option<Running>>,
@@ -49,7 +49,7 @@ impl Nodes {
         let connector = load::connector_from_pem(&read("server.cert"), &read("admin.cert"), &read("admin.key"));
         let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let mut nodes = Self {
-            _dir: dir,
+            dir,
             config,
             ports,
             running: Vec::new(),
@@ -161,6 +161,83 @@ impl Creator {
     }
 }
 
+/// The `keyhost` CLI as an operator's script runs it, with every node in
+/// `KES_SERVER` (node `first` listed first: with every node on localhost, the
+/// client asks the first listed first, as kms-go does): `key dek` of a key, then
+/// `key decrypt` of the ciphertext it printed, over and over.
+struct Cli {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl Cli {
+    fn start(nodes: &Nodes, first: usize, keys: &[String]) -> Self {
+        let mut order: Vec<usize> = (0..3).collect();
+        order.rotate_left(first);
+        let servers: Vec<String> = order
+            .iter()
+            .map(|&i| format!("https://127.0.0.1:{}", nodes.ports[i]))
+            .collect();
+        let env = [
+            ("KES_SERVER", servers.join(",")),
+            (
+                "KES_CLIENT_CERT",
+                nodes.dir.path().join("admin.cert").display().to_string(),
+            ),
+            (
+                "KES_CLIENT_KEY",
+                nodes.dir.path().join("admin.key").display().to_string(),
+            ),
+        ];
+        let keys = keys.to_vec();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let run = |args: &[&str]| -> Result<serde_json::Value, String> {
+                    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyhost"))
+                        .args(args)
+                        .env_remove("KES_API_KEY")
+                        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                        .output()
+                        .map_err(|e| e.to_string())?;
+                    if !out.status.success() {
+                        return Err(format!("{args:?}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+                    }
+                    serde_json::from_slice(&out.stdout).map_err(|e| format!("{args:?}: {e}"))
+                };
+                let (mut ok, mut failures) = (0, Vec::new());
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = &keys[n % keys.len()];
+                    n += 1;
+                    let outcome = run(&["key", "dek", "-k", "--json", key, "cli"]).and_then(|dek| {
+                        let ciphertext = dek["ciphertext"].as_str().ok_or("dek printed no ciphertext")?;
+                        let plain = run(&["key", "decrypt", "-k", "--json", key, ciphertext, "cli"])?;
+                        if plain["plaintext"] == dek["plaintext"] {
+                            Ok(())
+                        } else {
+                            Err(format!("{key}: decrypt gave another plaintext"))
+                        }
+                    });
+                    match outcome {
+                        Ok(()) => ok += 1,
+                        Err(e) => failures.push(e),
+                    }
+                }
+                (ok, failures)
+            }
+        });
+        Self { stop, thread }
+    }
+
+    /// How many dek-and-decrypt rounds passed, and the failures.
+    fn stop(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
 /// Lets `load` run for `period`, which it must spend answering (at least 100 more
 /// answers by its end).
 fn answers_for(load: &Load, period: Duration) {
@@ -236,6 +313,8 @@ fn three_nodes_on_etcd_lose_no_request_and_no_key_when_a_node_and_the_etcd_leade
 
     let load = nodes.load(&keys);
     let creator = Creator::start(nodes.addrs(), nodes.connector.clone());
+    // The CLI asks node 1, the one that dies, first.
+    let cli = Cli::start(&nodes, 1, &keys);
     answers_for(&load, Duration::from_secs(1));
     // (a) A keyhost node dies.
     nodes.kill(1);
@@ -251,16 +330,20 @@ fn three_nodes_on_etcd_lose_no_request_and_no_key_when_a_node_and_the_etcd_leade
     nodes.restart(1);
     answers_for(&load, Duration::from_secs(2));
     let (created, create_failures) = creator.stop();
+    let (cli_rounds, cli_failures) = cli.stop();
     let report = load.stop();
 
     assert_eq!(report.failed, 0, "requests failed:\n{}", report.failures_text());
     assert!(create_failures.is_empty(), "creates failed: {create_failures:?}");
     assert!(created.len() > 10, "only {} keys created", created.len());
+    assert!(cli_failures.is_empty(), "CLI commands failed: {cli_failures:?}");
+    assert!(cli_rounds > 5, "only {cli_rounds} CLI rounds");
     let all: Vec<String> = keys.iter().chain(&created).cloned().collect();
     every_key_on_every_node(&nodes, &all);
     eprintln!(
         "etcd, 3 nodes: {} requests in {:.1} s, none failed, slowest {} ms; {} keys created during the faults, \
-         all readable on every node; a key deleted on one node stopped working on another after {} ms",
+         all readable on every node; {cli_rounds} CLI dek-and-decrypt rounds, none failed; a key deleted on one \
+         node stopped working on another after {} ms",
         report.ok,
         report.elapsed.as_secs_f64(),
         report.slowest.as_millis(),

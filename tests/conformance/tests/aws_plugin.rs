@@ -5,6 +5,10 @@
 
 #![expect(clippy::unwrap_used, reason = "Tests fail loudly by design")]
 
+mod common;
+
+use common::{load, runtime};
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -13,7 +17,7 @@ use std::time::Duration;
 
 use keyhost_conformance::{KitOptions, Report};
 use keyhost_keystore::{Error, Keystore};
-use keyhost_plugin_host::{Grants, Origin, Plugin, PluginSource, PluginSpec, Runtime, RuntimeOptions};
+use keyhost_plugin_host::{Grants, Origin, PluginSource, PluginSpec};
 use keyhost_test_support::{ACCESS_KEY, Moto, REGION, SECRET_KEY};
 
 fn wasm() -> PathBuf {
@@ -46,20 +50,6 @@ fn spec(moto: &Moto, extra: &[(&str, &str)]) -> PluginSpec {
         ..Grants::default()
     };
     spec
-}
-
-/// A runtime that keeps compiled plugins where the other tests do: the kit, not
-/// the compiler, is under test here.
-fn runtime() -> Runtime {
-    Runtime::new(RuntimeOptions {
-        cache_dir: Some(keyhost_test_support::plugin_cache_dir()),
-        ..RuntimeOptions::default()
-    })
-    .unwrap()
-}
-
-async fn load(spec: PluginSpec) -> Plugin {
-    runtime().load(spec).await.unwrap()
 }
 
 async fn kit(spec: PluginSpec, skip: Option<&str>) -> Report {

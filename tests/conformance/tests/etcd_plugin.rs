@@ -4,13 +4,17 @@
 
 #![expect(clippy::unwrap_used, reason = "Tests fail loudly by design")]
 
+mod common;
+
+use common::{load, runtime};
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use keyhost_conformance::KitOptions;
 use keyhost_keystore::{Error, Keystore};
-use keyhost_plugin_host::{Grants, Origin, OriginTls, Plugin, PluginSource, PluginSpec, Runtime, RuntimeOptions};
+use keyhost_plugin_host::{Grants, Origin, OriginTls, Plugin, PluginSource, PluginSpec};
 use keyhost_test_support::etcd::EtcdCluster;
 
 fn wasm() -> PathBuf {
@@ -36,19 +40,6 @@ fn spec(cluster: &EtcdCluster, extra: &[(&str, &str)]) -> PluginSpec {
         ..Grants::default()
     };
     spec
-}
-
-/// A runtime that keeps compiled plugins where the other tests do.
-fn runtime() -> Runtime {
-    Runtime::new(RuntimeOptions {
-        cache_dir: Some(keyhost_test_support::plugin_cache_dir()),
-        ..RuntimeOptions::default()
-    })
-    .unwrap()
-}
-
-async fn load(spec: PluginSpec) -> Plugin {
-    runtime().load(spec).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

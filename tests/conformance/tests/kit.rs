@@ -3,12 +3,14 @@
 
 #![expect(clippy::unwrap_used, reason = "Tests and benchmarks fail loudly by design")]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use keyhost_conformance::{KitOptions, Outcome, Report};
-use keyhost_plugin_host::{Grants, PluginSource, PluginSpec, Runtime, RuntimeOptions};
+use keyhost_plugin_host::{Grants, PluginSource, PluginSpec};
 
 fn wasm(package: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
@@ -41,11 +43,7 @@ async fn kit_with(package: &str, config: &[(&str, &str)], options: &KitOptions) 
     };
     // Compiled plugins are kept where the other tests keep them: the kit, not the
     // compiler, is under test here.
-    let runtime = Runtime::new(RuntimeOptions {
-        cache_dir: Some(keyhost_test_support::plugin_cache_dir()),
-        ..RuntimeOptions::default()
-    })
-    .unwrap();
+    let runtime = common::runtime();
     let report = keyhost_conformance::run(&runtime, spec, options).await.unwrap();
     (report, dir)
 }

@@ -6,8 +6,10 @@
 
 #![expect(clippy::unwrap_used, reason = "Tests fail loudly by design")]
 
+mod common;
+
 use keyhost_conformance::KitOptions;
-use keyhost_plugin_host::{Grants, Limits, Origin, PluginSource, PluginSpec, Runtime, RuntimeOptions};
+use keyhost_plugin_host::{Grants, Limits, Origin, PluginSource, PluginSpec};
 use keyhost_test_support::{GenericService, build_js_plugin, build_python_plugin};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,11 +46,7 @@ async fn kit(name: &str, wasm: std::path::PathBuf, limits: Limits) {
     };
     // Components of 13 to 19 MB take seconds to compile: they are kept where the
     // other tests keep compiled plugins.
-    let runtime = Runtime::new(RuntimeOptions {
-        cache_dir: Some(keyhost_test_support::plugin_cache_dir()),
-        ..RuntimeOptions::default()
-    })
-    .unwrap();
+    let runtime = common::runtime();
     let report = keyhost_conformance::run(&runtime, spec, &KitOptions::default())
         .await
         .unwrap();
