@@ -8,8 +8,14 @@
 //! `TCP_NODELAY`), instead of a connection and TLS handshake per request.
 
 use std::fmt;
+use std::future::Future as _;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
@@ -244,8 +250,16 @@ impl WasiHttpHooks for Egress {
                 let _ = tokio::time::timeout(Duration::from_secs(1), body.collect()).await;
                 return Err(HttpError::HttpRequestDenied);
             }
+            // One timer covers the connection and the wait for the first byte:
+            // the longer of the two, when both are given.
             let first_byte = options
-                .and_then(|o| o.first_byte_timeout)
+                .and_then(|o| match (o.connect_timeout, o.first_byte_timeout) {
+                    (Some(c), Some(f)) => Some(c.max(f)),
+                    (c, f) => f.or(c),
+                })
+                .unwrap_or(Duration::from_secs(60));
+            let between_bytes = options
+                .and_then(|o| o.between_bytes_timeout)
                 .unwrap_or(Duration::from_secs(60));
             // Take the whole body before sending: the request then goes out with a
             // Content-Length (which signing backends expect), and the guest's body
@@ -281,10 +295,54 @@ impl WasiHttpHooks for Egress {
                 }
                 Ok(Ok(response)) => response,
             };
-            let response = response.map(|body| body.map_err(HttpError::from).boxed_unsync());
+            let response = response.map(|body| {
+                Gapped {
+                    inner: body.map_err(HttpError::from).boxed_unsync(),
+                    gap: between_bytes,
+                    timer: Box::pin(tokio::time::sleep(between_bytes)),
+                }
+                .boxed_unsync()
+            });
             let io: Box<dyn Future<Output = Result<(), HttpError>> + Send> = Box::new(async { Ok(()) });
             Ok((response, io))
         })
+    }
+}
+
+/// An answer's body that fails with `ConnectionReadTimeout` when nothing arrives
+/// for `gap`: a backend that sends its headers and then stalls costs the plugin
+/// that long, not the whole call.
+struct Gapped {
+    inner: WasiBody,
+    gap: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Body for Gapped {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = tokio::time::Instant::now() + this.gap;
+                this.timer.as_mut().reset(next);
+                Poll::Ready(frame)
+            }
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(HttpError::ConnectionReadTimeout))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -308,6 +366,42 @@ fn tls_error(error: &(dyn std::error::Error + 'static)) -> Option<rustls::Error>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A body that never yields, as a backend that sent its headers and stalls.
+    struct Stalled;
+
+    impl Body for Stalled {
+        type Data = Bytes;
+        type Error = HttpError;
+
+        fn poll_frame(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stalled_answer_body_fails_after_the_gap() {
+        let gap = Duration::from_millis(100);
+        let gapped = |inner: WasiBody| Gapped {
+            inner,
+            gap,
+            timer: Box::pin(tokio::time::sleep(gap)),
+        };
+        let started = std::time::Instant::now();
+        let outcome = gapped(Stalled.boxed_unsync()).collect().await;
+        assert!(
+            matches!(outcome, Err(HttpError::ConnectionReadTimeout)),
+            "{:?}",
+            outcome.err()
+        );
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        // A body that arrives is passed through whole.
+        let whole = Full::new(Bytes::from_static(b"answer"))
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let collected = gapped(whole).collect().await.unwrap().to_bytes();
+        assert_eq!(&collected[..], b"answer");
+    }
 
     #[test]
     fn tls_errors_are_found_inside_nested_io_errors() {

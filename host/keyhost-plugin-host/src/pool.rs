@@ -176,26 +176,41 @@ impl Shared {
                     })
                     .collect(),
             });
-            if let Some(config) = self.with_deadline_setting(lock(&self.info).as_ref()) {
-                *lock(&self.config) = config.clone();
-                inst.store.data_mut().config = config;
+            if let Some(config) = self.with_deadline_setting(lock(&self.info).as_ref())? {
+                *lock(&self.config) = config;
             }
         }
+        // What this instance's `open` reads: the settings as they are once the info
+        // is known, whichever spawn learnt it.
+        inst.store.data_mut().config = lock(&self.config).clone();
         Ok(inst)
     }
 
     /// The settings with [`DEADLINE_SETTING`] added, when the plugin reads it and
     /// the operator left it out: most of the call deadline, so that a plugin's own
     /// retries end (as `unavailable`) before keyhost gives up on the instance.
-    fn with_deadline_setting(&self, info: Option<&PluginInfo>) -> Option<Arc<WasiConfigVariables>> {
-        let reads = info?.settings.iter().any(|s| s.name == DEADLINE_SETTING);
-        if !reads || self.settings.contains_key(DEADLINE_SETTING) {
-            return None;
+    /// An operator's own value must be below the deadline: a plugin still retrying
+    /// when keyhost gives up would lose its instance on every outage.
+    fn with_deadline_setting(&self, info: Option<&PluginInfo>) -> Result<Option<Arc<WasiConfigVariables>>, Error> {
+        let reads = info.is_some_and(|i| i.settings.iter().any(|s| s.name == DEADLINE_SETTING));
+        if !reads {
+            return Ok(None);
         }
-        let budget = self.limits.timeout.mul_f64(0.8).as_millis().to_string();
+        let deadline = self.limits.timeout.as_millis();
+        if let Some(set) = self.settings.get(DEADLINE_SETTING).filter(|v| !v.is_empty()) {
+            return match set.trim().parse::<u128>() {
+                Ok(ms) if ms >= deadline => Err(Error::InvalidArgument(format!(
+                    "setting '{DEADLINE_SETTING}' is {ms} ms, not below the call deadline of {deadline} ms \
+                     (limits.timeout): lower it, or leave it out and keyhost sets it to 80% of the deadline"
+                ))),
+                // The plugin checks the value itself.
+                _ => Ok(None),
+            };
+        }
+        let budget = self.limits.timeout.mul_f64(0.8).as_millis().max(1).to_string();
         let mut settings = self.settings.clone();
         settings.insert(DEADLINE_SETTING.to_owned(), budget);
-        Some(Arc::new(settings.into_iter().collect()))
+        Ok(Some(Arc::new(settings.into_iter().collect())))
     }
 
     pub(crate) fn timeout_error(&self, what: &str) -> Error {

@@ -195,12 +195,25 @@ impl Cli {
             let stop = stop.clone();
             move || {
                 let run = |args: &[&str]| -> Result<serde_json::Value, String> {
-                    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyhost"))
+                    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keyhost"))
                         .args(args)
                         .env_remove("KES_API_KEY")
                         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-                        .output()
+                        .stdout(std::process::Stdio::piped())
+                        .stderr(std::process::Stdio::piped())
+                        .spawn()
                         .map_err(|e| e.to_string())?;
+                    // A command that hangs is a failure, not a hung test.
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    while child.try_wait().map_err(|e| e.to_string())?.is_none() {
+                        if Instant::now() > deadline {
+                            let _ = child.kill();
+                            let _ = child.wait();
+                            return Err(format!("{args:?}: no answer within 30 s"));
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    let out = child.wait_with_output().map_err(|e| e.to_string())?;
                     if !out.status.success() {
                         return Err(format!("{args:?}: {}", String::from_utf8_lossy(&out.stderr).trim()));
                     }

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `create` | `/v3/kv/txn`: put the key only if its `create_revision` is 0 (absent) |
 //! | `get` | `/v3/kv/range` of the one key |
-//! | `delete` | `/v3/kv/deleterange` of the one key (`deleted: 0` is `not-found`) |
+//! | `delete` | `/v3/kv/range` of the key's `mod_revision` (none is `not-found`), then `/v3/kv/txn`: delete the key only if that revision is still its own |
 //! | `list` | `/v3/kv/range`, keys only, from the prefix (or just after `after`) to the prefix's end, `limit` keys, sorted by etcd |
 //! | `status` | `/v3/maintenance/status` of the member that answers: its version, member id and leader |
 //!
@@ -18,7 +18,7 @@
 //! | `prefix` | the etcd key prefix of the records (default `keyhost/`) |
 //! | `username`, `password` | etcd authentication: the plugin gets a token and gets a new one when etcd refuses it |
 //! | `timeout_ms` | the budget of one call, its retries included (keyhost sets it below its call deadline: 8000 by default) |
-//! | `attempt_timeout_ms` | how long one member may take to answer before the next is asked (default 2000) |
+//! | `attempt_timeout_ms` | how long one member may take to answer before the next is asked (default 2000; at most `timeout_ms` divided by the number of endpoints) |
 //!
 //! A member without a leader refuses a request at once (every request also asks
 //! for a member with a leader, `hasleader`, as etcd's own client does), and the
@@ -192,14 +192,17 @@ impl Keystore for Etcd {
                 "settings 'timeout_ms' and 'attempt_timeout_ms' must be at least 1 (milliseconds)".into(),
             ));
         }
+        // Every member gets its attempt within one call's budget: a hung first
+        // member must not use up the time of the healthy ones.
+        let share = (budget / u64::try_from(endpoints.len()).unwrap_or(1).max(1)).max(1);
         Ok(Self {
-            endpoints,
             prefix: prefix.as_bytes().to_vec(),
             credentials,
             token: RefCell::new(None),
             current: Cell::new(0),
             budget: Duration::from_millis(budget),
-            attempt: Duration::from_millis(attempt),
+            attempt: Duration::from_millis(attempt.min(share)),
+            endpoints,
         })
     }
 
@@ -234,7 +237,6 @@ impl Keystore for Etcd {
             "compare": [{ "target": "CREATE", "key": key, "create_revision": "0" }],
             "success": [{ "request_put": { "key": key, "value": B64.encode(value) } }],
         });
-        // The transaction and the read-back after a lost answer share one budget.
         let deadline = Instant::now() + self.budget;
         let reply = self.call("/v3/kv/txn", &request, deadline)?;
         if reply.body["succeeded"].as_bool() == Some(true) {
@@ -243,12 +245,20 @@ impl Keystore for Etcd {
         // After a lost answer, the record may be the one this call stored: records
         // hold fresh key material, so the same bytes mean the same write.
         if reply.uncertain {
-            return match self.read(name, deadline) {
+            // The read-back gets what is left of the budget, and at least one
+            // attempt of up to an eighth of it: keyhost's deadline is a quarter
+            // above the budget it serves.
+            let grace = self.attempt.min(self.budget / 8);
+            return match self.read(name, deadline.max(Instant::now() + grace)) {
                 Ok(stored) if stored == value => Ok(()),
                 Ok(_) => Err(Error::AlreadyExists),
                 // The outcome is unknown: not "exists".
                 Err(Error::NotFound) => Err(Error::Unavailable(format!(
                     "the create of {name} was lost and the record is not there"
+                ))),
+                Err(Error::Unavailable(why)) => Err(Error::Unavailable(format!(
+                    "the create of {name} may or may not have been stored (its answer was lost, and reading it \
+                     back failed: {why})"
                 ))),
                 Err(other) => Err(other),
             };
@@ -261,16 +271,32 @@ impl Keystore for Etcd {
     }
 
     fn delete(&self, name: &str) -> Result<(), Error> {
-        let reply = self.call(
-            "/v3/kv/deleterange",
-            &json!({ "key": B64.encode(self.key(name)) }),
-            Instant::now() + self.budget,
-        )?;
-        let deleted = reply.body["deleted"].as_str().unwrap_or("0");
-        if deleted != "0" || reply.uncertain {
-            // Nothing deleted after a lost answer: the lost attempt deleted it.
+        // Deletes the version of the record read first, not whatever the key holds
+        // when the request is applied: a delete that a stalled member applies late
+        // cannot remove a record created again meanwhile.
+        let deadline = Instant::now() + self.budget;
+        let key = B64.encode(self.key(name));
+        let read = self.call("/v3/kv/range", &json!({ "key": key, "keys_only": true }), deadline)?;
+        let Some(revision) = read.body["kvs"]
+            .as_array()
+            .and_then(|kvs| kvs.first())
+            .and_then(|kv| kv["mod_revision"].as_str())
+            .map(str::to_owned)
+        else {
+            return Err(Error::NotFound);
+        };
+        let request = json!({
+            "compare": [{ "target": "MOD", "key": key, "mod_revision": revision }],
+            "success": [{ "request_delete_range": { "key": key } }],
+        });
+        let reply = self.call("/v3/kv/txn", &request, deadline)?;
+        if reply.body["succeeded"].as_bool() == Some(true) || reply.uncertain {
+            // After a lost answer, a failed comparison means the lost attempt
+            // deleted this version.
             Ok(())
         } else {
+            // The record changed between the read and the delete: it was deleted
+            // (or deleted and created again) by another client.
             Err(Error::NotFound)
         }
     }
@@ -389,7 +415,7 @@ impl Etcd {
             let index = (first + attempt) % count;
             let url = format!("{}{path}", self.endpoints[index]);
             let token = self
-                .token_for_call(deadline)
+                .token_for_call(index, deadline)
                 .map_err(|error| Unserved::retry(error, uncertain))?;
             let Some(wait) = self.wait_for(deadline) else {
                 only_handshakes = false;
@@ -407,9 +433,11 @@ impl Etcd {
             let answer = match http::send_within(Method::POST, &url, &headers, Some(body.clone()), Some(wait)) {
                 Ok(answer) => answer,
                 Err(Error::Unavailable(reason)) => {
-                    // A refused connection or a failed handshake carried nothing; any
-                    // other failure may have come after the member read the request.
-                    uncertain |= !refused(&reason) && !handshake_failed(&reason);
+                    // A refused connection or a certificate refused in the handshake
+                    // carried nothing; any other failure (a TLS alert included: it may
+                    // come on a connection that carried requests) may have come after
+                    // the member read the request.
+                    uncertain |= !refused(&reason) && !reason.contains("TlsCertificateError");
                     only_handshakes &= handshake_failed(&reason);
                     failures.push(reason);
                     attempt += 1;
@@ -458,9 +486,9 @@ impl Etcd {
         ))
     }
 
-    /// The token to send, getting one first (until `deadline`) when authentication
-    /// is on.
-    fn token_for_call(&self, deadline: Instant) -> Result<Option<String>, Error> {
+    /// The token to send, getting one first (from member `first` on, until
+    /// `deadline`) when authentication is on.
+    fn token_for_call(&self, first: usize, deadline: Instant) -> Result<Option<String>, Error> {
         let Some(credentials) = &self.credentials else {
             return Ok(None);
         };
@@ -470,7 +498,6 @@ impl Etcd {
         let request = json!({ "name": credentials.user, "password": credentials.password }).to_string();
         let count = self.endpoints.len();
         let mut failures = Vec::new();
-        let first = self.current.get();
         for attempt in 0..count {
             let index = (first + attempt) % count;
             let url = format!("{}/v3/auth/authenticate", self.endpoints[index]);

@@ -446,7 +446,9 @@ impl Relay {
                 return;
             }
             task.abort();
-            // Every relayed connection is closed before the call returns.
+            // The accepting task is gone before the call returns; its relayed
+            // connections are aborted with it (their sockets close as the relay's
+            // runtime drops them, at once).
             let _ = self.runtime.block_on(task);
         }
         let listener = self.listener.clone();
@@ -454,7 +456,14 @@ impl Relay {
         let task = if relaying {
             self.runtime.spawn(async move {
                 let mut connections = tokio::task::JoinSet::new();
-                while let Ok((mut inbound, _)) = listener.accept().await {
+                loop {
+                    let Ok((mut inbound, _)) = listener.accept().await else {
+                        // Out of descriptors, say: try again rather than leave the
+                        // port bound and unanswered.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    };
+                    while connections.try_join_next().is_some() {}
                     connections.spawn(async move {
                         if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
                             // A relay forwards what arrives as it arrives: without
@@ -470,9 +479,12 @@ impl Relay {
             })
         } else {
             self.runtime.spawn(async move {
-                while let Ok((inbound, _)) = listener.accept().await {
-                    // Closed at once: the client's request fails without an answer.
-                    drop(inbound);
+                loop {
+                    match listener.accept().await {
+                        // Closed at once: the client's request fails without an answer.
+                        Ok((inbound, _)) => drop(inbound),
+                        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
                 }
             })
         };
