@@ -11,9 +11,12 @@ mod cmd;
 mod files;
 mod units;
 
+/// The version and the commit it was built from (`build.rs`).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("KEYHOST_COMMIT"), ")");
+
 /// A KES-compatible key server whose keystores are sandboxed WebAssembly plugins.
 #[derive(Debug, Parser)]
-#[command(name = "keyhost", version, propagate_version = true, arg_required_else_help = true)]
+#[command(name = "keyhost", version = VERSION, propagate_version = true, arg_required_else_help = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

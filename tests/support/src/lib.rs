@@ -123,13 +123,19 @@ pub const SECRET_KEY: &str = "keyhost-test-secret";
 impl Moto {
     /// Installs moto if needed and starts it on a free loopback port.
     pub fn start() -> Self {
+        Self::start_on("127.0.0.1")
+    }
+
+    /// [`Moto::start`], listening on `host` (`0.0.0.0`: every interface, for
+    /// clients in containers).
+    pub fn start_on(host: &str) -> Self {
         let venv = install_moto();
         // Another process may take the port between our probe and moto's bind:
         // then moto exits, and we try another port.
         for _ in 0..5 {
             let port = free_port();
             let child = Command::new(venv.join("bin/moto_server"))
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-H", host, "-p", &port.to_string()])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use keyhost_config::KeystoreConfig;
 use keyhost_keystore::{Keystore, MemStore};
-use keyhost_plugin_host::{Grants, Limits, Origin, OriginTls, PluginSource, PluginSpec, Runtime, RuntimeOptions};
+use keyhost_plugin_host::{
+    Grants, Limits, LoadError, Origin, OriginTls, PluginSource, PluginSpec, Runtime, RuntimeOptions,
+};
 
 /// One line naming the keystore, for the start-up banner.
 pub fn describe(config: &KeystoreConfig) -> String {
@@ -72,13 +74,29 @@ pub async fn open(config: &KeystoreConfig, file: &str) -> Result<Arc<dyn Keystor
             spec
         }
     };
-    let runtime = Runtime::new(RuntimeOptions {
-        cache_dir: super::plugin::default_cache_dir(),
-        ..RuntimeOptions::default()
-    })
-    .map_err(|e| e.to_string())?;
+    let runtime = server_runtime()?;
     let plugin = runtime.load(spec).await.map_err(|e| format!("{file}: keystore: {e}"))?;
     Ok(Arc::new(plugin))
+}
+
+/// The server's plugin runtime, keeping compiled plugins in the user's cache
+/// directory. A cache directory that cannot be used (a read-only file system, as a
+/// container's root may be) costs a compile at each start, not the start.
+pub(crate) fn server_runtime() -> Result<Runtime, String> {
+    match Runtime::new(RuntimeOptions {
+        cache_dir: super::plugin::default_cache_dir(),
+        ..RuntimeOptions::default()
+    }) {
+        Ok(runtime) => Ok(runtime),
+        Err(LoadError::Runtime(reason)) if reason.contains("plugin cache directory") => {
+            tracing::warn!(
+                %reason,
+                "plugins are compiled in memory at each start; set XDG_CACHE_HOME to a writable directory to keep them"
+            );
+            Runtime::new(RuntimeOptions::default()).map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn builtin(path: &str, file: &str) -> Result<PluginSource, String> {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use keyhost_config::{Config, Schema};
-use keyhost_plugin_host::{Grants, PluginSource, PluginSpec, Runtime, RuntimeOptions};
+use keyhost_plugin_host::{Grants, PluginSource, PluginSpec};
 use keyhost_policy::Authorizer;
 use keyhost_server::{Configured, Fallbacks, State};
 use keyhost_tls::mint::DevCredentials;
@@ -267,11 +267,7 @@ async fn dev(addr: SocketAddr) -> Result<(), String> {
         .and_then(|()| write_atomic(&admin_key, creds.admin_key_pem.as_bytes(), Mode::Private, false))
         .map_err(|e| format!("cannot write the dev credentials: {e}"))?;
 
-    let runtime = Runtime::new(RuntimeOptions {
-        cache_dir: super::plugin::default_cache_dir(),
-        ..RuntimeOptions::default()
-    })
-    .map_err(|e| e.to_string())?;
+    let runtime = super::keystore::server_runtime()?;
     let mut spec = PluginSpec::new(
         "fs",
         PluginSource::Embedded {
@@ -290,7 +286,12 @@ async fn dev(addr: SocketAddr) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e} (choose another with --addr)"))?;
-    let url = format!("https://{}", listener.local_addr().map_err(|e| e.to_string())?);
+    let mut local = listener.local_addr().map_err(|e| e.to_string())?;
+    if local.ip().is_unspecified() {
+        // Listening on every interface (as in a container): show the loopback one.
+        local.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let url = format!("https://{local}");
     let curl = format!(
         "curl --cacert {} --cert {} --key {}",
         server_crt.display(),

@@ -1,0 +1,95 @@
+//! The Kubernetes manifests of `deploy/kubernetes/`: valid against the Kubernetes
+//! API schema (`kubernetes-validate --strict`, from the tests' Python venv), holding
+//! what docs/container.md promises, and with a configuration keyhost accepts.
+
+use std::process::Command;
+
+/// Reads the manifests with PyYAML and prints, as JSON, the facts the docs promise.
+const FACTS: &str = r#"
+import json, sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+kind = lambda k: [d for d in docs if d["kind"] == k]
+deployment = kind("Deployment")[0]
+pod = deployment["spec"]["template"]["spec"]
+container = pod["containers"][0]
+config = kind("ConfigMap")[0]["data"]["config.yaml"]
+print(json.dumps({
+    "kinds": sorted(d["kind"] for d in docs),
+    "replicas": deployment["spec"]["replicas"],
+    "image": container["image"],
+    "args": container["args"],
+    "run_as_non_root": pod["securityContext"]["runAsNonRoot"],
+    "user": pod["securityContext"]["runAsUser"],
+    "read_only_root": container["securityContext"]["readOnlyRootFilesystem"],
+    "caps_drop": container["securityContext"]["capabilities"]["drop"],
+    "caps_add": container["securityContext"]["capabilities"]["add"],
+    "readiness": [container["readinessProbe"]["httpGet"][k] for k in ("path", "scheme")],
+    "liveness": [container["livenessProbe"]["httpGet"][k] for k in ("path", "scheme")],
+    "mounts": sorted(m["mountPath"] for m in container["volumeMounts"]),
+    "service_port": kind("Service")[0]["spec"]["ports"][0]["port"],
+    "config": config,
+}))
+"#;
+
+#[test]
+fn the_kubernetes_manifests_are_valid_and_hold_what_the_docs_promise() {
+    let venv = keyhost_test_support::install_moto();
+    let file = keyhost_plugin_build::repo_root().join("deploy/kubernetes/keyhost.yaml");
+
+    let out = Command::new(venv.join("bin/kubernetes-validate"))
+        .args(["--strict", "--quiet"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = Command::new(venv.join("bin/python"))
+        .args(["-c", FACTS])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let facts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        facts["kinds"],
+        serde_json::json!(["ConfigMap", "Deployment", "Secret", "Secret", "Service"])
+    );
+    assert_eq!(facts["replicas"], 2);
+    assert_eq!(facts["image"], format!("keyhost:{}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        facts["args"],
+        serde_json::json!(["server", "--config", "/etc/keyhost/config.yaml"])
+    );
+    assert_eq!(facts["run_as_non_root"], true);
+    assert_eq!(facts["user"], 65532, "the image's user");
+    assert_eq!(facts["read_only_root"], true);
+    assert_eq!(facts["caps_drop"], serde_json::json!(["ALL"]));
+    assert_eq!(facts["caps_add"], serde_json::json!(["IPC_LOCK"]));
+    assert_eq!(facts["readiness"], serde_json::json!(["/v1/ready", "HTTPS"]));
+    assert_eq!(facts["liveness"], serde_json::json!(["/version", "HTTPS"]));
+    assert_eq!(
+        facts["mounts"],
+        serde_json::json!(["/data", "/etc/keyhost/config.yaml", "/etc/keyhost/tls"])
+    );
+    assert_eq!(facts["service_port"], 7373);
+
+    // The configuration is one keyhost accepts, and lets the probes in without a
+    // client certificate on their two routes only.
+    let text = facts["config"].as_str().unwrap();
+    let config = keyhost_config::Config::parse_with_env(std::path::Path::new("config.yaml"), text, &|_| {
+        Some("from-the-secret".to_owned())
+    })
+    .unwrap_or_else(|e| panic!("the ConfigMap's config.yaml: {e}"));
+    let skipped: Vec<&str> = config
+        .api
+        .iter()
+        .filter(|(_, route)| route.skip_auth)
+        .map(|(path, _)| path.as_str())
+        .collect();
+    assert_eq!(skipped, ["/v1/ready", "/version"], "{:?}", config.api);
+}
