@@ -1,7 +1,9 @@
 //! Records the commit the binary is built from, for `keyhost --version`:
 //! `$KEYHOST_COMMIT` when set (a build from a source archive), else what git says
-//! of the checkout, else `unknown`.
+//! of the checkout (with `-dirty` when tracked files differed from the commit when
+//! this ran), else `unknown`.
 
+use std::path::Path;
 use std::process::Command;
 
 fn git(args: &[&str]) -> Option<String> {
@@ -9,7 +11,6 @@ fn git(args: &[&str]) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-        .filter(|s| !s.is_empty())
 }
 
 fn main() {
@@ -17,17 +18,28 @@ fn main() {
     let commit = match std::env::var("KEYHOST_COMMIT").ok().filter(|c| !c.trim().is_empty()) {
         Some(commit) => commit.trim().to_owned(),
         None => {
-            if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
-                // A new commit or checkout changes these. (A path that does not
-                // exist would make cargo run this script at every build.)
-                for path in ["HEAD", "refs/heads", "packed-refs"] {
-                    let path = std::path::Path::new(&dir).join(path);
+            // A commit, a checkout or a `git add` changes one of these; in a
+            // worktree, the branches live in the common directory. (A path that
+            // does not exist would make cargo run this script at every build.)
+            let dirs = [
+                git(&["rev-parse", "--absolute-git-dir"]),
+                git(&["rev-parse", "--path-format=absolute", "--git-common-dir"]),
+            ];
+            for dir in dirs.iter().flatten() {
+                for path in ["HEAD", "index", "refs/heads", "packed-refs"] {
+                    let path = Path::new(dir).join(path);
                     if path.exists() {
                         println!("cargo::rerun-if-changed={}", path.display());
                     }
                 }
             }
-            git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_owned())
+            match git(&["rev-parse", "--short=12", "HEAD"]).filter(|c| !c.is_empty()) {
+                None => "unknown".to_owned(),
+                Some(commit) => {
+                    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+                    if dirty { format!("{commit}-dirty") } else { commit }
+                }
+            }
         }
     };
     println!("cargo::rustc-env=KEYHOST_COMMIT={commit}");

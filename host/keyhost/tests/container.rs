@@ -9,8 +9,9 @@
 //! Podman runs containers on this kind of machine as root with `runc` and a
 //! `containers.conf` holding `default_ulimits = []`; the test writes that file and
 //! points `CONTAINERS_CONF` at it. Where podman cannot run at all (not installed,
-//! no root), the test says so on standard error and passes; once podman runs, every
-//! failure is a failure.
+//! no root), the test says so on standard error and passes, unless
+//! `KEYHOST_REQUIRE_PODMAN=1` (which `scripts/test` sets as root, after
+//! `scripts/release` built the image with podman): then that is a failure too.
 
 #![expect(clippy::unwrap_used, reason = "Tests fail loudly by design")]
 
@@ -20,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use keyhost_test_support::{ACCESS_KEY, Moto, REGION, SECRET_KEY, free_port};
 
-/// The image `scripts/release` tags.
-const IMAGE: &str = "keyhost:latest";
+/// The image `scripts/release` builds, as `podman load` names it.
+const IMAGE: &str = concat!("keyhost:", env!("CARGO_PKG_VERSION"));
 
 /// Podman with this test's `containers.conf`.
 struct Podman {
@@ -34,6 +35,10 @@ impl Podman {
     /// cannot.
     fn find() -> Option<Self> {
         let skip = |why: &str| {
+            assert!(
+                std::env::var_os("KEYHOST_REQUIRE_PODMAN").is_none_or(|v| v != "1"),
+                "podman cannot run here, and KEYHOST_REQUIRE_PODMAN=1: {why}"
+            );
             eprintln!("SKIPPED: podman cannot run here: {why}");
             None
         };
@@ -134,8 +139,18 @@ fn wait_until(what: &str, container: &Container<'_>, mut ready: impl FnMut() -> 
     started.elapsed()
 }
 
-/// The commit the image was built from (its label), which must be this tree's.
+/// Loads the image from `dist/keyhost-image.tar`, as another machine would, and
+/// checks that it is this tree's: its label names this build's commit, its
+/// `/keyhost` is `dist/keyhost-linux-amd64` (whose SHA-256 file checks), and it is
+/// under 30 MB.
 fn check_image(podman: &Podman) {
+    let dist = keyhost_plugin_build::repo_root().join("dist");
+    assert!(
+        dist.join("keyhost-image.tar").is_file(),
+        "there is no dist/keyhost-image.tar: run scripts/release first (scripts/test does)"
+    );
+    let loaded = podman.ok(&["load", "--input", &dist.join("keyhost-image.tar").display().to_string()]);
+    assert!(loaded.contains(&format!("localhost/{IMAGE}")), "{loaded}");
     let out = podman.run(&[
         "image",
         "inspect",
@@ -149,11 +164,45 @@ fn check_image(podman: &Podman) {
         String::from_utf8_lossy(&out.stderr)
     );
     let revision = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_ne!(
+        revision, "unknown",
+        "{IMAGE} does not say which commit it was built from"
+    );
     assert_eq!(
         revision,
         env!("KEYHOST_COMMIT"),
         "{IMAGE} was built from another commit: run scripts/release again"
     );
+    let check = Command::new("sha256sum")
+        .args(["--check", "keyhost-linux-amd64.sha256"])
+        .current_dir(&dist)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    let expected = std::fs::read_to_string(dist.join("keyhost-linux-amd64.sha256")).unwrap();
+    let root = podman.ok(&["image", "mount", IMAGE]);
+    let inside = Command::new("sha256sum")
+        .arg(Path::new(root.trim()).join("keyhost"))
+        .output()
+        .unwrap();
+    let _ = podman.run(&["image", "unmount", IMAGE]);
+    let inside = String::from_utf8_lossy(&inside.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    assert_eq!(
+        Some(inside.as_str()),
+        expected.split_whitespace().next(),
+        "the image's /keyhost is not dist/keyhost-linux-amd64"
+    );
+    let size: u64 = podman
+        .ok(&["image", "inspect", "--format", "{{.Size}}", IMAGE])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(size < 30_000_000, "the image is {size} bytes");
+    eprintln!("{IMAGE}: {size} bytes");
 }
 
 /// Makes `dir` writable by the image's user (65532), as an operator does before
@@ -167,7 +216,10 @@ fn give_to_image_user(dir: &Path) {
 fn the_guide_procedure_runs_in_podman_with_the_keyhost_image() {
     let Some(podman) = Podman::find() else { return };
     check_image(&podman);
-    // The container reaches moto on the host through host.containers.internal.
+    // The container reaches moto on the host through host.containers.internal,
+    // the host's address on podman's network: moto listens on every interface
+    // for the test's length (the bridge's address is not known before a
+    // container runs).
     let moto = Moto::start_on("0.0.0.0");
     let home = tempfile::tempdir().unwrap();
     let (certs, config) = (home.path().join("kes/certs"), home.path().join("kes/config"));
@@ -375,6 +427,8 @@ keystore:
             .all(|l| l.trim_start().starts_with("keyhost") || l.trim_start().starts_with("65532")),
         "{top}"
     );
+    // The compiled plugin was kept under /data: no fallback to memory.
+    assert!(!server.logs().contains("compiled in memory"), "{}", server.logs());
     eprintln!(
         "the guide's server in podman: ready {} ms after `podman run`",
         ready.as_millis()

@@ -1,6 +1,7 @@
-//! The Kubernetes manifests of `deploy/kubernetes/`: valid against the Kubernetes
-//! API schema (`kubernetes-validate --strict`, from the tests' Python venv), holding
-//! what docs/container.md promises, and with a configuration keyhost accepts.
+//! The Kubernetes manifests of `deploy/kubernetes/` (the deployment, and the
+//! template of its Secrets): valid against the Kubernetes API schema
+//! (`kubernetes-validate --strict`, from the tests' Python venv), holding what
+//! docs/container.md promises, and with a configuration keyhost accepts.
 
 use std::process::Command;
 
@@ -8,6 +9,7 @@ use std::process::Command;
 const FACTS: &str = r#"
 import json, sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+secrets = [d for d in yaml.safe_load_all(open(sys.argv[2])) if d]
 kind = lambda k: [d for d in docs if d["kind"] == k]
 deployment = kind("Deployment")[0]
 pod = deployment["spec"]["template"]["spec"]
@@ -15,16 +17,22 @@ container = pod["containers"][0]
 config = kind("ConfigMap")[0]["data"]["config.yaml"]
 print(json.dumps({
     "kinds": sorted(d["kind"] for d in docs),
+    "secrets": sorted(d["kind"] + "/" + d["metadata"]["name"] for d in secrets),
+    "secrets_read": sorted(
+        [v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v]
+        + [e["secretRef"]["name"] for e in container.get("envFrom", [])]
+    ),
+    "automount": pod["automountServiceAccountToken"],
     "replicas": deployment["spec"]["replicas"],
     "image": container["image"],
     "args": container["args"],
     "run_as_non_root": pod["securityContext"]["runAsNonRoot"],
     "user": pod["securityContext"]["runAsUser"],
     "read_only_root": container["securityContext"]["readOnlyRootFilesystem"],
-    "caps_drop": container["securityContext"]["capabilities"]["drop"],
-    "caps_add": container["securityContext"]["capabilities"]["add"],
+    "caps": container["securityContext"]["capabilities"],
     "readiness": [container["readinessProbe"]["httpGet"][k] for k in ("path", "scheme")],
     "liveness": [container["livenessProbe"]["httpGet"][k] for k in ("path", "scheme")],
+    "startup": [container["startupProbe"]["httpGet"][k] for k in ("path", "scheme")],
     "mounts": sorted(m["mountPath"] for m in container["volumeMounts"]),
     "service_port": kind("Service")[0]["spec"]["ports"][0]["port"],
     "config": config,
@@ -34,11 +42,13 @@ print(json.dumps({
 #[test]
 fn the_kubernetes_manifests_are_valid_and_hold_what_the_docs_promise() {
     let venv = keyhost_test_support::install_moto();
-    let file = keyhost_plugin_build::repo_root().join("deploy/kubernetes/keyhost.yaml");
+    let dir = keyhost_plugin_build::repo_root().join("deploy/kubernetes");
+    let (file, secrets) = (dir.join("keyhost.yaml"), dir.join("secrets.example.yaml"));
 
     let out = Command::new(venv.join("bin/kubernetes-validate"))
         .args(["--strict", "--quiet"])
         .arg(&file)
+        .arg(&secrets)
         .output()
         .unwrap();
     assert!(
@@ -51,40 +61,57 @@ fn the_kubernetes_manifests_are_valid_and_hold_what_the_docs_promise() {
     let out = Command::new(venv.join("bin/python"))
         .args(["-c", FACTS])
         .arg(&file)
+        .arg(&secrets)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let facts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let json = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
     assert_eq!(
         facts["kinds"],
-        serde_json::json!(["ConfigMap", "Deployment", "Secret", "Secret", "Service"])
+        json(r#"["ConfigMap", "Deployment", "Service"]"#),
+        "applying the deployment again must not overwrite real Secrets"
     );
+    // The template holds exactly the Secrets the pods read.
+    assert_eq!(
+        facts["secrets"],
+        json(r#"["Secret/keyhost-aws", "Secret/keyhost-tls"]"#)
+    );
+    assert_eq!(facts["secrets_read"], json(r#"["keyhost-aws", "keyhost-tls"]"#));
+    assert_eq!(facts["automount"], false);
     assert_eq!(facts["replicas"], 2);
-    assert_eq!(facts["image"], format!("keyhost:{}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        facts["image"],
+        format!("registry.example.com/keyhost:{}", env!("CARGO_PKG_VERSION"))
+    );
     assert_eq!(
         facts["args"],
-        serde_json::json!(["server", "--config", "/etc/keyhost/config.yaml"])
+        json(r#"["server", "--config", "/etc/keyhost/config/config.yaml", "--no-mlock"]"#)
     );
     assert_eq!(facts["run_as_non_root"], true);
     assert_eq!(facts["user"], 65532, "the image's user");
     assert_eq!(facts["read_only_root"], true);
-    assert_eq!(facts["caps_drop"], serde_json::json!(["ALL"]));
-    assert_eq!(facts["caps_add"], serde_json::json!(["IPC_LOCK"]));
-    assert_eq!(facts["readiness"], serde_json::json!(["/v1/ready", "HTTPS"]));
-    assert_eq!(facts["liveness"], serde_json::json!(["/version", "HTTPS"]));
+    assert_eq!(facts["caps"], json(r#"{"drop": ["ALL"]}"#));
+    assert_eq!(facts["readiness"], json(r#"["/v1/ready", "HTTPS"]"#));
+    assert_eq!(facts["liveness"], json(r#"["/version", "HTTPS"]"#));
+    assert_eq!(facts["startup"], json(r#"["/version", "HTTPS"]"#));
     assert_eq!(
         facts["mounts"],
-        serde_json::json!(["/data", "/etc/keyhost/config.yaml", "/etc/keyhost/tls"])
+        json(r#"["/data", "/etc/keyhost/config", "/etc/keyhost/tls"]"#)
     );
     assert_eq!(facts["service_port"], 7373);
 
-    // The configuration is one keyhost accepts, and lets the probes in without a
-    // client certificate on their two routes only.
+    // The configuration is one keyhost accepts, with the variables the Secret
+    // provides and no other, and lets the probes in without a client certificate
+    // on their two routes only.
     let text = facts["config"].as_str().unwrap();
-    let config = keyhost_config::Config::parse_with_env(std::path::Path::new("config.yaml"), text, &|_| {
-        Some("from-the-secret".to_owned())
-    })
-    .unwrap_or_else(|e| panic!("the ConfigMap's config.yaml: {e}"));
+    let env = |name: &str| {
+        ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+            .contains(&name)
+            .then(|| "from-the-secret".to_owned())
+    };
+    let config = keyhost_config::Config::parse_with_env(std::path::Path::new("config.yaml"), text, &env)
+        .unwrap_or_else(|e| panic!("the ConfigMap's config.yaml: {e}"));
     let skipped: Vec<&str> = config
         .api
         .iter()

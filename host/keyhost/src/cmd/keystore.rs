@@ -89,9 +89,12 @@ pub(crate) fn server_runtime() -> Result<Runtime, String> {
     }) {
         Ok(runtime) => Ok(runtime),
         Err(LoadError::Runtime(reason)) if reason.contains("plugin cache directory") => {
+            // Nothing is read from a directory that failed the check, so this is
+            // safe; it is said, since it may also mean someone else owns it.
             tracing::warn!(
                 %reason,
-                "plugins are compiled in memory at each start; set XDG_CACHE_HOME to a writable directory to keep them"
+                "the plugin cache directory is unusable, so plugins are compiled in memory at each start; \
+                 point XDG_CACHE_HOME at a directory of this user's, writable by it alone, to keep them"
             );
             Runtime::new(RuntimeOptions::default()).map_err(|e| e.to_string())
         }
