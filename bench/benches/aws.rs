@@ -25,7 +25,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector as TcpConnector;
 use hyper_util::rt::TokioExecutor;
-use keyhost_bench::{header, iterations, loads, median, print_load, time_calls};
+use keyhost_bench::{iterations, loads, median, print_cache_miss, print_load, time_calls};
 use keyhost_keystore::Keystore;
 use keyhost_plugin_host::{Grants, Origin, PluginSource, PluginSpec, Runtime, RuntimeOptions};
 use keyhost_test_support::{ACCESS_KEY, Moto, REGION, SECRET_KEY};
@@ -147,16 +147,13 @@ fn main() {
         })
         .await;
 
-        println!();
-        println!("cache-miss read of a 180-byte key record from moto on loopback, {iters} calls, one at a time:");
-        println!("{}", header("vs SDK"));
-        for sample in [&sdk, &via_plugin, &fresh] {
-            println!("{}", sample.row(Some(&sdk)));
-        }
-        println!();
-        println!(
-            "plugin overhead over the native SDK: {:.1} µs per read",
-            (via_plugin.mean().as_secs_f64() - sdk.mean().as_secs_f64()) * 1e6
+        print_cache_miss(
+            &format!("cache-miss read of a 180-byte key record from moto on loopback, {iters} calls, one at a time:"),
+            "vs SDK",
+            &sdk,
+            &via_plugin,
+            &fresh,
+            "the native SDK",
         );
     });
 }

@@ -28,7 +28,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use keyhost_bench::{header, iterations, time_calls};
+use keyhost_bench::{iterations, print_cache_miss, time_calls};
 use keyhost_keystore::Keystore;
 use keyhost_plugin_host::{Grants, Origin, PluginSource, PluginSpec, Runtime, RuntimeOptions};
 use keyhost_test_support::etcd::EtcdCluster;
@@ -238,18 +238,15 @@ fn cache_miss() {
         )
         .await;
 
-        println!();
-        println!(
-            "cache-miss read of a 180-byte key record from one etcd member on loopback, {iters} calls, one at a time:"
-        );
-        println!("{}", header("vs native"));
-        for sample in [&native, &via_plugin, &fresh] {
-            println!("{}", sample.row(Some(&native)));
-        }
-        println!();
-        println!(
-            "plugin overhead over the native read: {:.1} µs per read",
-            (via_plugin.mean().as_secs_f64() - native.mean().as_secs_f64()) * 1e6
+        print_cache_miss(
+            &format!(
+                "cache-miss read of a 180-byte key record from one etcd member on loopback, {iters} calls, one at a time:"
+            ),
+            "vs native",
+            &native,
+            &via_plugin,
+            &fresh,
+            "the native read",
         );
     });
 }

@@ -62,6 +62,23 @@ pub fn header(baseline: &str) -> String {
     )
 }
 
+/// Prints a cache-miss comparison: the title, the table of `baseline` and the
+/// plugin's warm and fresh-instance samples against it, and the plugin's overhead
+/// per read over the baseline.
+pub fn print_cache_miss(title: &str, versus: &str, baseline: &Sample, warm: &Sample, fresh: &Sample, over: &str) {
+    println!();
+    println!("{title}");
+    println!("{}", header(versus));
+    for sample in [baseline, warm, fresh] {
+        println!("{}", sample.row(Some(baseline)));
+    }
+    println!();
+    println!(
+        "plugin overhead over {over}: {:.1} µs per read",
+        (warm.mean().as_secs_f64() - baseline.mean().as_secs_f64()) * 1e6
+    );
+}
+
 /// Calls `f` `iters / 10` times to warm up, then `iters` times one at a time,
 /// timing each call.
 pub async fn time_calls<F, Fut>(name: &'static str, iters: usize, mut f: F) -> Sample
