@@ -62,4 +62,8 @@ pub enum LoadError {
     /// The runtime itself could not be set up.
     #[error("cannot set up the plugin runtime: {0}")]
     Runtime(String),
+    /// The directory for compiled plugins cannot be created, or is not this user's
+    /// alone: a runtime without a disk cache still works.
+    #[error("cannot set up the plugin runtime: {0}")]
+    CacheDir(String),
 }

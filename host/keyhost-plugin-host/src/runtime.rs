@@ -98,7 +98,7 @@ impl Runtime {
             .collect();
         let http = egress::HttpClient::new(&roots).map_err(|e| runtime_err(&e))?;
         let disk = match &options.cache_dir {
-            Some(dir) => Some(cache::ArtifactCache::open(dir).map_err(LoadError::Runtime)?),
+            Some(dir) => Some(cache::ArtifactCache::open(dir).map_err(LoadError::CacheDir)?),
             None => None,
         };
 

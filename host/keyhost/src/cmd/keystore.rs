@@ -88,7 +88,7 @@ pub(crate) fn server_runtime() -> Result<Runtime, String> {
         ..RuntimeOptions::default()
     }) {
         Ok(runtime) => Ok(runtime),
-        Err(LoadError::Runtime(reason)) if reason.contains("plugin cache directory") => {
+        Err(LoadError::CacheDir(reason)) => {
             // Nothing is read from a directory that failed the check, so this is
             // safe; it is said, since it may also mean someone else owns it.
             tracing::warn!(
