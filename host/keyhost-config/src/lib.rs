@@ -224,6 +224,72 @@ pub enum KeystoreConfig {
     Plugin(PluginConfig),
 }
 
+/// Host-side sealing of keystore records (`keystore.seal`, keyhost's own): every
+/// record is sealed under a key-encryption key (KEK) before the keystore receives
+/// it. The first KEK seals; every listed KEK opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealConfig {
+    /// The KEKs, in file order (`keystore.seal.keys`); never empty.
+    pub keys: Vec<KekConfig>,
+    /// `keystore.seal.unsealed: refuse`: records that are not sealed are refused
+    /// rather than served (the default serves them: KES's, and those written before
+    /// sealing was switched on).
+    pub refuse_unsealed: bool,
+}
+
+/// One key-encryption key of `keystore.seal.keys`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KekConfig {
+    /// Where it is in the file, e.g. `keystore.seal.keys[1]`, for error messages.
+    pub field: String,
+    /// The id the KEK must have (a fingerprint of it); `None` when the file gives
+    /// none, which start-up refuses with the id to write.
+    pub id: Option<String>,
+    /// Where its 32 bytes come from.
+    pub source: KekSource,
+}
+
+/// Where a key-encryption key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KekSource {
+    /// A file holding the base64 of 32 bytes, readable by its owner alone.
+    File(PathBuf),
+    /// An environment variable holding the base64 of 32 bytes.
+    Env(String),
+    /// A data key encrypted by AWS KMS, decrypted by the host at start-up.
+    AwsKms(AwsKmsKek),
+}
+
+/// A KEK kept encrypted under an AWS KMS key (`keystore.seal.keys[i].aws_kms`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AwsKmsKek {
+    /// The base64 of KMS's ciphertext blob of the KEK.
+    pub ciphertext: String,
+    /// The KMS key it must have been encrypted under (id, ARN or alias), if given.
+    pub key: Option<String>,
+    /// The region.
+    pub region: String,
+    /// The KMS endpoint, when not the region's default.
+    pub endpoint: Option<String>,
+    /// Static credentials, if configured (else the host's environment).
+    pub access_key: Option<String>,
+    /// Static credentials, if configured.
+    pub secret_key: Option<String>,
+    /// Static credentials, if configured.
+    pub session_token: Option<String>,
+}
+
+impl fmt::Debug for AwsKmsKek {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsKmsKek")
+            .field("key", &self.key)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("access_key", &self.access_key.as_ref().map(|_| "…"))
+            .finish_non_exhaustive()
+    }
+}
+
 /// Per-route overrides (`api.<route>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ApiOverride {
@@ -292,6 +358,8 @@ pub struct Config {
     pub keys: Vec<String>,
     /// The keystore.
     pub keystore: KeystoreConfig,
+    /// Host-side sealing of its records (`keystore.seal`), if switched on.
+    pub seal: Option<SealConfig>,
     /// Per-route overrides, by exact route path.
     pub api: BTreeMap<String, ApiOverride>,
     /// Compatibility switches.

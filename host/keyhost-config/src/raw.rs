@@ -8,8 +8,9 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use crate::{
-    ApiOverride, AwsSecretsManager, Cache, Compat, Config, ConfigError, ConnectionLimits, KeystoreConfig, Log,
-    OriginTlsConfig, PluginConfig, PolicyConfig, Schema, Tls, parse_duration,
+    ApiOverride, AwsKmsKek, AwsSecretsManager, Cache, Compat, Config, ConfigError, ConnectionLimits, KekConfig,
+    KekSource, KeystoreConfig, Log, OriginTlsConfig, PluginConfig, PolicyConfig, Schema, SealConfig, Tls,
+    parse_duration,
 };
 
 /// A scalar as written: strings, numbers and booleans all read as text, so that
@@ -166,6 +167,8 @@ struct RawKeystore {
     aws: Option<RawAws>,
     /// The MinIO guide's spelling of `aws.secretsmanager`.
     secretsmanager: Option<RawSecretsManager>,
+    /// keyhost's own: host-side sealing of the records.
+    seal: Option<RawSeal>,
     vault: Option<IgnoredAny>,
     fortanix: Option<IgnoredAny>,
     gemalto: Option<IgnoredAny>,
@@ -174,6 +177,32 @@ struct RawKeystore {
     entrust: Option<IgnoredAny>,
     generic: Option<IgnoredAny>,
     kes: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSeal {
+    keys: Option<Vec<RawKek>>,
+    unsealed: Option<Val>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawKek {
+    id: Option<Val>,
+    file: Option<Val>,
+    env: Option<Val>,
+    aws_kms: Option<RawKmsKek>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawKmsKek {
+    ciphertext: Option<Val>,
+    key: Option<Val>,
+    region: Option<Val>,
+    endpoint: Option<Val>,
+    credentials: Option<RawAwsCredentials>,
 }
 
 #[derive(Deserialize, Default)]
@@ -477,7 +506,15 @@ pub(crate) fn parse(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String
         keys.push(name);
     }
 
-    let keystore = keystore(&ctx, raw.keystore.unwrap_or_default())?;
+    let mut raw_keystore = raw.keystore.unwrap_or_default();
+    let seal = raw_keystore.seal.take().map(|s| seal(&ctx, s)).transpose()?;
+    let keystore = keystore(&ctx, raw_keystore)?;
+    if seal.is_some() && keystore == KeystoreConfig::Memory {
+        return Err(ctx.err(
+            "keystore.seal",
+            "sealing needs a keystore to seal for; name one (keystore.fs, keystore.aws or keystore.plugin)",
+        ));
+    }
 
     let mut api = BTreeMap::new();
     for (route, o) in raw.api.unwrap_or_default() {
@@ -555,6 +592,7 @@ pub(crate) fn parse(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String
         log,
         keys,
         keystore,
+        seal,
         api,
         compat,
         connections: limits,
@@ -658,6 +696,91 @@ fn keystore(ctx: &Ctx<'_>, raw: RawKeystore) -> Result<KeystoreConfig, ConfigErr
         }));
     }
     Ok(KeystoreConfig::Memory)
+}
+
+/// `keystore.seal`: the KEKs, each from exactly one source.
+fn seal(ctx: &Ctx<'_>, raw: RawSeal) -> Result<SealConfig, ConfigError> {
+    let entries = raw.keys.unwrap_or_default();
+    if entries.is_empty() {
+        return Err(ctx.err(
+            "keystore.seal.keys",
+            "missing: list at least one key-encryption key (file, env or aws_kms); `keyhost seal new` makes one",
+        ));
+    }
+    let mut keys = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.into_iter().enumerate() {
+        let field = format!("keystore.seal.keys[{i}]");
+        let at = |sub: &str| format!("{field}.{sub}");
+        let file = ctx.opt(&at("file"), &entry.file)?;
+        // The name of a variable, never expanded: `env: ${KEK}` would make the key
+        // itself the name, and print it in the error that it is not set.
+        let env = match &entry.env {
+            None => None,
+            Some(Val(name)) => {
+                let name = name.trim();
+                let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid {
+                    return Err(ctx.err(
+                        &at("env"),
+                        "not the name of an environment variable (letters, digits and _, e.g. KEYHOST_KEK); \
+                         write the variable's name here, not ${NAME} or its value",
+                    ));
+                }
+                Some(name.to_owned())
+            }
+        };
+        let sources = [file.is_some(), env.is_some(), entry.aws_kms.is_some()];
+        let source = match (file, env, entry.aws_kms) {
+            _ if sources.iter().filter(|b| **b).count() > 1 => {
+                return Err(ctx.err(&field, "give one source of the key: file, env or aws_kms, not several"));
+            }
+            (Some(file), _, _) => KekSource::File(PathBuf::from(file)),
+            (_, Some(env), _) => KekSource::Env(env),
+            (_, _, Some(kms)) => {
+                let creds = kms.credentials.unwrap_or_default();
+                KekSource::AwsKms(AwsKmsKek {
+                    ciphertext: ctx.opt(&at("aws_kms.ciphertext"), &kms.ciphertext)?.ok_or_else(|| {
+                        ctx.err(
+                            &at("aws_kms.ciphertext"),
+                            "missing: the base64 ciphertext of the key, as `keyhost seal new --aws-kms-key KEY` prints it",
+                        )
+                    })?,
+                    key: ctx.opt(&at("aws_kms.key"), &kms.key)?,
+                    region: ctx
+                        .opt(&at("aws_kms.region"), &kms.region)?
+                        .ok_or_else(|| ctx.err(&at("aws_kms.region"), "missing, e.g. us-east-1"))?,
+                    endpoint: ctx.opt(&at("aws_kms.endpoint"), &kms.endpoint)?,
+                    access_key: ctx.opt(&at("aws_kms.credentials.accesskey"), &creds.accesskey)?,
+                    secret_key: ctx.opt(&at("aws_kms.credentials.secretkey"), &creds.secretkey)?,
+                    session_token: ctx.opt(&at("aws_kms.credentials.token"), &creds.token)?,
+                })
+            }
+            (None, None, None) => {
+                return Err(ctx.err(
+                    &field,
+                    "no source of the key: give file (a key file), env (an environment variable) or aws_kms",
+                ));
+            }
+        };
+        keys.push(KekConfig {
+            id: ctx.opt(&at("id"), &entry.id)?.map(|id| id.trim().to_owned()),
+            field,
+            source,
+        });
+    }
+    let refuse_unsealed = match ctx
+        .opt("keystore.seal.unsealed", &raw.unsealed)?
+        .as_deref()
+        .map(str::trim)
+    {
+        None | Some("serve") => false,
+        Some("refuse") => true,
+        Some(other) => {
+            return Err(ctx.err("keystore.seal.unsealed", format!("'{other}' is not serve or refuse")));
+        }
+    };
+    Ok(SealConfig { keys, refuse_unsealed })
 }
 
 /// A sentence for common mistakes that the YAML error alone does not explain.

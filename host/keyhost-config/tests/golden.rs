@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use keyhost_config::{Config, ConfigError, KeystoreConfig, Schema};
+use keyhost_config::{Config, ConfigError, KekSource, KeystoreConfig, Schema};
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
@@ -289,6 +289,41 @@ fn broken_files_get_errors_that_say_where_and_what() {
             "api.v1/status",
             "starts with /",
         ),
+        (
+            "admin: {identity: x}\nkeystore: {fs: {path: k}, seal: {keys: []}}\n",
+            "keystore.seal.keys",
+            "at least one key-encryption key",
+        ),
+        (
+            "admin: {identity: x}\nkeystore: {fs: {path: k}, seal: {keys: [{id: a, file: f, env: E}]}}\n",
+            "keystore.seal.keys[0]",
+            "not several",
+        ),
+        (
+            "admin: {identity: x}\nkeystore: {fs: {path: k}, seal: {keys: [{id: a}]}}\n",
+            "keystore.seal.keys[0]",
+            "no source of the key",
+        ),
+        (
+            "admin: {identity: x}\nkeystore: {fs: {path: k}, seal: {keys: [{id: a, env: \"${KEK}\"}]}}\n",
+            "keystore.seal.keys[0].env",
+            "not the name of an environment variable",
+        ),
+        (
+            "admin: {identity: x}\nkeystore: {fs: {path: k}, seal: {keys: [{id: a, aws_kms: {region: r}}]}}\n",
+            "keystore.seal.keys[0].aws_kms.ciphertext",
+            "missing",
+        ),
+        (
+            "admin: {identity: x}\nkeystore: {fs: {path: k}, seal: {keys: [{id: a, file: f}], unsealed: maybe}}\n",
+            "keystore.seal.unsealed",
+            "not serve or refuse",
+        ),
+        (
+            "admin: {identity: x}\nkeystore: {seal: {keys: [{id: a, file: f}]}}\n",
+            "keystore.seal",
+            "needs a keystore",
+        ),
     ];
     for (text, at, words) in cases {
         let err = inline(text).unwrap_err();
@@ -356,4 +391,59 @@ fn each_schema_writes_its_own_eras_formats_by_default() {
         inline("admin: {identity: disabled}\ntls: {key: k, cert: c}\nkeystore: {fs: {path: /tmp/k}}\n").unwrap();
     assert_eq!(newest.schema, Schema::Newest);
     assert!(!newest.compat.json_ciphertexts && !newest.compat.v016_records);
+}
+
+#[test]
+fn sealing_is_read_with_every_source_and_the_unsealed_switch() {
+    let config = inline(
+        "admin: {identity: x}\nkeystore:\n  fs: {path: k}\n  seal:\n    unsealed: refuse\n    keys:\n\
+         \x20     - {id: 0123456789abcdef, file: /etc/kek}\n\
+         \x20     - {id: fedcba9876543210, env: OLD_KEK}\n\
+         \x20     - id: 00112233aabbccdd\n        aws_kms: {ciphertext: AQID, key: alias/k, region: eu-west-1, credentials: {accesskey: A, secretkey: S3CR3T}}\n",
+    )
+    .unwrap();
+    let seal = config.seal.unwrap();
+    assert!(seal.refuse_unsealed);
+    let sources: Vec<_> = seal
+        .keys
+        .iter()
+        .map(|k| (k.field.as_str(), k.id.as_deref(), &k.source))
+        .collect();
+    assert_eq!(
+        sources[0],
+        (
+            "keystore.seal.keys[0]",
+            Some("0123456789abcdef"),
+            &KekSource::File("/etc/kek".into())
+        )
+    );
+    assert_eq!(
+        sources[1],
+        (
+            "keystore.seal.keys[1]",
+            Some("fedcba9876543210"),
+            &KekSource::Env("OLD_KEK".into())
+        )
+    );
+    match sources[2].2 {
+        KekSource::AwsKms(kms) => {
+            assert_eq!(
+                (kms.ciphertext.as_str(), kms.key.as_deref(), kms.region.as_str()),
+                ("AQID", Some("alias/k"), "eu-west-1")
+            );
+            assert_eq!(
+                (kms.access_key.as_deref(), kms.secret_key.as_deref()),
+                (Some("A"), Some("S3CR3T"))
+            );
+            // The credentials are not shown.
+            assert!(!format!("{kms:?}").contains("S3CR3T"), "{kms:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        inline("admin: {identity: x}\nkeystore: {fs: {path: k}}\n")
+            .unwrap()
+            .seal,
+        None
+    );
 }
