@@ -45,6 +45,9 @@ enum Command {
     Log(LogCommand),
     Ls(cmd::key::LsArgs),
     Migrate(cmd::migrate::MigrateArgs),
+    /// Make key-encryption keys for host-side sealing (keystore.seal).
+    #[command(subcommand)]
+    Seal(cmd::seal::SealCommand),
     /// Print shell completions: `keyhost completion bash > /etc/bash_completion.d/keyhost`.
     Completion {
         /// The shell.
@@ -121,6 +124,7 @@ fn main() -> ExitCode {
             })
             | Command::Log(LogCommand { args, v016: None }) => args.run().await,
             Command::Migrate(args) => args.run().await,
+            Command::Seal(command) => command.run().await,
             Command::Ls(args) => args.run().await,
             Command::Completion { shell } => {
                 use clap::CommandFactory;

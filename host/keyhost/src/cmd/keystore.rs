@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 
-use keyhost_config::KeystoreConfig;
-use keyhost_keystore::{Keystore, MemStore};
+use keyhost_config::{KeystoreConfig, SealConfig};
+use keyhost_keystore::{Error, Keystore, MemStore};
 use keyhost_plugin_host::{
     Grants, Limits, LoadError, Origin, OriginTls, PluginSource, PluginSpec, Runtime, RuntimeOptions,
 };
+use keyhost_seal::{SealedStore, Sealer, Sealing, Unsealed};
 
 /// One line naming the keystore, for the start-up banner.
 pub fn describe(config: &KeystoreConfig) -> String {
@@ -20,8 +21,98 @@ pub fn describe(config: &KeystoreConfig) -> String {
     }
 }
 
-/// Opens the configured keystore; `file` names the configuration in errors.
-pub async fn open(config: &KeystoreConfig, file: &str) -> Result<Arc<dyn Keystore>, String> {
+/// One line on sealing, for the start-up banner.
+pub fn describe_seal(store: &SealedStore) -> String {
+    match store.sealer() {
+        None => "off (the keystore receives records as they are)".into(),
+        Some(s) => {
+            let others = s.ids().count() - 1;
+            format!(
+                "on: sealed under key-encryption key {}{}",
+                s.current(),
+                match others {
+                    0 => String::new(),
+                    1 => " (1 more opens older records)".into(),
+                    n => format!(" ({n} more open older records)"),
+                }
+            )
+        }
+    }
+}
+
+/// Opens the configured keystore, sealed as `keystore.seal` says; `file` names the
+/// configuration in errors.
+///
+/// Start-up reads a few records and refuses to go on when they are sealed under a
+/// KEK that is not configured (or sealing is off): a KEK left out of the file shows
+/// at once, not at the first request for one of its keys.
+pub async fn open(
+    keystore: &KeystoreConfig,
+    seal: Option<&SealConfig>,
+    file: &str,
+) -> Result<Arc<SealedStore>, String> {
+    let inner = open_unsealed(keystore, file).await?;
+    let sealer = match seal {
+        None => None,
+        Some(seal) => Some(Arc::new(
+            keyhost_seal::kek::load(seal, file, &|name| std::env::var(name).ok()).await?,
+        )),
+    };
+    check_sample(&*inner, sealer.as_deref(), file).await?;
+    let unsealed = match seal {
+        Some(seal) if seal.refuse_unsealed => Unsealed::Refuse,
+        _ => Unsealed::Serve,
+    };
+    Ok(Arc::new(SealedStore::new(inner, sealer).with_unsealed(unsealed)))
+}
+
+/// How many records start-up reads to check that their KEKs are configured.
+const SAMPLE: u32 = 4;
+
+async fn check_sample(inner: &dyn Keystore, sealer: Option<&Sealer>, file: &str) -> Result<(), String> {
+    let page = match inner.list("", None, SAMPLE).await {
+        Ok(page) => page,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the keystore at start-up to check the KEKs of its records");
+            return Ok(());
+        }
+    };
+    for name in page.names {
+        let stored = match inner.get(&name).await {
+            Ok(stored) => stored,
+            Err(Error::NotFound) => continue,
+            Err(e) => {
+                tracing::warn!(key = %name, error = %e, "cannot read a record at start-up to check its KEK");
+                return Ok(());
+            }
+        };
+        let Sealing::Sealed(id) = Sealer::inspect(&stored) else {
+            continue;
+        };
+        match sealer {
+            None => {
+                return Err(format!(
+                    "{file}: keystore: the keystore holds sealed records (e.g. '{name}', sealed under the \
+                     key-encryption key {id}), but keystore.seal is not configured; add keystore.seal with that key \
+                     (or, to take the records out of sealing, `keyhost migrate` them to a keystore without it)"
+                ));
+            }
+            Some(s) if !s.ids().any(|k| k == id) => {
+                return Err(format!(
+                    "{file}: keystore.seal.keys: the keystore holds records sealed under the key-encryption key \
+                     {id} (e.g. '{name}'), which is not listed; add it (as a second entry, if another one seals), \
+                     and remove it only after `keyhost migrate --reseal` has moved every record off it"
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Opens the configured keystore as it is, without sealing; `file` names the
+/// configuration in errors.
+pub async fn open_unsealed(config: &KeystoreConfig, file: &str) -> Result<Arc<dyn Keystore>, String> {
     let spec = match config {
         KeystoreConfig::Memory => return Ok(Arc::new(MemStore::new())),
         KeystoreConfig::AwsSecretsManager(aws) => super::aws::spec(aws, file, &super::aws::ProcessEnv)?,

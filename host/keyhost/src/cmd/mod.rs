@@ -10,5 +10,6 @@ pub mod output;
 pub mod password;
 pub mod plugin;
 pub mod policy;
+pub mod seal;
 pub mod server;
 pub mod status;

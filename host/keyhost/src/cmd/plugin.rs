@@ -135,6 +135,10 @@ pub struct TestArgs {
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Run the cases through host-side sealing (keystore.seal) with a throw-away
+    /// key-encryption key, as a server that seals uses the plugin.
+    #[arg(long)]
+    sealed: bool,
 }
 
 fn parse_setting(s: &str) -> Result<(String, String), String> {
@@ -281,6 +285,12 @@ async fn test(args: TestArgs) -> ExitCode {
         filter: args.filter.clone(),
         skip: args.skip.clone(),
         case_timeout: None,
+        seal: args.sealed.then(|| {
+            std::sync::Arc::new(
+                keyhost_seal::Sealer::new(vec![keyhost_seal::Kek::generate().0])
+                    .expect("one new key-encryption key is a valid list"),
+            )
+        }),
     };
     let report = match keyhost_conformance::run(&runtime, spec, &options).await {
         Ok(report) => report,

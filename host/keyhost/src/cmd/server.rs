@@ -164,7 +164,8 @@ fn lock_memory() -> Result<(), String> {
 
 impl ServerArgs {
     /// Reads the configuration file and builds everything the server runs with.
-    async fn build(&self, path: &Path) -> Result<(Arc<keyhost_server::TlsConfig>, Arc<State>, Config), String> {
+    /// Also returns the banner's line on sealing.
+    async fn build(&self, path: &Path) -> Result<(Arc<keyhost_server::TlsConfig>, Arc<State>, Config, String), String> {
         let config = Config::load(path).map_err(|e| e.to_string())?;
         let flags = Fallbacks {
             key: self.key.clone(),
@@ -173,14 +174,16 @@ impl ServerArgs {
             auth: self.auth.as_deref().map(|a| a == "on"),
         };
         let configured = Configured::new(&config, path, &flags)?;
-        let keystore = super::keystore::open(&config.keystore, &path.display().to_string()).await?;
+        let keystore =
+            super::keystore::open(&config.keystore, config.seal.as_ref(), &path.display().to_string()).await?;
         let audit_log = if configured.wants_audit_log() {
             Some(audit_writer()?)
         } else {
             None
         };
+        let sealing = super::keystore::describe_seal(&keystore);
         let (tls, state) = configured.finish(keystore, audit_log).await?;
-        Ok((tls, state, config))
+        Ok((tls, state, config, sealing))
     }
 
     /// Runs the server a configuration file describes; SIGHUP re-reads the file.
@@ -188,7 +191,7 @@ impl ServerArgs {
         let Some(path) = self.config.clone() else {
             return Err("give a configuration file with --config FILE, or try --dev".into());
         };
-        let (tls, state, config) = self.build(&path).await?;
+        let (tls, state, config, sealing) = self.build(&path).await?;
         let file = path.display();
         let admin = state.authorizer().admin().cloned();
         let addr: SocketAddr = match (self.addr, &config.address) {
@@ -203,7 +206,7 @@ impl ServerArgs {
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let _ = writeln!(
             std::io::stdout(),
-            "keyhost {} on https://{}\n  config    {file} ({} schema)\n  admin     {}\n  policies  {}\n  keystore  {}",
+            "keyhost {} on https://{}\n  config    {file} ({} schema)\n  admin     {}\n  policies  {}\n  keystore  {}\n  sealing   {sealing}",
             env!("CARGO_PKG_VERSION"),
             listener.local_addr().map_err(|e| e.to_string())?,
             match config.schema {
@@ -231,7 +234,7 @@ impl ServerArgs {
                     return Ok(());
                 }
                 _ = hangup.recv() => match self.build(&path).await {
-                    Ok((tls, state, _)) => {
+                    Ok((tls, state, _, _)) => {
                         live.replace(tls, state);
                         tracing::info!(config = %file, "configuration reloaded");
                     }
