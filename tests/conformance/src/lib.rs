@@ -390,6 +390,10 @@ pub struct KitOptions {
     pub skip: Option<String>,
     /// How long one case may take before it fails.
     pub case_timeout: Option<Duration>,
+    /// Run the cases through host-side sealing with these key-encryption keys, as
+    /// a server with `keystore.seal` uses the plugin: every record the plugin
+    /// receives is sealed, and the largest record is what still fits once sealed.
+    pub seal: Option<Arc<keyhost_seal::Sealer>>,
 }
 
 /// Whether `id` is selected by `pattern`: one or more comma-separated patterns.
@@ -435,9 +439,16 @@ pub async fn run(runtime: &Runtime, spec: PluginSpec, options: &KitOptions) -> R
     let plugin = runtime.load(spec.clone()).await?;
     let info = plugin.info();
     let prefix = format!("kc{}-", random_token(8));
-    let record_sizes = record_sizes(&info.features).unwrap_or(0..=MAX_RECORD);
+    let mut record_sizes = record_sizes(&info.features).unwrap_or(0..=MAX_RECORD);
+    if options.seal.is_some() {
+        // Sealed, every record is larger than its plaintext, also an empty one.
+        record_sizes = 0..=keyhost_seal::Sealer::max_plain(*record_sizes.end());
+    }
+    let store = sealed_as(&options.seal, plugin.clone());
     let kit = Kit {
         record_sizes,
+        seal: options.seal.clone(),
+        store,
         runtime: runtime.clone(),
         spec,
         plugin: plugin.clone(),
@@ -480,6 +491,18 @@ pub async fn run(runtime: &Runtime, spec: PluginSpec, options: &KitOptions) -> R
     })
 }
 
+/// `plugin`, sealed by `seal` when there is one.
+fn sealed_as(seal: &Option<Arc<keyhost_seal::Sealer>>, plugin: Plugin) -> Arc<dyn Keystore> {
+    match seal {
+        None => Arc::new(plugin),
+        Some(sealer) => Arc::new(keyhost_seal::SealedStore::new(Arc::new(plugin), Some(sealer.clone()))),
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 fn random_token(len: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
@@ -512,6 +535,10 @@ fn record_sizes(features: &[String]) -> Option<RangeInclusive<usize>> {
 
 struct Kit {
     record_sizes: RangeInclusive<usize>,
+    /// The sealing `store` applies, if any.
+    seal: Option<Arc<keyhost_seal::Sealer>>,
+    /// What the cases' records go through: the plugin, or the plugin under sealing.
+    store: Arc<dyn Keystore>,
     runtime: Runtime,
     spec: PluginSpec,
     plugin: Plugin,
@@ -536,7 +563,7 @@ impl Kit {
             "open.missing-setting" => self.open_missing_setting().await,
             "open.unknown-setting" => self.open_unknown_setting().await,
             "status.answers" => self
-                .plugin
+                .store
                 .status()
                 .await
                 .map(|_| None)
@@ -586,7 +613,7 @@ impl Kit {
     }
 
     async fn create(&self, name: &str, value: &[u8]) -> Result<(), Error> {
-        let result = self.plugin.create(name, value).await;
+        let result = self.store.create(name, value).await;
         if result.is_ok() {
             self.created
                 .lock()
@@ -607,9 +634,9 @@ impl Kit {
             .into_iter()
             .collect();
         for_each_concurrent(names, 8, |name| {
-            let plugin = self.plugin.clone();
+            let store = self.store.clone();
             async move {
-                let _ = plugin.delete(&name).await;
+                let _ = store.delete(&name).await;
             }
         })
         .await;
@@ -620,7 +647,7 @@ impl Kit {
     /// the final cleanup.
     async fn remove_now(&self, names: &[String]) {
         for_each_concurrent(names.to_vec(), 8, |name| async move {
-            if self.plugin.delete(&name).await.is_ok() {
+            if self.store.delete(&name).await.is_ok() {
                 self.created.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
             }
         })
@@ -742,7 +769,7 @@ impl Kit {
                     ));
                 }
             }
-            return match self.plugin.get(&name).await {
+            return match self.store.get(&name).await {
                 Err(Error::NotFound) => Ok(None),
                 other => Err(format!(
                     "after a refused create, get({name:?}) returned {:?} instead of not-found",
@@ -752,7 +779,7 @@ impl Kit {
         }
         self.create_ok(&name, &value).await?;
         let got = self
-            .plugin
+            .store
             .get(&name)
             .await
             .map_err(|e| format!("get({name:?}) failed: {e}"))?;
@@ -763,20 +790,32 @@ impl Kit {
             value.len(),
             first_difference(&got, &value)
         );
+        if self.seal.is_some() {
+            // What the plugin holds is the sealed record, not the value.
+            let raw = self
+                .plugin
+                .get(&name)
+                .await
+                .map_err(|e| format!("get({name:?}) of the sealed record failed: {e}"))?;
+            ensure!(
+                raw.starts_with(keyhost_seal::PREFIX.as_bytes()) && (value.len() < 16 || !contains(&raw, &value[..16])),
+                "the plugin holds {name:?} unsealed"
+            );
+        }
         Ok(None)
     }
 
     async fn create_exists(&self) -> CaseResultInner {
         let name = self.name("exists");
         self.create_ok(&name, b"first").await?;
-        match self.plugin.create(&name, b"second").await {
+        match self.store.create(&name, b"second").await {
             Err(Error::AlreadyExists) => {}
             Ok(()) => return Err("the second create of the same name succeeded".into()),
             Err(e) => {
                 return Err(format!("the second create returned {e:?}, expected already-exists"));
             }
         }
-        let got = self.plugin.get(&name).await.map_err(|e| format!("get failed: {e}"))?;
+        let got = self.store.get(&name).await.map_err(|e| format!("get failed: {e}"))?;
         ensure!(
             &got[..] == b"first",
             "after a refused create the record reads {:?}, expected the first value",
@@ -786,7 +825,7 @@ impl Kit {
     }
 
     async fn get_missing(&self) -> CaseResultInner {
-        match self.plugin.get(&self.name("never-created")).await {
+        match self.store.get(&self.name("never-created")).await {
             Err(Error::NotFound) => Ok(None),
             Ok(_) => Err("get of a never-created name returned a record".into()),
             Err(e) => Err(format!(
@@ -802,7 +841,7 @@ impl Kit {
             .delete(&name)
             .await
             .map_err(|e| format!("delete failed: {e}"))?;
-        match self.plugin.get(&name).await {
+        match self.store.get(&name).await {
             Err(Error::NotFound) => {}
             Ok(_) => return Err("get after delete still returns the record".into()),
             Err(e) => {
@@ -815,7 +854,7 @@ impl Kit {
     }
 
     async fn delete_missing(&self) -> CaseResultInner {
-        match self.plugin.delete(&self.name("never-created")).await {
+        match self.store.delete(&self.name("never-created")).await {
             Err(Error::NotFound) => Ok(None),
             Ok(()) => Err("delete of a missing name succeeded; the contract requires not-found".into()),
             Err(e) => Err(format!("delete of a missing name returned {e:?}, expected not-found")),
@@ -832,7 +871,7 @@ impl Kit {
                 return Err("listing did not end after 100,000 pages".into());
             }
             let page = self
-                .plugin
+                .store
                 .list(prefix, after.as_deref(), limit)
                 .await
                 .map_err(|e| format!("list({prefix:?}, after {after:?}, limit {limit}) failed: {e}"))?;
@@ -907,7 +946,7 @@ impl Kit {
         let mut names: Vec<String> = suffixes.iter().map(|s| format!("{base}{s}")).collect();
         self.create_many(&names).await?;
         let listed = self
-            .plugin
+            .store
             .list(&base, None, 1000)
             .await
             .map_err(|e| format!("list failed: {e}"))?;
@@ -954,7 +993,7 @@ impl Kit {
         ] {
             let after_name = format!("{base}{after}");
             let page = self
-                .plugin
+                .store
                 .list(&base, Some(&after_name), 100)
                 .await
                 .map_err(|e| format!("list after {after_name:?} failed: {e}"))?;
@@ -1019,7 +1058,7 @@ impl Kit {
         }
         for (name, value) in [(&upper, &b"upper"[..]), (&lower, &b"lower"[..])] {
             let got = self
-                .plugin
+                .store
                 .get(name)
                 .await
                 .map_err(|e| format!("get({name:?}) failed: {e}"))?;
@@ -1052,7 +1091,7 @@ impl Kit {
                 Err(e) => return Err(format!("create({name:?}) of a portable name failed: {e}")),
             }
             let got = self
-                .plugin
+                .store
                 .get(name)
                 .await
                 .map_err(|e| format!("get({name:?}) failed: {e}"))?;
@@ -1096,7 +1135,7 @@ impl Kit {
             "{} of 16 concurrent creates of one name succeeded",
             winners.len()
         );
-        let got = self.plugin.get(&name).await.map_err(|e| format!("get failed: {e}"))?;
+        let got = self.store.get(&name).await.map_err(|e| format!("get failed: {e}"))?;
         ensure!(
             got[..] == [winners[0]; 16],
             "the stored record is not the value of the create that succeeded"
@@ -1120,7 +1159,7 @@ impl Kit {
         );
         for name in &names {
             let got = self
-                .plugin
+                .store
                 .get(name)
                 .await
                 .map_err(|e| format!("get({name:?}) failed: {e}"))?;
@@ -1133,7 +1172,7 @@ impl Kit {
         let name = self.name("durable");
         self.create_ok(&name, b"survives").await?;
         self.plugin.recycle();
-        match self.plugin.get(&name).await {
+        match self.store.get(&name).await {
             Ok(v) if &v[..] == b"survives" => {}
             Ok(_) => return Err("after recycling, the record reads other bytes".into()),
             Err(e) => {
@@ -1147,7 +1186,7 @@ impl Kit {
             .await
             .map_err(|e| format!("delete({name:?}) failed: {e}"))?;
         self.plugin.recycle();
-        match self.plugin.get(&name).await {
+        match self.store.get(&name).await {
             Err(Error::NotFound) => {
                 self.created.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
                 Ok(None)
@@ -1227,7 +1266,7 @@ impl Kit {
         let mut all = Vec::new();
         for _ in 0..1000 {
             let page = self
-                .plugin
+                .store
                 .list(prefix, after.as_deref(), limit)
                 .await
                 .map_err(|e| format!("list({prefix:?}, after {after:?}, limit {limit}) failed: {e}"))?;
@@ -1251,7 +1290,7 @@ impl Kit {
                     if let Some(last) = page.names.last() {
                         // `none` only when nothing greater matches.
                         let rest = self
-                            .plugin
+                            .store
                             .list(prefix, Some(last), limit)
                             .await
                             .map_err(|e| format!("list after {last:?} failed: {e}"))?;
@@ -1270,7 +1309,7 @@ impl Kit {
                         page.names.last()
                     );
                     let peek = self
-                        .plugin
+                        .store
                         .list(prefix, Some(&next), limit)
                         .await
                         .map_err(|e| format!("list after {next:?} failed: {e}"))?;
@@ -1296,7 +1335,7 @@ impl Kit {
         for n in [&a, &abc, &upper] {
             self.create_ok(n, n.as_bytes()).await?;
         }
-        match self.plugin.get(&ab).await {
+        match self.store.get(&ab).await {
             Err(Error::NotFound) => {}
             Ok(v) => {
                 return Err(format!(
@@ -1312,11 +1351,7 @@ impl Kit {
         }
         self.create_ok(&ab, ab.as_bytes()).await?;
         for n in [&a, &ab, &abc, &upper] {
-            let got = self
-                .plugin
-                .get(n)
-                .await
-                .map_err(|e| format!("get({n:?}) failed: {e}"))?;
+            let got = self.store.get(n).await.map_err(|e| format!("get({n:?}) failed: {e}"))?;
             ensure!(
                 got[..] == *n.as_bytes(),
                 "get({n:?}) returned the record of another name"
@@ -1339,7 +1374,7 @@ impl Kit {
             .await
             .map_err(|e| format!("delete({ab:?}) failed: {e}"))?;
         for n in [&a, &abc, &upper] {
-            let got = self.plugin.get(n).await.map_err(|e| {
+            let got = self.store.get(n).await.map_err(|e| {
                 format!("after delete({ab:?}), get({n:?}) failed: {e}; a delete must remove its own name only")
             })?;
             ensure!(
@@ -1347,7 +1382,7 @@ impl Kit {
                 "after delete({ab:?}), get({n:?}) returned other bytes"
             );
         }
-        match self.plugin.create(&abc, b"other").await {
+        match self.store.create(&abc, b"other").await {
             Err(Error::AlreadyExists) => Ok(None),
             other => Err(format!(
                 "create({abc:?}) over an existing record returned {other:?}, expected already-exists"
@@ -1374,7 +1409,7 @@ impl Kit {
             }
             self.create_ok(&name, value).await?;
             let got = self
-                .plugin
+                .store
                 .get(&name)
                 .await
                 .map_err(|e| format!("get({name:?}) failed: {e}"))?;
@@ -1394,7 +1429,7 @@ impl Kit {
         }
         let name = self.name("empty");
         self.create_ok(&name, b"").await?;
-        match self.plugin.create(&name, b"not empty").await {
+        match self.store.create(&name, b"not empty").await {
             Err(Error::AlreadyExists) => {}
             other => {
                 return Err(format!(
@@ -1403,7 +1438,7 @@ impl Kit {
             }
         }
         self.plugin.recycle();
-        match self.plugin.get(&name).await {
+        match self.store.get(&name).await {
             Ok(v) if v.is_empty() => {}
             Ok(v) => {
                 return Err(format!(
@@ -1437,7 +1472,7 @@ impl Kit {
             match self.create(&name, value.as_bytes()).await {
                 Ok(()) => {
                     let got = self
-                        .plugin
+                        .store
                         .get(&name)
                         .await
                         .map_err(|e| format!("get({name:?}) failed after create: {e}"))?;
@@ -1454,7 +1489,7 @@ impl Kit {
                     self.created.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
                 }
                 Err(Error::InvalidArgument(_)) => {
-                    match self.plugin.get(&name).await {
+                    match self.store.get(&name).await {
                         Err(Error::NotFound | Error::InvalidArgument(_)) => {}
                         other => {
                             return Err(format!(
@@ -1463,7 +1498,7 @@ impl Kit {
                             ));
                         }
                     }
-                    match self.plugin.list(&name, None, 10).await {
+                    match self.store.list(&name, None, 10).await {
                         Ok(page) if page.names.is_empty() => {}
                         Err(Error::InvalidArgument(_)) => {}
                         Ok(page) => {
@@ -1486,10 +1521,12 @@ impl Kit {
     }
 
     async fn shared_state(&self) -> CaseResultInner {
-        let other = self
-            .load_with(self.spec.config.clone())
-            .await
-            .map_err(|e| format!("a second set of instances could not be loaded: {e}"))?;
+        let other = sealed_as(
+            &self.seal,
+            self.load_with(self.spec.config.clone())
+                .await
+                .map_err(|e| format!("a second set of instances could not be loaded: {e}"))?,
+        );
         let name = self.name("shared");
         self.create_ok(&name, b"one").await?;
         let got = other
@@ -1498,12 +1535,12 @@ impl Kit {
             .map_err(|e| format!("the second set's get failed: {e}"))?;
         ensure!(&got[..] == b"one", "the second set read other bytes");
         // Both sets have read it; one deletes it; the other must not still see it.
-        let _ = self.plugin.get(&name).await;
+        let _ = self.store.get(&name).await;
         other
             .delete(&name)
             .await
             .map_err(|e| format!("the second set's delete failed: {e}"))?;
-        match self.plugin.get(&name).await {
+        match self.store.get(&name).await {
             Err(Error::NotFound) => {}
             Ok(_) => {
                 return Err(
@@ -1527,7 +1564,7 @@ impl Kit {
             }
             Err(e) => return Err(format!("re-creating a deleted name from the second set failed: {e}")),
         }
-        match self.plugin.get(&name).await {
+        match self.store.get(&name).await {
             Ok(v) if &v[..] == b"two" => Ok(None),
             other => Err(format!(
                 "after another instance re-created it, get returned {:?}",
@@ -1559,7 +1596,7 @@ impl Kit {
         let mut ended = false;
         for _ in 0..100 {
             let page = self
-                .plugin
+                .store
                 .list(&base, after.as_deref(), limit)
                 .await
                 .map_err(|e| format!("list({base:?}, after {after:?}, limit {limit}) failed: {e}"))?;
@@ -1589,7 +1626,7 @@ impl Kit {
                 if !originals.contains(&name) && !touched.contains(&name) {
                     continue;
                 }
-                match self.plugin.delete(&name).await {
+                match self.store.delete(&name).await {
                     Ok(()) | Err(Error::NotFound) => {}
                     Err(e) => return Err(format!("delete({name:?}) while paging failed: {e}")),
                 }
@@ -1743,9 +1780,9 @@ impl Kit {
         };
         let name = self.name("secret");
         self.create_ok(&name, first.as_bytes()).await?;
-        note(self.plugin.create(&name, second.as_bytes()).await);
-        note(self.plugin.get(&name).await.map(drop));
-        note(self.plugin.list(&name, None, 10).await.map(drop));
+        note(self.store.create(&name, second.as_bytes()).await);
+        note(self.store.get(&name).await.map(drop));
+        note(self.store.list(&name, None, 10).await.map(drop));
         for odd in ["a/b", "a b", "caf\u{e9}", "..", "a\\b"] {
             let odd = self.name(odd);
             note(self.create(&odd, refused.as_bytes()).await);
@@ -1754,15 +1791,15 @@ impl Kit {
             let big = refused.repeat(self.record_sizes.end() / refused.len() + 1);
             note(self.create(&self.name("secret-big"), big.as_bytes()).await);
         }
-        note(self.plugin.get(&self.name("secret-missing")).await.map(drop));
-        note(self.plugin.delete(&self.name("secret-missing")).await);
+        note(self.store.get(&self.name("secret-missing")).await.map(drop));
+        note(self.store.delete(&self.name("secret-missing")).await);
         let doomed = self.name("secret-deleted");
         self.create_ok(&doomed, deleted.as_bytes()).await?;
-        note(self.plugin.delete(&doomed).await);
-        note(self.plugin.get(&doomed).await.map(drop));
+        note(self.store.delete(&doomed).await);
+        note(self.store.get(&doomed).await.map(drop));
         // Fresh instances open with the settings, credentials included.
         self.plugin.recycle();
-        note(self.plugin.status().await.map(drop));
+        note(self.store.status().await.map(drop));
         let mut config = self.spec.config.clone();
         config.insert(UNKNOWN_SETTING.into(), "1".into());
         if let Err(e) = self.load_with(config).await {

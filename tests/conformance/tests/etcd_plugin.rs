@@ -53,6 +53,16 @@ async fn the_kit_passes_on_a_three_member_cluster() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kit_passes_with_host_side_sealing() {
+    let cluster = EtcdCluster::start(3);
+    let report = keyhost_conformance::run(&runtime(), spec(&cluster, &[]), &common::sealed())
+        .await
+        .unwrap();
+    assert_eq!(report.skipped(), 0, "{}", report.to_text());
+    common::assert_every_case_passed(&report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_live_under_the_prefix_and_nothing_else_is_listed() {
     let cluster = EtcdCluster::start(1);
     // A key of other data just past the configured prefix's range (`/` + 1 is `0`).

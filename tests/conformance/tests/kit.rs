@@ -71,6 +71,20 @@ async fn the_fs_plugin_passes_every_case_and_leaves_nothing_behind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fs_plugin_passes_every_case_with_host_side_sealing() {
+    let (report, dir) = kit_with("keyhost-plugin-fs", &[], &common::sealed()).await;
+    assert_eq!(report.failed(), 0, "{}", report.to_text());
+    let skipped: Vec<_> = report
+        .cases
+        .iter()
+        .filter(|c| matches!(c.outcome, Outcome::Skip(_)))
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(skipped, ["open.missing-setting", "open.malformed-setting"]);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the kit cleans up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_control_plugin_without_a_defect_passes() {
     let (report, _dir) = kit(
         "keyhost-test-faulty",

@@ -1,6 +1,6 @@
 //! What the conformance crate's test binaries share.
 
-use keyhost_conformance::Report;
+use keyhost_conformance::{KitOptions, Report};
 use keyhost_plugin_host::{Plugin, PluginSpec, Runtime, RuntimeOptions};
 
 /// A runtime that keeps compiled plugins where the other tests keep them: the
@@ -29,4 +29,16 @@ pub fn assert_every_case_passed(report: &Report) {
         "{}",
         report.to_text()
     );
+}
+
+/// Kit options that run every case through host-side sealing, with a new
+/// key-encryption key, as a server with `keystore.seal` uses the plugin.
+#[allow(dead_code, reason = "Not every test binary runs the kit sealed")]
+pub fn sealed() -> KitOptions {
+    KitOptions {
+        seal: Some(std::sync::Arc::new(
+            keyhost_seal::Sealer::new(vec![keyhost_seal::Kek::generate().0]).unwrap_or_else(|e| panic!("{e}")),
+        )),
+        ..KitOptions::default()
+    }
 }
