@@ -8,8 +8,9 @@
 //!   code, doing only the JSON and crypto work of each operation on keys in a
 //!   `HashMap` behind a lock, with responses of the same shape and size;
 //! - **keyhost**: the `keyhost` release binary, started with a configuration file, in
-//!   three set-ups: the in-memory keystore; the bundled fs plugin; the in-memory
-//!   keystore with audit logging on (to a file).
+//!   four set-ups: the in-memory keystore; the bundled fs plugin; the fs plugin with
+//!   host-side sealing (`keystore.seal`); the in-memory keystore with audit logging
+//!   on (to a file).
 //!
 //! The load client writes raw HTTP/1.1 over tokio-rustls (no HTTP library on the
 //! client side, so that it is not the bottleneck): `KEYHOST_BENCH_CONNECTIONS`
@@ -762,6 +763,14 @@ fn drive() {
     let admin = creds.admin.identity().to_string();
     let connector = connector(&creds);
     let cache = d.join("cache");
+    let (kek_file, kek_id) = {
+        use std::os::unix::fs::PermissionsExt;
+        let (kek, bytes) = keyhost_seal::Kek::generate();
+        let path = d.join("kek");
+        std::fs::write(&path, B64.encode(*bytes)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        (path, kek.id().to_owned())
+    };
 
     let configs = [
         ("keyhost, memory", config(d, "memory", &admin, "", false)),
@@ -772,6 +781,21 @@ fn drive() {
                 "fs",
                 &admin,
                 &format!("keystore:\n  fs:\n    path: {}/keys\n", d.display()),
+                false,
+            ),
+        ),
+        (
+            "keyhost, fs plugin, sealed",
+            config(
+                d,
+                "sealed",
+                &admin,
+                &format!(
+                    "keystore:\n  fs:\n    path: {}/sealed-keys\n  seal:\n    keys:\n      - id: {}\n        file: {}\n",
+                    d.display(),
+                    kek_id,
+                    kek_file.display()
+                ),
                 false,
             ),
         ),

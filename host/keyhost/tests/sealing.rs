@@ -578,8 +578,14 @@ fn rotation_under_load_loses_nothing_and_the_old_kek_can_then_go() {
         "{resealed}"
     );
     assert!(resealed.contains("every record is sealed under"), "{resealed}");
-    // Each replaced record was saved first, as it was stored.
+    // Each replaced record was saved first, as it was stored, readable by its owner
+    // alone.
     assert_eq!(records_in(&backup).len(), 25);
+    for entry in std::fs::read_dir(&backup).unwrap() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = entry.unwrap().metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
     drop((a, b));
 
     // Every record is under `new` now: a node without `old` serves every key.
@@ -602,4 +608,56 @@ fn rotation_under_load_loses_nothing_and_the_old_kek_can_then_go() {
     }
     let server = must_start(&back, &[]);
     all_decrypt(&site, &server.url, &keys);
+}
+
+#[test]
+fn a_record_planted_unsealed_is_served_only_until_unsealed_records_are_refused() {
+    let site = Site::new();
+    let store = site.path().join("keys");
+    let (kek, id) = site.kek_file("kek");
+    std::fs::create_dir_all(&store).unwrap();
+    // Whoever writes to the backend plants a key they know, in KES's format.
+    let known = [0x42u8; 32];
+    std::fs::write(
+        store.join("planted"),
+        format!(r#"{{"bytes":"{}"}}"#, STANDARD.encode(known)),
+    )
+    .unwrap();
+    let generate = |url: &str| site.call(&format!("-X POST {url}/v1/key/generate/planted -d '{{}}'"));
+
+    let serve = site.config("serve", &format!("{}{}", fs(&store), seal(&[(&kek, &id)])), "");
+    let server = must_start(&serve, &[]);
+    assert_eq!(
+        generate(&server.url).0,
+        200,
+        "with unsealed: serve the planted key is used"
+    );
+    drop(server);
+
+    let refuse = site.config(
+        "refuse",
+        &format!("{}{}    unsealed: refuse\n", fs(&store), seal(&[(&kek, &id)])),
+        "",
+    );
+    let mut server = must_start(&refuse, &[]);
+    let (status, body) = generate(&server.url);
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        !body.contains("bytes") && !body.contains(&STANDARD.encode(known)),
+        "{body}"
+    );
+    // Keys it made itself are sealed, and served.
+    assert_eq!(site.call(&format!("-X POST {}/v1/key/create/mine", server.url)).0, 200);
+    assert_eq!(
+        site.call(&format!("-X POST {}/v1/key/generate/mine -d '{{}}'", server.url))
+            .0,
+        200
+    );
+    server.child.kill().unwrap();
+    let mut log = String::new();
+    server.child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(
+        log.contains("the record of 'planted' does not open: it is not sealed"),
+        "{log}"
+    );
 }

@@ -16,12 +16,24 @@ use keyhost_test_support::{GenericService, build_js_plugin, build_python_plugin}
 async fn the_rust_plugin_of_the_same_protocol_passes_the_kit() {
     // The SDK's HTTP client and error mapping, in the same role.
     let wasm = keyhost_plugin_build::build(&["keyhost-plugin-generic"]).unwrap_or_else(|e| panic!("{e}"))[0].clone();
-    kit("generic", wasm, Limits::default()).await;
+    kit("generic", wasm, Limits::default(), &KitOptions::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_plugin_of_the_same_protocol_passes_the_kit_with_host_side_sealing() {
+    let wasm = keyhost_plugin_build::build(&["keyhost-plugin-generic"]).unwrap_or_else(|e| panic!("{e}"))[0].clone();
+    kit("generic", wasm, Limits::default(), &common::sealed()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_plugin_passes_the_kit() {
-    kit("generic-py", build_python_plugin("generic"), Limits::default()).await;
+    kit(
+        "generic-py",
+        build_python_plugin("generic"),
+        Limits::default(),
+        &KitOptions::default(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,10 +43,10 @@ async fn the_javascript_plugin_passes_the_kit() {
         memory: 256 << 20,
         ..Limits::default()
     };
-    kit("generic-js", build_js_plugin("generic"), limits).await;
+    kit("generic-js", build_js_plugin("generic"), limits, &KitOptions::default()).await;
 }
 
-async fn kit(name: &str, wasm: std::path::PathBuf, limits: Limits) {
+async fn kit(name: &str, wasm: std::path::PathBuf, limits: Limits, options: &KitOptions) {
     let service = GenericService::start();
     let mut spec = PluginSpec::new(name, PluginSource::File(wasm));
     spec.limits = limits;
@@ -47,9 +59,7 @@ async fn kit(name: &str, wasm: std::path::PathBuf, limits: Limits) {
     // Components of 13 to 19 MB take seconds to compile: they are kept where the
     // other tests keep compiled plugins.
     let runtime = common::runtime();
-    let report = keyhost_conformance::run(&runtime, spec, &KitOptions::default())
-        .await
-        .unwrap();
+    let report = keyhost_conformance::run(&runtime, spec, options).await.unwrap();
     common::assert_every_case_passed(&report);
     assert!(
         report.plugin_info.starts_with(&format!("{name} ")),

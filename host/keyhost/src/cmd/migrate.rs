@@ -270,11 +270,11 @@ impl MigrateArgs {
         let is_current = |stored: &[u8]| Sealer::inspect(stored) == Sealing::Sealed(current.clone());
         if self.dry_run {
             let (mut todo, mut unopened) = (0usize, 0usize);
+            // Every record is opened, those under the current KEK too: the count of
+            // those that do not open is complete.
             for (name, stored) in &records {
-                if is_current(stored) {
-                    continue;
-                }
                 match store.open(name, stored.clone()) {
+                    Ok(_) if is_current(stored) => {}
                     Ok(_) => todo += 1,
                     Err(e) => {
                         unopened += 1;
