@@ -80,6 +80,14 @@ fn must_not_start(config: &Path, env: &[(&str, &str)]) -> String {
     }
 }
 
+/// Stops `server` and returns what it wrote to standard error.
+fn stop_and_read_log(mut server: Running) -> String {
+    server.child.kill().unwrap();
+    let mut log = String::new();
+    server.child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    log
+}
+
 /// Every encoding of `bytes` a leak could take.
 fn spellings(bytes: &[u8]) -> Vec<Vec<u8>> {
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -305,7 +313,7 @@ fn a_record_moved_to_another_name_does_not_open_and_says_why() {
     let store = site.path().join("keys");
     let (kek, id) = site.kek_file("kek");
     let config = site.config("c", &format!("{}{}", fs(&store), seal(&[(&kek, &id)])), "");
-    let mut server = must_start(&config, &[]);
+    let server = must_start(&config, &[]);
     let url = server.url.clone();
     assert_eq!(site.call(&format!("-X POST {url}/v1/key/create/original")).0, 200);
     // Someone with access to the backend copies the record to a name they may use.
@@ -321,9 +329,7 @@ fn a_record_moved_to_another_name_does_not_open_and_says_why() {
             .0,
         200
     );
-    server.child.kill().unwrap();
-    let mut log = String::new();
-    server.child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    let log = stop_and_read_log(server);
     assert!(
         log.contains("the sealed record of 'copied' does not open: it was sealed for another key name"),
         "{log}"
@@ -639,7 +645,7 @@ fn a_record_planted_unsealed_is_served_only_until_unsealed_records_are_refused()
         &format!("{}{}    unsealed: refuse\n", fs(&store), seal(&[(&kek, &id)])),
         "",
     );
-    let mut server = must_start(&refuse, &[]);
+    let server = must_start(&refuse, &[]);
     let (status, body) = generate(&server.url);
     assert_eq!(status, 502, "{body}");
     assert!(
@@ -653,9 +659,7 @@ fn a_record_planted_unsealed_is_served_only_until_unsealed_records_are_refused()
             .0,
         200
     );
-    server.child.kill().unwrap();
-    let mut log = String::new();
-    server.child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    let log = stop_and_read_log(server);
     assert!(
         log.contains("the record of 'planted' does not open: it is not sealed"),
         "{log}"

@@ -21,6 +21,16 @@ fn wasm(package: &str) -> PathBuf {
     keyhost_plugin_build::wasm_path(package)
 }
 
+/// The ids of the cases `report` skipped.
+fn skipped(report: &Report) -> Vec<&'static str> {
+    report
+        .cases
+        .iter()
+        .filter(|c| matches!(c.outcome, Outcome::Skip(_)))
+        .map(|c| c.id)
+        .collect()
+}
+
 async fn kit(package: &str, config: &[(&str, &str)], skip: Option<&str>) -> (Report, tempfile::TempDir) {
     let options = KitOptions {
         skip: skip.map(str::to_owned),
@@ -55,13 +65,7 @@ async fn the_fs_plugin_passes_every_case_and_leaves_nothing_behind() {
     assert_eq!(report.failed(), 0, "{}", report.to_text());
     assert_eq!(report.cases.len(), keyhost_conformance::CASES.len());
     // The fs plugin reads no settings, so only the cases of settings cannot apply.
-    let skipped: Vec<_> = report
-        .cases
-        .iter()
-        .filter(|c| matches!(c.outcome, Outcome::Skip(_)))
-        .map(|c| c.id)
-        .collect();
-    assert_eq!(skipped, ["open.missing-setting", "open.malformed-setting"]);
+    assert_eq!(skipped(&report), ["open.missing-setting", "open.malformed-setting"]);
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .flatten()
@@ -74,13 +78,7 @@ async fn the_fs_plugin_passes_every_case_and_leaves_nothing_behind() {
 async fn the_fs_plugin_passes_every_case_with_host_side_sealing() {
     let (report, dir) = kit_with("keyhost-plugin-fs", &[], &common::sealed()).await;
     assert_eq!(report.failed(), 0, "{}", report.to_text());
-    let skipped: Vec<_> = report
-        .cases
-        .iter()
-        .filter(|c| matches!(c.outcome, Outcome::Skip(_)))
-        .map(|c| c.id)
-        .collect();
-    assert_eq!(skipped, ["open.missing-setting", "open.malformed-setting"]);
+    assert_eq!(skipped(&report), ["open.missing-setting", "open.malformed-setting"]);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the kit cleans up");
 }
 
