@@ -330,7 +330,7 @@ mod tests {
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
         let calls = Calls::default();
         let writer = AuditWriter::spawn(Stalled(gate.clone(), calls.clone())).unwrap_or_else(|e| panic!("{e}"));
-        let line = [b'x'; 99].iter().copied().chain([b'\n']).collect::<Vec<u8>>();
+        let line = [b'x'; 99].iter().copied().chain(*b"\n").collect::<Vec<u8>>();
         // Until the writer holds one batch in its stuck write and the buffer
         // behind it is full too: then pushes are dropped.
         let (done, finished) = std::sync::mpsc::channel();
