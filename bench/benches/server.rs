@@ -759,7 +759,7 @@ fn drive() {
     let d = dir.path();
     let creds = DevCredentials::generate(&["localhost".into(), "127.0.0.1".into()]).unwrap();
     std::fs::write(d.join("server.cert"), &creds.server_cert_pem).unwrap();
-    std::fs::write(d.join("server.key"), creds.server_key_pem.as_str()).unwrap();
+    keyhost_test_support::write_private(d.join("server.key"), creds.server_key_pem.as_str());
     let admin = creds.admin.identity().to_string();
     let connector = connector(&creds);
     let cache = d.join("cache");

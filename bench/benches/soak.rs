@@ -205,7 +205,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let creds = keyhost_tls::mint::DevCredentials::generate(&["localhost".into(), "127.0.0.1".into()]).unwrap();
     std::fs::write(dir.path().join("server.cert"), &creds.server_cert_pem).unwrap();
-    std::fs::write(dir.path().join("server.key"), creds.server_key_pem.as_str()).unwrap();
+    keyhost_test_support::write_private(dir.path().join("server.key"), creds.server_key_pem.as_str());
     std::fs::write(dir.path().join("admin.identity"), creds.admin.identity().as_str()).unwrap();
     let connector = load::connector(
         creds.server_cert_der.clone(),

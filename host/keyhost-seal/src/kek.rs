@@ -67,42 +67,9 @@ const MALFORMED: &str = "the base64 of 32 bytes, as `keyhost seal new` writes";
 const MAX_FILE: u64 = 1024;
 
 fn from_file(at: &str, path: &Path) -> Result<Kek, String> {
-    use std::io::Read;
-    use std::os::unix::fs::MetadataExt;
-    let shown = path.display();
     // Opened once; every check is of the file opened (fstat), then read from it.
-    let file = std::fs::File::open(path).map_err(|e| format!("{at}.file: cannot read {shown}: {e}"))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("{at}.file: cannot read {shown}: {e}"))?;
-    if !meta.is_file() {
-        return Err(format!("{at}.file: {shown} is not a file"));
-    }
-    let owner = rustix::process::geteuid().as_raw();
-    if meta.uid() != owner {
-        return Err(format!(
-            "{at}.file: {shown} belongs to user {}, not to the user keyhost runs as ({owner}); \
-             a key-encryption key must belong to that user: chown it",
-            meta.uid()
-        ));
-    }
-    let mode = meta.mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "{at}.file: {shown} has mode {mode:04o}, so users other than its owner may read it; \
-             a key-encryption key must be readable by its owner alone: chmod 600 {shown}"
-        ));
-    }
-    if meta.len() > MAX_FILE {
-        return Err(format!(
-            "{at}.file: {shown} has {} bytes; a key file holds {MALFORMED}",
-            meta.len()
-        ));
-    }
-    let mut text = Zeroizing::new(Vec::with_capacity(MAX_FILE as usize + 1));
-    file.take(MAX_FILE + 1)
-        .read_to_end(&mut text)
-        .map_err(|e| format!("{at}.file: cannot read {shown}: {e}"))?;
+    let text = keyhost_files::read_secret(path, MAX_FILE, "key file").map_err(|e| format!("{at}.file: {e}"))?;
+    let shown = path.display();
     std::str::from_utf8(&text)
         .ok()
         .and_then(Kek::from_base64)
@@ -145,14 +112,9 @@ pub fn kms_client(
             ));
         }
     };
-    if let Some(endpoint) = &kms.endpoint
-        && !secure_endpoint(endpoint)
-    {
-        return Err(format!(
-            "{at}.aws_kms.endpoint: {endpoint} is not https; KMS's answer carries the key-encryption key, \
-             so only https (or plain http to this machine's loopback address) is accepted"
-        ));
-    }
+    // Parsed once: the host checked is the host the client calls, since the client
+    // is handed the canonical form of the URL that was checked.
+    let endpoint = kms.endpoint.as_deref().map(|e| secure_endpoint(e, at)).transpose()?;
     let mut config = aws_sdk_kms::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(kms.region.clone()))
@@ -163,26 +125,23 @@ pub fn kms_client(
                 .operation_timeout(Duration::from_secs(30))
                 .build(),
         );
-    if let Some(endpoint) = &kms.endpoint {
-        config = config.endpoint_url(endpoint);
+    if let Some(endpoint) = &endpoint {
+        config = config.endpoint_url(endpoint.endpoint());
     }
     Ok(aws_sdk_kms::Client::from_conf(config.build()))
 }
 
-/// Whether `endpoint` protects what KMS answers: https, or http to a loopback address.
-fn secure_endpoint(endpoint: &str) -> bool {
-    if endpoint.starts_with("https://") {
-        return true;
+/// `endpoint`, when it protects what KMS answers: https, or plain http to this
+/// machine's loopback address.
+fn secure_endpoint(endpoint: &str, at: &str) -> Result<keyhost_url::HttpUrl, String> {
+    let url = keyhost_url::HttpUrl::parse(endpoint).map_err(|e| format!("{at}.aws_kms.endpoint: {e}"))?;
+    if url.is_https() || url.is_loopback() {
+        return Ok(url);
     }
-    let Some(rest) = endpoint.strip_prefix("http://") else {
-        return false;
-    };
-    let authority = rest.split('/').next().unwrap_or_default();
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    Err(format!(
+        "{at}.aws_kms.endpoint: {endpoint} is not https; KMS's answer carries the key-encryption key, \
+         so only https (or plain http to a loopback address, written as an address) is accepted"
+    ))
 }
 
 /// The endpoint a KMS client of `kms` calls, for messages.
@@ -289,10 +248,9 @@ mod tests {
         for ok in [
             "https://kms.us-east-1.amazonaws.com",
             "http://127.0.0.1:4566",
-            "http://localhost:4566/",
             "http://[::1]:4566",
         ] {
-            assert!(super::secure_endpoint(ok), "{ok}");
+            assert!(super::secure_endpoint(ok, "k").is_ok(), "{ok}");
         }
         for bad in [
             "http://kms.example.com",
@@ -300,8 +258,16 @@ mod tests {
             "http://127.0.0.1.example.com",
             "kms.us-east-1.amazonaws.com",
             "ftp://127.0.0.1",
+            // A name the resolver may send elsewhere.
+            "http://localhost:4566/",
+            "http://localhost.:4566/",
+            // A loopback address as the user name, the attacker's host as the host.
+            "http://[::1]@kms.attacker.example",
+            "http://127.0.0.1@kms.attacker.example:4566",
+            "http://localhost:4566@kms.attacker.example",
+            "http://127.0.0.1\\@kms.attacker.example",
         ] {
-            assert!(!super::secure_endpoint(bad), "{bad}");
+            assert!(super::secure_endpoint(bad, "k").is_err(), "{bad}");
         }
     }
 }

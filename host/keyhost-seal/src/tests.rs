@@ -254,7 +254,7 @@ async fn key_files_are_checked_at_start_up() {
     let e = load(vec![(Some(&*id), KekSource::File(dir.path().to_owned()))])
         .await
         .unwrap_err();
-    assert!(e.contains("is not a file"), "{e}");
+    assert!(e.contains("is not a regular file"), "{e}");
 
     // A file of another user's is refused (playable where the test may chown).
     if rustix::process::geteuid().is_root() {

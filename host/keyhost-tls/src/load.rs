@@ -37,7 +37,13 @@ pub enum TlsError {
     /// rustls refused the material.
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    /// A private key file that other users may read, or that is not a file.
+    #[error("{0}")]
+    Secret(#[from] keyhost_files::FileError),
 }
+
+/// The largest private key file read: an RSA key of 16,384 bits is about 13 KB.
+pub const MAX_KEY_FILE: u64 = 64 << 10;
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|error| TlsError::Read {
@@ -67,10 +73,26 @@ pub fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 /// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1), decrypting it with `password`
 /// when it is encrypted (OpenSSL's traditional encryption or PKCS#8 PBES2). An
 /// encrypted key without a password is [`TlsError::NeedsPassword`].
+///
+/// The file must be closed to other users, as every file holding a secret
+/// ([`keyhost_files::read_secret`]): `0600` and keyhost's own, or root's and at
+/// most `0640`.
 pub fn load_key(path: &Path, password: Option<&str>) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let bytes = keyhost_files::read_secret(path, MAX_KEY_FILE, "private key file")?;
+    parse_key(path, &bytes, password)
+}
+
+/// [`load_key`] without the owner and mode check, for a client's own key
+/// (`KES_CLIENT_KEY`): whom a user lets read their key is theirs to decide, as with
+/// curl and the `kes` CLI. A server's keys are always checked.
+pub fn load_client_key(path: &Path, password: Option<&str>) -> Result<PrivateKeyDer<'static>, TlsError> {
     let bytes = Zeroizing::new(read(path)?);
+    parse_key(path, &bytes, password)
+}
+
+fn parse_key(path: &Path, bytes: &[u8], password: Option<&str>) -> Result<PrivateKeyDer<'static>, TlsError> {
     // PEM is ASCII, so this borrows `bytes` rather than copying the key.
-    let text = String::from_utf8_lossy(&bytes);
+    let text = String::from_utf8_lossy(bytes);
     if pem::is_encrypted(&text) {
         let Some(password) = password else {
             return Err(TlsError::NeedsPassword { path: path.to_owned() });
@@ -97,7 +119,7 @@ pub fn load_key(path: &Path, password: Option<&str>) -> Result<PrivateKeyDer<'st
         }
         return Ok(key);
     }
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| TlsError::Pem {
+    PrivateKeyDer::from_pem_slice(bytes).map_err(|e| TlsError::Pem {
         path: path.to_owned(),
         what: format!("no usable PRIVATE KEY block ({e})"),
     })

@@ -216,7 +216,7 @@ keystore:
 fn admin_config(dir: &Path, admin: &ApiKey, keystore_extra: &str, endpoint: &str) -> std::path::PathBuf {
     let creds = keyhost_tls::mint::DevCredentials::generate(&["localhost".into(), "127.0.0.1".into()]).unwrap();
     std::fs::write(dir.join("server.cert"), &creds.server_cert_pem).unwrap();
-    std::fs::write(dir.join("server.key"), creds.server_key_pem.as_str()).unwrap();
+    keyhost_test_support::write_private(dir.join("server.key"), creds.server_key_pem.as_str());
     write_identity(dir, "admin", admin);
     let config = dir.join("config.yaml");
     std::fs::write(

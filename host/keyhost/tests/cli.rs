@@ -436,6 +436,98 @@ fn migrate_copies_records_verbatim() {
     );
 }
 
+/// Round 3, item 6: the records a migration replaces are key material, so they go
+/// only into a directory that is keyhost's user's alone. A directory prepared by
+/// another user (or open to others, or a link to one) is refused with nothing
+/// changed; the default directory has a name nobody can foresee and is made fresh,
+/// 0700, whatever the umask.
+#[test]
+fn migrate_backups_go_only_into_private_fresh_directories() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let config = |name: &str| {
+        let path = d.join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "address: 0.0.0.0:7373\nroot: disabled\nkeystore:\n  fs:\n    path: {}/{name}\n",
+                d.display()
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all(d.join(name)).unwrap();
+        path
+    };
+    let (from, to) = (config("old"), config("new"));
+    let record = |tag: char| format!(r#"{{"bytes":"{}="}}"#, tag.to_string().repeat(43));
+    std::fs::write(d.join("old/k"), record('A')).unwrap();
+    std::fs::write(d.join("new/k"), record('B')).unwrap();
+
+    // Prepared by someone else: open to all, owned by another user, or a link.
+    let open = d.join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let foreign = d.join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let is_root = rustix::process::geteuid().is_root();
+    if is_root {
+        std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+    }
+    let private = d.join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let link = d.join("link");
+    std::os::unix::fs::symlink(&open, &link).unwrap();
+    let mut refused = vec![(&open, "has mode 0777"), (&link, "symbolic link")];
+    if is_root {
+        refused.push((&foreign, "belongs to user 65534"));
+    }
+    for (bad, why) in refused {
+        let out = migrate_between(&from, &to, &["--force", "--backup", bad.to_str().unwrap()]);
+        fails(&out, 1, why);
+        fails(&out, 1, "nothing was copied");
+        assert_eq!(std::fs::read_to_string(d.join("new/k")).unwrap(), record('B'));
+        assert_eq!(std::fs::read_dir(&open).unwrap().count(), 0, "{}", bad.display());
+    }
+    // The user's own private directory is used.
+    let out = migrate_between(&from, &to, &["--force", "--backup", private.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(private.join("k")).unwrap(), record('B'));
+
+    // The default: a new directory in the working directory, 0700 under any umask.
+    std::fs::write(d.join("old/k"), record('C')).unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask 000 && exec {} migrate --from {} --to {} --force",
+            env!("CARGO_BIN_EXE_keyhost"),
+            from.display(),
+            to.display()
+        ))
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let made: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("keyhost-migrate-backup-")
+        })
+        .collect();
+    assert_eq!(made.len(), 1, "{made:?}");
+    let name = made[0].file_name().unwrap().to_string_lossy().into_owned();
+    let random = name.rsplit('-').next().unwrap();
+    assert_eq!(random.len(), 8, "a random part: {name}");
+    assert_eq!(std::fs::metadata(&made[0]).unwrap().mode() & 0o777, 0o700);
+    assert_eq!(std::fs::metadata(made[0].join("k")).unwrap().mode() & 0o777, 0o600);
+}
+
 /// Runs `keyhost migrate --from FROM --to TO EXTRA…`.
 fn migrate_between(from: &std::path::Path, to: &std::path::Path, extra: &[&str]) -> Output {
     let mut args = vec![

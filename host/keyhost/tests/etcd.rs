@@ -12,7 +12,7 @@ fn keystore(dir: &std::path::Path, cluster: &EtcdCluster, tls_origins: &[String]
     let pki = cluster.tls().unwrap();
     std::fs::write(dir.join("etcd-ca.pem"), &pki.ca_pem).unwrap();
     std::fs::write(dir.join("etcd-client.pem"), &pki.client_cert_pem).unwrap();
-    std::fs::write(dir.join("etcd-client.key"), &pki.client_key_pem).unwrap();
+    keyhost_test_support::write_private(dir.join("etcd-client.key"), &pki.client_key_pem);
     let endpoints = cluster.endpoints();
     let quoted = |list: &[String]| list.iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ");
     format!(

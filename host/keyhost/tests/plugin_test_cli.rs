@@ -17,6 +17,12 @@ fn the_bundled_fs_plugin_passes_and_writes_reports() {
     std::fs::create_dir(&data).unwrap();
     let junit = dir.path().join("report.xml");
     let json = dir.path().join("report.json");
+    // Links planted at the report paths (another user's doing, in a shared
+    // directory): the reports replace them and never write through them.
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "not a report").unwrap();
+    std::os::unix::fs::symlink(&victim, &junit).unwrap();
+    std::os::unix::fs::symlink(&victim, &json).unwrap();
     let out = keyhost()
         .args(["plugin", "test", "builtin:fs", "--allow-dir"])
         .arg(&data)
@@ -43,6 +49,14 @@ fn the_bundled_fs_plugin_passes_and_writes_reports() {
     );
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert!(report["cases"].as_array().unwrap().len() > 20);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "not a report");
+    for report in [&junit, &json] {
+        assert!(
+            std::fs::symlink_metadata(report).unwrap().is_file(),
+            "{}",
+            report.display()
+        );
+    }
 }
 
 #[test]
@@ -201,7 +215,7 @@ fn the_kit_reaches_a_tls_backend_with_the_host_presenting_a_client_certificate()
     let dir = tempfile::tempdir().unwrap();
     let file = |name: &str, text: &str| {
         let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
+        keyhost_test_support::write_private(&path, text);
         path
     };
     let (ca, cert, key) = (

@@ -430,6 +430,47 @@ fn a_kek_encrypted_by_aws_kms_is_decrypted_by_the_host_at_start_up() {
     );
 }
 
+/// Round 3, item 6: `seal new --aws-kms-key` sends a fresh KEK to KMS to be
+/// encrypted, so plain http is allowed to this machine only. An endpoint whose
+/// user name is a loopback address (`http://[::1]@HOST`) passed that check while the
+/// client connected to HOST. Played with a listener standing in for HOST: it must
+/// see no connection, and the command must say why.
+#[test]
+fn a_kms_endpoint_with_a_loopback_user_name_is_refused_before_any_connection() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    for endpoint in [
+        format!("http://[::1]@127.0.0.1:{port}"),
+        format!("http://localhost@127.0.0.1:{port}"),
+        format!("http://127.0.0.1:1@127.0.0.1:{port}/"),
+        format!("http://[::1]%40@127.0.0.1:{port}"),
+    ] {
+        let out = std::process::Command::new(keyhost_bin())
+            .args([
+                "seal",
+                "new",
+                "--aws-kms-key",
+                "arn:aws:kms:us-east-1:123456789012:key/x",
+                "--aws-region",
+                REGION,
+                "--aws-endpoint",
+                &endpoint,
+            ])
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{endpoint}: {stderr}");
+        assert!(stderr.contains("contains credentials"), "{endpoint}: {stderr}");
+        assert!(
+            listener.accept().is_err(),
+            "{endpoint}: the KEK was sent to the host after the user name"
+        );
+    }
+}
+
 /// Keys with their ciphertexts, made through `url`.
 fn make_keys(site: &Site, url: &str, names: &[String]) -> Vec<(String, String, String)> {
     names
@@ -664,4 +705,65 @@ fn a_record_planted_unsealed_is_served_only_until_unsealed_records_are_refused()
         log.contains("the record of 'planted' does not open: it is not sealed"),
         "{log}"
     );
+
+    // The documented rotation step applies the server's rules: under refuse, a
+    // re-seal skips the planted record, says so, and leaves it as it was, so the
+    // server still refuses it. It would otherwise seal the attacker's key.
+    let planted_before = std::fs::read(store.join("planted")).unwrap();
+    let dry = migrate(&["--reseal", refuse.to_str().unwrap(), "--dry-run"]);
+    assert!(
+        dry.contains("not sealed, refused (keystore.seal.unsealed: refuse)"),
+        "{dry}"
+    );
+    assert!(dry.contains("1 would be skipped"), "{dry}");
+    let backup = site.path().join("reseal-backup");
+    let out = migrate_failing(&[
+        "--reseal",
+        refuse.to_str().unwrap(),
+        "--backup",
+        backup.to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains("skipped: ") && out.contains("the record of 'planted' does not open: it is not sealed"),
+        "{out}"
+    );
+    assert!(out.contains("1 records were skipped"), "{out}");
+    assert_eq!(
+        std::fs::read(store.join("planted")).unwrap(),
+        planted_before,
+        "left as it was"
+    );
+    let server = must_start(&refuse, &[]);
+    assert_eq!(generate(&server.url).0, 502, "still refused after the re-seal");
+    drop(server);
+    // Copying to another keystore applies the source's rules too.
+    let elsewhere = site.config("elsewhere", &fs(&site.path().join("elsewhere")), "");
+    let out = migrate_failing(&[
+        "--from",
+        refuse.to_str().unwrap(),
+        "--to",
+        elsewhere.to_str().unwrap(),
+        "planted",
+    ]);
+    assert!(
+        out.contains("cannot read 'planted'") && out.contains("not sealed"),
+        "{out}"
+    );
+    assert!(!site.path().join("elsewhere").join("planted").exists());
+}
+
+fn migrate_failing(args: &[&str]) -> String {
+    let out = std::process::Command::new(keyhost_bin())
+        .arg("migrate")
+        .args(args)
+        .env("XDG_CACHE_HOME", keyhost_test_support::cache_home())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "migrate {args:?} succeeded: {text}");
+    text
 }

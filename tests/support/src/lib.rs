@@ -31,6 +31,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Writes a file that holds a secret as keyhost demands of one: mode 0600.
+pub fn write_private(path: impl AsRef<std::path::Path>, contents: impl AsRef<[u8]>) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = path.as_ref();
+    std::fs::write(path, contents).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
 /// The `XDG_CACHE_HOME` that tests give the binary: one per machine, shared by
 /// every test process and kept between runs, so a plugin is compiled once per
 /// change of it rather than once per test.

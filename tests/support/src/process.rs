@@ -115,7 +115,7 @@ pub fn curl(dir: &std::path::Path, who: &str, args: &str) -> (u16, String) {
 pub fn server_files(dir: &std::path::Path) -> keyhost_tls::mint::DevCredentials {
     let creds = keyhost_tls::mint::DevCredentials::generate(&["localhost".into(), "127.0.0.1".into()]).unwrap();
     std::fs::write(dir.join("server.cert"), &creds.server_cert_pem).unwrap();
-    std::fs::write(dir.join("server.key"), creds.server_key_pem.as_str()).unwrap();
+    crate::write_private(dir.join("server.key"), creds.server_key_pem.as_str());
     creds
 }
 
@@ -123,7 +123,7 @@ pub fn server_files(dir: &std::path::Path) -> keyhost_tls::mint::DevCredentials 
 pub fn write_identity(dir: &std::path::Path, who: &str, key: &ApiKey) {
     let (cert, private) = keyhost_tls::mint::client_certificate(key).unwrap();
     std::fs::write(dir.join(format!("{who}.cert")), cert).unwrap();
-    std::fs::write(dir.join(format!("{who}.key")), private.as_str()).unwrap();
+    crate::write_private(dir.join(format!("{who}.key")), private.as_str());
 }
 
 /// Writes `config.yaml` in the newest schema into `dir`: the admin of `creds`, the

@@ -129,28 +129,28 @@ pub fn spec(aws: &AwsSecretsManager, file: &str, env: &dyn Env) -> Result<Plugin
 }
 
 /// An endpoint as a URL: `host[:port]` means https. Catches the MinIO guide's
-/// `secretsmanager.REGION.amazonaws` (no `.com`).
+/// `secretsmanager.REGION.amazonaws` (no `.com`). Parsed once
+/// ([`keyhost_url::HttpUrl`]); the canonical form is what the plugin is given.
 fn endpoint_url(raw: &str, field: &str, file: &str) -> Result<String, String> {
     let raw = raw.trim().trim_end_matches('/');
-    let url = if raw.contains("://") {
+    let text = if raw.contains("://") {
         raw.to_owned()
     } else {
         format!("https://{raw}")
     };
-    let host = url
-        .split_once("://")
-        .map_or("", |(_, rest)| rest.split(['/', ':']).next().unwrap_or(""));
-    if host.contains("REGION") {
+    if raw.contains("REGION") {
         return Err(format!(
             "{file}: {field}: '{raw}' still says REGION; write your region, e.g. secretsmanager.us-east-1.amazonaws.com"
         ));
     }
+    let url = keyhost_url::HttpUrl::parse(&text).map_err(|e| format!("{file}: {field}: {e}"))?;
+    let host = url.host();
     if host.ends_with(".amazonaws") {
         return Err(format!(
             "{file}: {field}: '{raw}' lacks '.com'; write {host}.com (the AWS endpoint host is <service>.<region>.amazonaws.com)"
         ));
     }
-    Ok(url)
+    Ok(url.endpoint().to_owned())
 }
 
 fn origin(url: &str, field: &str, file: &str) -> Result<Origin, String> {

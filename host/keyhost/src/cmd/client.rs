@@ -104,7 +104,9 @@ impl Client {
             .clone()
             .or_else(|| first_env(&["MINIO_KES_SERVER", "KES_SERVER", "MINIO_KMS_KES_ENDPOINT"]))
             .unwrap_or_else(|| "127.0.0.1:7373".into());
-        let mut endpoints: Vec<String> = server
+        // Every endpoint is spoken to over https, as kms-go does; each is parsed
+        // once (keyhost_url), and the canonical form is what the client calls.
+        let mut endpoints: Vec<keyhost_url::HttpUrl> = server
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
@@ -114,17 +116,15 @@ impl Client {
                     .or_else(|| s.strip_prefix("http://"))
                     .unwrap_or(s)
                     .trim_end_matches('/');
-                format!("https://{host}")
+                keyhost_url::HttpUrl::parse(&format!("https://{host}"))
+                    .map_err(|e| format!("KES_SERVER (or --server): {e}"))
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         if endpoints.is_empty() {
             return Err("KES_SERVER names no endpoint".into());
         }
         // kms-go's order: a localhost endpoint first, else a random start.
-        if let Some(local) = endpoints.iter().position(|e| {
-            let host = e.trim_start_matches("https://");
-            host.starts_with("localhost") || host.starts_with("127.") || host.starts_with("[::1]")
-        }) {
+        if let Some(local) = endpoints.iter().position(keyhost_url::HttpUrl::is_local) {
             endpoints.rotate_left(local);
         } else {
             let start = usize::from(rand::random::<u16>()) % endpoints.len();
@@ -144,7 +144,7 @@ impl Client {
             .enable_http1()
             .build();
         Ok(Self {
-            endpoints,
+            endpoints: endpoints.iter().map(|e| e.endpoint().to_owned()).collect(),
             http: HttpClient::builder(TokioExecutor::new()).build(connector),
         })
     }
@@ -284,10 +284,10 @@ fn credentials() -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>
         (None, Some(key), Some(cert)) => {
             let chain = keyhost_tls::load_chain(std::path::Path::new(&cert)).map_err(|e| e.to_string())?;
             let path = std::path::Path::new(&key);
-            let key = match keyhost_tls::load_key(path, None) {
+            let key = match keyhost_tls::load_client_key(path, None) {
                 Err(keyhost_tls::TlsError::NeedsPassword { .. }) => {
                     let password = super::password::read(&format!("Password for {}: ", path.display()))?;
-                    keyhost_tls::load_key(path, Some(&password)).map_err(|e| e.to_string())?
+                    keyhost_tls::load_client_key(path, Some(&password)).map_err(|e| e.to_string())?
                 }
                 other => other.map_err(|e| e.to_string())?,
             };

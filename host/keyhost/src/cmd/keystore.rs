@@ -59,11 +59,19 @@ pub async fn open(
         )),
     };
     check_sample(&*inner, sealer.as_deref(), file).await?;
-    let unsealed = match seal {
+    Ok(Arc::new(
+        SealedStore::new(inner, sealer).with_unsealed(unsealed_rule(seal)),
+    ))
+}
+
+/// What the configuration accepts of a record that is not sealed: the one rule
+/// that the server and every tool reading records apply alike, so that no tool
+/// accepts (and re-seals, copies or restores) a record that the server refuses.
+pub fn unsealed_rule(seal: Option<&SealConfig>) -> Unsealed {
+    match seal {
         Some(seal) if seal.refuse_unsealed => Unsealed::Refuse,
         _ => Unsealed::Serve,
-    };
-    Ok(Arc::new(SealedStore::new(inner, sealer).with_unsealed(unsealed)))
+    }
 }
 
 /// How many records start-up reads to check that their KEKs are configured.
@@ -219,7 +227,11 @@ fn origin_tls(
             ca_pem: entry.ca.as_deref().map(|p| read("ca", p)).transpose()?,
             client: match &entry.client {
                 None => None,
-                Some((cert, key)) => Some((read("cert", cert)?, zeroize::Zeroizing::new(read("key", key)?))),
+                Some((cert, key)) => Some((
+                    read("cert", cert)?,
+                    keyhost_files::read_secret(key, keyhost_tls::load::MAX_KEY_FILE, "private key file")
+                        .map_err(|e| format!("{at}.key: {e}"))?,
+                )),
             },
         };
         for raw in &entry.origins {

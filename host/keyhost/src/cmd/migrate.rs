@@ -66,7 +66,9 @@ pub struct MigrateArgs {
     #[arg(short, long)]
     force: bool,
     /// Where --force and --reseal save the records they replace, as they were
-    /// stored [default: ./keyhost-migrate-backup-<seconds since 1970>].
+    /// stored. An existing DIR must be a directory of this user closed to others
+    /// (0700); a new one is created so [default: a new
+    /// ./keyhost-migrate-backup-<seconds since 1970>-<random>].
     #[arg(long, value_name = "DIR")]
     backup: Option<PathBuf>,
 }
@@ -156,21 +158,15 @@ impl MigrateArgs {
             return Ok(());
         }
         let tty = std::io::stderr().is_terminal();
-        let backup = match (&self.backup, self.force && !existing.is_empty()) {
-            (_, false) => None,
-            (Some(dir), true) => Some(dir.clone()),
-            (None, true) => Some(default_backup()),
+        let backup = if self.force && !existing.is_empty() {
+            Some(self.backup_dir().map_err(|e| format!("{e}; nothing was copied"))?)
+        } else {
+            None
         };
         // Every record about to be replaced is saved before any is replaced: a
         // backup that cannot be written stops the migration with nothing changed.
         let mut previous = std::collections::HashMap::new();
         if let Some(dir) = &backup {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| format!("--backup: cannot create {}: {e}; nothing was copied", dir.display()))?;
             for name in &existing {
                 let old = to
                     .inner()
@@ -238,7 +234,11 @@ impl MigrateArgs {
         };
         let inner = super::keystore::open_unsealed(&config.keystore, &file).await?;
         let sealer = Arc::new(keyhost_seal::kek::load(seal, &file, &|name| std::env::var(name).ok()).await?);
-        let store = SealedStore::new(inner.clone(), Some(sealer.clone()));
+        // The server's acceptance rules: a record the server refuses (one planted
+        // unsealed in the backend, under `unsealed: refuse`) is skipped, never
+        // sealed, so that a re-seal cannot launder it into a record the server serves.
+        let rule = super::keystore::unsealed_rule(Some(seal));
+        let store = SealedStore::new(inner.clone(), Some(sealer.clone())).with_unsealed(rule);
         let current = sealer.current().to_owned();
         let prefix = self.pattern.strip_suffix('*').unwrap_or(&self.pattern);
         let names = list_all(&*inner, prefix).await?;
@@ -250,6 +250,9 @@ impl MigrateArgs {
             match inner.get(&name).await {
                 Ok(stored) => {
                     let label = match Sealer::inspect(&stored) {
+                        Sealing::Plain if rule == keyhost_seal::Unsealed::Refuse => {
+                            "not sealed, refused (keystore.seal.unsealed: refuse)".to_owned()
+                        }
                         Sealing::Plain => "not sealed".to_owned(),
                         Sealing::Sealed(id) if id == current => format!("sealed under {id} (current)"),
                         Sealing::Sealed(id) if sealer.ids().any(|k| k == id) => format!("sealed under {id}"),
@@ -282,7 +285,10 @@ impl MigrateArgs {
                     }
                 }
             }
-            println!("{todo} would be sealed under {current}; {unopened} do not open; dry run, nothing changed");
+            println!(
+                "{todo} would be sealed under {current}; {unopened} would be skipped (they do not open, or the \
+                 configuration refuses them); dry run, nothing changed"
+            );
             return Ok(());
         }
 
@@ -295,15 +301,7 @@ impl MigrateArgs {
         // Each record is saved, as it was stored, before it is replaced: whatever
         // happens to the keystore between the delete and the create, the record is
         // on disk.
-        let backup = self.backup.clone().unwrap_or_else(default_backup);
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&backup)
-                .map_err(|e| format!("--backup: cannot create {}: {e}; nothing was changed", backup.display()))?;
-        }
+        let backup = self.backup_dir().map_err(|e| format!("{e}; nothing was changed"))?;
         let tty = std::io::stderr().is_terminal();
         let total = records.len();
         let step = (total / 10).max(1);
@@ -367,10 +365,14 @@ impl MigrateArgs {
             Ok(())
         } else {
             for why in failed.iter().take(20) {
-                eprintln!("  {why}");
+                eprintln!("  skipped: {why}");
             }
             Err(format!(
-                "{} records do not open and were left as they are (the first are listed above)",
+                "{} records were skipped and left as they are: they do not open, or keystore.seal.unsealed \
+                 refuses them as the server does (the first are listed above). A record not sealed may have \
+                 been planted in the backend: check that each listed one was written by this deployment \
+                 (before sealing was switched on) before re-sealing with unsealed: serve, which seals every \
+                 record not sealed that it finds",
                 failed.len()
             ))
         }
@@ -387,12 +389,29 @@ fn print_refuse_hint(refused: bool, current: &str) {
     }
 }
 
-/// `./keyhost-migrate-backup-<seconds since 1970>`.
-fn default_backup() -> PathBuf {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    PathBuf::from(format!("keyhost-migrate-backup-{secs}"))
+impl MigrateArgs {
+    /// Where replaced records are saved, private to keyhost's user: `--backup DIR`,
+    /// created 0700 when it does not exist, or else used only when it is a
+    /// directory of that user closed to others (not a link); by default a new
+    /// directory `./keyhost-migrate-backup-<seconds since 1970>-<random>`, whose
+    /// name cannot be foreseen, created fresh (an existing one is refused).
+    fn backup_dir(&self) -> Result<PathBuf, String> {
+        let Some(dir) = &self.backup else {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let dir = PathBuf::from(format!("keyhost-migrate-backup-{secs}-{:08x}", rand::random::<u32>()));
+            keyhost_files::create_private_dir(&dir).map_err(|e| format!("the backup directory: {e}"))?;
+            return Ok(dir);
+        };
+        match std::fs::symlink_metadata(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                keyhost_files::create_private_dir(dir).map_err(|e| format!("--backup: {e}"))?;
+            }
+            _ => keyhost_files::check_private_dir(dir).map_err(|e| format!("--backup: {e}"))?,
+        }
+        Ok(dir.clone())
+    }
 }
 
 /// Replaces the record of `name` (`stored`, saved in the file `saved`) with

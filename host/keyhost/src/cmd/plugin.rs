@@ -184,7 +184,8 @@ impl PluginArgs {
             client: match (&self.tls_cert, &self.tls_key) {
                 (Some(cert), Some(key)) => Some((
                     read("--tls-cert", cert)?,
-                    zeroize::Zeroizing::new(read("--tls-key", key)?),
+                    keyhost_files::read_secret(key, keyhost_tls::load::MAX_KEY_FILE, "private key file")
+                        .map_err(|e| format!("--tls-key: {e}"))?,
                 )),
                 _ => None,
             },
@@ -305,10 +306,12 @@ async fn test(args: TestArgs) -> ExitCode {
     // Write without panicking: stdout may be a closed pipe (`… | head`).
     let _ = std::io::Write::write_all(&mut std::io::stdout(), report.to_text().as_bytes());
     for (path, content) in [(&args.junit, report.to_junit()), (&args.json, report.to_json())] {
+        // Written to a new file renamed onto the path: a link planted at the path is
+        // replaced, never written through.
         if let Some(path) = path
-            && let Err(e) = std::fs::write(path, content)
+            && let Err(e) = crate::files::write_atomic(path, content.as_bytes(), crate::files::Mode::Public, true)
         {
-            eprintln!("error: cannot write {}: {e}", path.display());
+            eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     }
