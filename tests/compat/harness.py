@@ -104,7 +104,7 @@ class Pki:
         self.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         _write_key(self.server_key, key)
 
-    def _leaf(self, cn: str, key, server: bool = False) -> x509.Certificate:
+    def _leaf(self, cn: str, key, server: bool = False, usages: list | None = None) -> x509.Certificate:
         import ipaddress
 
         b = (
@@ -118,7 +118,7 @@ class Pki:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+                    usages or [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
                 ),
                 critical=False,
             )
@@ -132,9 +132,10 @@ class Pki:
             )
         return b.sign(self.ca_key, hashes.SHA256())
 
-    def client(self, name: str, self_signed: bool = False) -> Cred:
+    def client(self, name: str, self_signed: bool = False, server_usage: bool = False) -> Cred:
         """A client certificate signed by the CA, or a self-signed one (not trusted by
-        `--auth on`)."""
+        `--auth on`). With `server_usage` it allows TLS server authentication too, as
+        KES v0.16 asked of a certificate a proxy forwards (Go's default usage)."""
         key = ec.generate_private_key(ec.SECP256R1())
         if self_signed:
             subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
@@ -151,7 +152,8 @@ class Pki:
                 .sign(key, hashes.SHA256())
             )
         else:
-            cert = self._leaf(name, key)
+            usages = [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH] if server_usage else None
+            cert = self._leaf(name, key, usages=usages)
         c, k = self.dir / f"{name}.cert", self.dir / f"{name}.key"
         c.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         _write_key(k, key)

@@ -23,7 +23,11 @@ PHASES = ("wire", "cli", "sdk", "integration", "storage")
 
 
 def make_creds(pki: Pki) -> dict:
-    return {n: pki.client(n) for n in ("root", "app", "ops", "fresh", "nobody")}
+    creds = {n: pki.client(n) for n in ("root", "app", "ops", "fresh", "nobody", "proxy")}
+    # A client behind the v0.16 configuration's TLS proxy, whose certificate passes
+    # KES v0.16's check of forwarded certificates under --auth on.
+    creds["proxied"] = pki.client("proxied", server_usage=True)
+    return creds
 
 
 def start_v016(binary: Path, label: str, pki: Pki, creds: dict, auth: str, base: Path, keyhost: bool) -> Server:

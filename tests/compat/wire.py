@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -34,6 +35,8 @@ class Case:
     # JSON fields compared by value although they are random in general.
     unmask: tuple = ()
     read_ms: int = 0
+    # A connection of its own, not one kept from earlier requests.
+    fresh: bool = False
 
 
 def _encode(body, saved) -> str | None:
@@ -67,12 +70,20 @@ def _reframe(saved, name, **changes):
 
 
 def v016_config(creds: dict[str, Cred], pki: Pki, port: int, keys: Path) -> str:
+    # The request sequence has a TLS proxy and a client behind it; other parts (the
+    # integration suite) bring their own credentials without them.
+    proxy = (
+        f"  proxy:\n    identities:\n    - {creds['proxy'].identity}\n    header:\n      cert: X-Tls-Client-Cert\n"
+        if "proxy" in creds
+        else ""
+    )
+    proxied = f"    - {creds['proxied'].identity}\n" if "proxied" in creds else ""
     return f"""address: 127.0.0.1:{port}
 root: {creds['root'].identity}
 tls:
   key: {pki.server_key}
   cert: {pki.server_cert}
-policy:
+{proxy}policy:
   my-app:
     paths:
     - /v1/key/create/app-*
@@ -90,7 +101,7 @@ policy:
     - /v1/log/error/trace
     identities:
     - {creds['app'].identity}
-  operator:
+{proxied}  operator:
     paths:
     - /v1/identity/assign/*
     - /v1/identity/forget/*
@@ -275,6 +286,39 @@ def v016_cases(creds: dict[str, Cred]) -> list[Case]:
     add("log.audit.app", "app", "GET", "/v1/log/audit/trace", read_ms=600)
     add("log.old-path", "root", "GET", "/v1/log/audit", read_ms=600)
     add("metrics.end", "root", "GET", "/v1/metrics")
+    # A trusted TLS proxy names the client in X-Tls-Client-Cert (URL-escaped PEM, as
+    # nginx's $ssl_client_escaped_cert). With --auth on, KES v0.16 verifies the
+    # forwarded certificate against the system's CAs with Go's default usage
+    # (server authentication), and answers 403 when it does not verify.
+    def escaped(who: str) -> str:
+        return urllib.parse.quote(creds[who].cert.read_text(), safe="")
+
+    # Each on a connection of its own: KES v0.16 keeps a forwarded certificate for
+    # the connection's later requests (the `sticky` cases below).
+    def forward(case: str, value: str | None, path: str = "/v1/policy/read/my-app", fresh: bool = True) -> None:
+        headers = {} if value is None else {"X-Tls-Client-Cert": value}
+        add(f"proxy.{case}", "proxy", "GET", path, headers=headers, fresh=fresh)
+
+    forward("proxied", escaped("proxied"))
+    forward("app", escaped("app"))
+    forward("selfsigned", escaped("selfsigned"))
+    forward("root.status", escaped("root"), "/v1/status")
+    forward("none", None)
+    forward("empty", "")
+    forward("garbage", "garbage")
+    forward("bad-escape", escaped("proxied")[:-1] + "%G")
+    forward("not-a-certificate", urllib.parse.quote("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", safe=""))
+    # Two certificates on one line, as an appending proxy or a merging intermediary
+    # writes them: KES v0.16 reads the first one, keyhost refuses the request.
+    forward("merged.comma", escaped("root") + "," + escaped("proxied"))
+    forward("merged.blocks", escaped("root") + escaped("proxied"))
+    # A forwarded request, then one without the header on the same connection: KES
+    # v0.16 overwrites the connection's TLS state with the forwarded certificate, so
+    # the second acts as the first's client; keyhost refuses it (400).
+    forward("sticky.forward", escaped("proxied"), fresh=False)
+    forward("sticky.none", None, fresh=False)
+    # /version answers any identity.
+    add("proxy.direct.version", "proxy", "GET", "/version", fresh=True)
     return c
 
 
@@ -500,7 +544,7 @@ def run_sequence(report: Report, probe: Probe, pair: Pair, creds: dict[str, Cred
             body = _encode(case.body, saved[server.label])
             resp = probe.send(
                 url=server.url, method=case.method, path=case.path, body=body, headers=case.headers,
-                cert=str(cred.cert), key=str(cred.key), proto=proto, read_ms=case.read_ms,
+                cert=str(cred.cert), key=str(cred.key), proto=proto, read_ms=case.read_ms, fresh=case.fresh,
             )
             for var, fld in case.save.items():
                 try:

@@ -82,12 +82,18 @@ pub fn identity_of_chain<'a>(
 ) -> Result<Identity, CertError> {
     let mut chain = chain.into_iter();
     let first = chain.next().ok_or(CertError::Missing)?;
-    let (_, leaf) = X509Certificate::from_der(first).map_err(|_| CertError::Invalid)?;
+    // A certificate is exactly one DER value: bytes after it (a second certificate
+    // hidden in the same block) make it invalid, as Go's parser has it.
+    let whole = |der: &'a [u8]| match X509Certificate::from_der(der) {
+        Ok(([], cert)) => Ok(cert),
+        _ => Err(CertError::Invalid),
+    };
+    let leaf = whole(first)?;
     for der in chain {
         if rule == ChainRule::V016 {
             return Err(CertError::TooMany);
         }
-        let (_, cert) = X509Certificate::from_der(der).map_err(|_| CertError::Invalid)?;
+        let cert = whole(der)?;
         if !cert.is_ca() {
             return Err(CertError::TooMany);
         }

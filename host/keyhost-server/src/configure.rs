@@ -61,16 +61,35 @@ impl Configured {
         }
         let admin = admin_text.as_deref().and_then(Identity::parse);
         let authorizer = authorizer(config, &file, admin.clone())?;
-        let (tls, certificate) = tls(config, &file, flags)?;
+        let (tls, certificate, client_roots) = tls(config, &file, flags)?;
         let era = match config.schema {
             Schema::V016 => Era::V016,
             Schema::Newest => Era::Newest,
         };
         let limits = &config.connections;
         let defaults = Limits::default();
+        let admin_networks = limits
+            .admin_networks
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                crate::shares::Network::parse(n)
+                    .ok_or_else(|| format!("{file}: connections.admin_networks[{i}]: '{n}' is not ADDR/BITS"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let max_connections = limits.max.unwrap_or(defaults.max_connections);
+        // Shares follow a configured maximum unless they are configured too.
+        let scaled = Limits::for_max_connections(max_connections);
         let limits = Limits {
-            max_connections: limits.max.unwrap_or(defaults.max_connections),
+            max_connections,
+            per_address: limits.per_address.unwrap_or(scaled.per_address),
+            per_identity: limits.per_identity.unwrap_or(scaled.per_identity),
+            unknown: limits.unknown.unwrap_or(scaled.unknown),
+            handshakes: limits.handshakes.unwrap_or(scaled.handshakes),
             handshakes_per_ip: limits.handshakes_per_ip.unwrap_or(defaults.handshakes_per_ip),
+            handshakes_per_network: limits.handshakes_per_network.unwrap_or(scaled.handshakes_per_network),
+            admin_networks: admin_networks.into(),
+            requests_per_identity: limits.requests_per_identity.unwrap_or(defaults.requests_per_identity),
             handshake_timeout: limits.handshake_timeout.unwrap_or(defaults.handshake_timeout),
             header_timeout: limits.header_timeout.unwrap_or(defaults.header_timeout),
             body_timeout: limits.body_timeout.unwrap_or(defaults.body_timeout),
@@ -86,6 +105,13 @@ impl Configured {
                     config.tls.proxy_header
                 )
             })?;
+            // With client verification on, a forwarded certificate is verified
+            // against the same CAs: KES v0.16.1 did so with Go's defaults (a
+            // server-auth usage), the newest era as a client certificate.
+            let usage = match config.schema {
+                Schema::V016 => keyhost_tls::ForwardedUsage::GoDefault,
+                Schema::Newest => keyhost_tls::ForwardedUsage::ClientAuth,
+            };
             Some(Proxy {
                 identities: config
                     .tls
@@ -94,6 +120,7 @@ impl Configured {
                     .filter_map(|i| Identity::parse(i))
                     .collect(),
                 header,
+                verify: client_roots.map(|roots| keyhost_tls::ForwardedVerifier::new(Arc::new(roots), usage)),
             })
         };
         let served = || crate::ROUTES.iter().filter(move |r| r.served_in(era));
@@ -201,8 +228,13 @@ fn authorizer(config: &Config, file: &str, admin: Option<Identity>) -> Result<Au
     Ok(authorizer)
 }
 
-/// The TLS configuration of the file, and the certificate as `/v1/status` shows it.
-fn tls(config: &Config, file: &str, flags: &Fallbacks) -> Result<(TlsConfig, Option<ServerCertificate>), String> {
+/// The TLS configuration of the file, the certificate as `/v1/status` shows it, and
+/// the CAs that client certificates are verified against (none when they are not).
+fn tls(
+    config: &Config,
+    file: &str,
+    flags: &Fallbacks,
+) -> Result<(TlsConfig, Option<ServerCertificate>, Option<rustls::RootCertStore>), String> {
     let key = config
         .tls
         .key
@@ -226,7 +258,7 @@ fn tls(config: &Config, file: &str, flags: &Fallbacks) -> Result<(TlsConfig, Opt
     };
     if !verify {
         let tls = keyhost_tls::server_config(chain, private, require_cert).map_err(|e| e.to_string())?;
-        return Ok((tls, certificate));
+        return Ok((tls, certificate, None));
     }
     let roots = match (&config.tls.ca, config.schema) {
         (Some(ca), _) => keyhost_tls::load_roots(ca).map_err(|e| e.to_string())?,
@@ -245,6 +277,7 @@ fn tls(config: &Config, file: &str, flags: &Fallbacks) -> Result<(TlsConfig, Opt
             ));
         }
     };
-    let tls = keyhost_tls::server_config_verifying(chain, private, roots, require_cert).map_err(|e| e.to_string())?;
-    Ok((tls, certificate))
+    let tls =
+        keyhost_tls::server_config_verifying(chain, private, roots.clone(), require_cert).map_err(|e| e.to_string())?;
+    Ok((tls, certificate, Some(roots)))
 }

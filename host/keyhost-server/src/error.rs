@@ -127,6 +127,10 @@ pub enum ApiError {
     /// A trusted proxy forwarded something that is not a certificate.
     #[error("invalid client certificate")]
     ProxyInvalidCert,
+    /// Client verification is on, and the certificate a trusted proxy forwarded
+    /// does not verify (KES v0.16.1: `403` with an empty message).
+    #[error("")]
+    ProxyUntrustedCert,
     /// No route.
     #[error("404 page not found")]
     NoRoute,
@@ -150,6 +154,9 @@ pub enum ApiError {
     /// The bodies of other requests fill the body budget (keyhost's own).
     #[error("server busy")]
     Busy,
+    /// The client has its share of requests in flight (keyhost's own).
+    #[error("client busy")]
+    ClientBusy,
     /// The request body did not arrive within the body timeout (keyhost's own).
     #[error("request body timed out")]
     BodyTimeout,
@@ -258,6 +265,7 @@ impl ApiError {
             e @ (InvalidCert | ProxyNoCert | ProxyTooManyCerts | ProxyInvalidCert | IdentityIsRoot
             | IdentityUnknown | TooManyCiphertexts) => (StatusCode::BAD_REQUEST, e.to_string().into()),
             e @ AssignSelf => (StatusCode::FORBIDDEN, e.to_string().into()),
+            ProxyUntrustedCert => (StatusCode::FORBIDDEN, "".into()),
             NoRoute => (StatusCode::NOT_FOUND, "404 page not found".into()),
             Redirect { .. } => (StatusCode::MOVED_PERMANENTLY, "".into()),
             e @ PathMismatch(_) => (StatusCode::BAD_REQUEST, e.to_string().into()),
@@ -265,6 +273,10 @@ impl ApiError {
             Busy => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the server is busy reading other requests; try again".into(),
+            ),
+            ClientBusy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this client has its share of requests in flight; try again when one ends".into(),
             ),
             BodyTimeout => (
                 StatusCode::REQUEST_TIMEOUT,

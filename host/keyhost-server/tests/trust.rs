@@ -322,6 +322,7 @@ async fn a_proxied_request_names_one_client_and_is_audited_as_it() {
             state.proxy = Some(keyhost_server::Proxy {
                 identities: vec![proxy_id],
                 header: http::HeaderName::from_static("x-tls-client-cert"),
+                verify: None,
             });
             state.observer.audit_log = Some(writer);
         }
@@ -369,6 +370,178 @@ async fn a_proxied_request_names_one_client_and_is_audited_as_it() {
     let lines = captured.lines(&writer);
     let direct = lines.iter().find(|l| l["request"]["path"] == "/v1/status").unwrap();
     assert!(direct["request"].get("proxy").is_none(), "{direct}");
+}
+
+/// Round 3, item 1: with `tls.proxy`, a client of the proxy sends the admin's
+/// *public* certificate in the header and the proxy appends (or an intermediary
+/// merges) the client's real one onto the same line. Reading the first value would
+/// make the client the admin. Every way of joining two values on one line is
+/// refused, and none of them is ever served as the admin.
+#[tokio::test]
+async fn one_header_line_naming_two_certificates_never_names_the_first() {
+    let proxy_key = ApiKey::from_seed([5; 32]);
+    let proxy_id = proxy_key.identity();
+    let s = start(move |state| {
+        state.proxy = Some(keyhost_server::Proxy {
+            identities: vec![proxy_id],
+            header: http::HeaderName::from_static("x-tls-client-cert"),
+            verify: None,
+        });
+    })
+    .await;
+    let (proxy_cert, proxy_private) = client_certificate(&proxy_key).unwrap();
+    let proxy = s.client_for(Some((&proxy_cert, &proxy_private)));
+    let (app_cert, _) = client_certificate(&s.app).unwrap();
+    let admin = &s.creds.admin_cert_pem;
+    // Escaped as Go's url.QueryEscape, as nginx's $ssl_client_escaped_cert, and
+    // with only what Go would misread escaped (newlines, plus signs): proxies differ.
+    type Escape = fn(&str) -> String;
+    let escapes: [(&str, Escape); 3] = [
+        ("every byte", |pem| pem.bytes().map(|b| format!("%{b:02X}")).collect()),
+        ("query", |pem| {
+            pem.replace('+', "%2B")
+                .replace('/', "%2F")
+                .replace('=', "%3D")
+                .replace(' ', "+")
+                .replace('\n', "%0A")
+        }),
+        ("newlines and plus signs", |pem| {
+            pem.replace('+', "%2B").replace('\n', "%0A")
+        }),
+    ];
+    let mut refused = 0;
+    for (how, escape) in escapes {
+        let (first, second) = (escape(admin), escape(&app_cert));
+        for joiner in [
+            ",", ", ", " ,", ",\t", "%2C", "%2c", "%2C%20", "%0A", "", "+", "%00", "\t",
+        ] {
+            let value = format!("{first}{joiner}{second}");
+            let resp = proxy
+                .get(format!("{}/v1/identity/self/describe", s.url))
+                .header("X-Tls-Client-Cert", &value)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap();
+            assert_ne!(status, 200, "{how}, joined by {joiner:?}: served as {body}");
+            assert_eq!(status, 400, "{how}, joined by {joiner:?}: {body}");
+            assert!(
+                ["too many client certificates are present", "invalid client certificate"]
+                    .contains(&message(&body).as_str()),
+                "{how}, joined by {joiner:?}: {body}"
+            );
+            refused += 1;
+        }
+        // One certificate alone, however escaped, is served as itself.
+        let resp = proxy
+            .get(format!("{}/v1/identity/self/describe", s.url))
+            .header("X-Tls-Client-Cert", escape(&app_cert))
+            .send()
+            .await
+            .unwrap();
+        let body = resp.text().await.unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap()["identity"],
+            s.app.identity().as_str(),
+            "{how}: {body}"
+        );
+    }
+    assert_eq!(refused, 36);
+    // One PEM block whose DER is the admin's certificate followed by the app's: a
+    // parser that ignores what follows the first DER value would read the admin.
+    let der = |pem: &str| {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+            .unwrap()
+            .to_vec()
+    };
+    let both = [der(admin), der(&app_cert)].concat();
+    let block = format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        B64.encode(&both)
+    );
+    let escaped: String = block.bytes().map(|b| format!("%{b:02X}")).collect();
+    let resp = proxy
+        .get(format!("{}/v1/identity/self/describe", s.url))
+        .header("X-Tls-Client-Cert", escaped)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap();
+    assert_eq!(
+        (status, message(&body).as_str()),
+        (400, "invalid client certificate"),
+        "two DER values in one block: {body}"
+    );
+}
+
+/// Round 3, item 2: with client verification on, the certificate a proxy forwards
+/// must verify as a connection's would: a self-signed copy of the admin's public
+/// certificate is refused with KES v0.16.1's `403` and empty message, and a client
+/// of the trusted CA is served.
+#[tokio::test]
+async fn with_verification_on_a_forwarded_certificate_must_chain_to_the_ca() {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(vec!["proxy CA".into()]).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let roots = Arc::new(roots);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["client".into()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let leaf_id = identity_of_pem(&leaf.pem());
+    let proxy_key = ApiKey::from_seed([5; 32]);
+    let proxy_id = proxy_key.identity();
+    let escape = |pem: &str| pem.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
+    for (usage, era) in [
+        (keyhost_tls::ForwardedUsage::GoDefault, Era::V016),
+        (keyhost_tls::ForwardedUsage::ClientAuth, Era::Newest),
+    ] {
+        let (proxy_id, roots, leaf_id) = (proxy_id.clone(), roots.clone(), leaf_id.clone());
+        let s = start_with(
+            move |_| {
+                vec![(
+                    "leaf",
+                    policy(&["/v1/key/list/*"], &[], PatternSyntax::Glob),
+                    vec![leaf_id],
+                )]
+            },
+            move |state| {
+                state.era = era;
+                state.proxy = Some(keyhost_server::Proxy {
+                    identities: vec![proxy_id],
+                    header: http::HeaderName::from_static("x-tls-client-cert"),
+                    verify: Some(keyhost_tls::ForwardedVerifier::new(roots, usage)),
+                });
+            },
+        )
+        .await;
+        let (proxy_cert, proxy_private) = client_certificate(&proxy_key).unwrap();
+        let proxy = s.client_for(Some((&proxy_cert, &proxy_private)));
+        let send = |pem: String, path: &'static str| {
+            let req = proxy
+                .get(format!("{}{path}", s.url))
+                .header("X-Tls-Client-Cert", escape(&pem));
+            async move {
+                let resp = req.send().await.unwrap();
+                (resp.status().as_u16(), resp.text().await.unwrap())
+            }
+        };
+        let (status, body) = send(s.creds.admin_cert_pem.clone(), "/v1/key/list/*").await;
+        assert_eq!(
+            status, 403,
+            "{era:?}: the admin's self-signed certificate, forwarded: {body}"
+        );
+        assert_eq!(message(&body), "", "{era:?}: KES v0.16.1's empty message");
+        let (status, body) = send(leaf.pem(), "/v1/key/list/*").await;
+        assert_eq!(status, 200, "{era:?}: the CA's client: {body}");
+    }
 }
 
 fn counter(metrics: &str, name: &str) -> u64 {
@@ -735,7 +908,7 @@ async fn a_stalled_audit_reader_never_stalls_the_server() {
         let filled = tokio::time::timeout(
             Duration::from_secs(10),
             tokio::task::spawn_blocking(move || {
-                let line = vec![b'x'; 255].into_iter().chain([b'\n']).collect::<Vec<_>>();
+                let line = vec![b'x'; 255].into_iter().chain(*b"\n").collect::<Vec<_>>();
                 // Until the writer holds one batch in its stuck write and the
                 // backlog behind it is full too.
                 loop {

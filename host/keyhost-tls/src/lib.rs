@@ -19,11 +19,13 @@ use std::sync::Arc;
 use rustls::crypto::CryptoProvider;
 
 pub mod client;
+pub mod forwarded;
 pub mod load;
 pub mod mint;
 pub mod server;
 
-pub use load::{TlsError, load_chain, load_key, load_roots, system_roots};
+pub use forwarded::{Forwarded, ForwardedVerifier, Usage as ForwardedUsage};
+pub use load::{TlsError, load_chain, load_client_key, load_key, load_roots, system_roots};
 pub use server::{server_config, server_config_verifying};
 
 /// The crypto provider of every TLS endpoint of keyhost: aws-lc-rs, whose key

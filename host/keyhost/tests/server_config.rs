@@ -528,3 +528,132 @@ fn ca_params() -> rcgen::CertificateParams {
     ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
     ca
 }
+
+/// A v0.16 file with `tls.proxy` and `--auth on`: KES v0.16.1 verifies the
+/// certificate a proxy forwards against the system's CAs (Go's default usage), and
+/// answers 403 when it does not verify. Played as the attack: the proxy's client
+/// forwards the admin's *public*, self-signed certificate to become the admin.
+/// With `--auth=off` the proxy is trusted to have verified it (KES v0.16.1 alike).
+#[test]
+fn v016_auth_on_verifies_the_certificate_a_proxy_forwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    server_files(d);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params(), rcgen::KeyPair::generate().unwrap()).unwrap();
+    std::fs::write(d.join("ca.cert"), ca.pem()).unwrap();
+    // The proxy: a client certificate of the CA, as `--auth on` needs of it.
+    let issue = |who: &str, usages: Vec<rcgen::ExtendedKeyUsagePurpose>| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![who.into()]).unwrap();
+        params.extended_key_usages = usages;
+        let cert = params.signed_by(&key, &ca).unwrap();
+        std::fs::write(d.join(format!("{who}.cert")), cert.pem()).unwrap();
+        std::fs::write(d.join(format!("{who}.key")), key.serialize_pem()).unwrap();
+        cert.pem()
+    };
+    let proxy_pem = issue("proxy", vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth]);
+    // A client of the CA behind the proxy, with no extended key usage (Go's check
+    // then passes).
+    let client_pem = issue("client", vec![]);
+    let admin = ApiKey::from_seed([8; 32]);
+    write_identity(d, "admin", &admin);
+    let admin_pem = std::fs::read_to_string(d.join("admin.cert")).unwrap();
+    let id = |pem: &str| {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        keyhost_policy::identity_of_chain([der.as_ref()], keyhost_policy::ChainRule::V016).unwrap()
+    };
+    let config = d.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "address: 0.0.0.0:7373\nroot: {admin}\ntls:\n  key: {d}/server.key\n  cert: {d}/server.cert\n  proxy:\n    identities:\n    - {proxy}\n    header:\n      cert: X-Tls-Client-Cert\npolicy:\n  app:\n    paths:\n    - /v1/key/list/*\n    identities:\n    - {client}\nkeystore:\n  fs:\n    path: {d}/keys\n",
+            admin = admin.identity(),
+            proxy = id(&proxy_pem),
+            client = id(&client_pem),
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let escape = |pem: &str| pem.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
+    let env = [("SSL_CERT_FILE", d.join("ca.cert").to_str().unwrap().to_owned())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let forward = |url: &str, pem: &str, path: &str| {
+        // KES v0.16 creates keys with POST and lists them with GET.
+        let method = if path.starts_with("/v1/key/create/") {
+            "POST"
+        } else {
+            "GET"
+        };
+        curl(
+            d,
+            "proxy",
+            &format!("-X {method} -H 'X-Tls-Client-Cert: {}' {url}{path}", escape(pem)),
+        )
+    };
+
+    let server = keyhost_test_support::process::start_with(&["--auth=on"], &config, &env).unwrap();
+    let url = server.url.clone();
+    let (status, body) = forward(&url, &admin_pem, "/v1/key/create/planted");
+    assert_eq!(
+        (status, body.as_str()),
+        (403, r#"{"message":""}"#),
+        "a forwarded certificate no trusted CA issued is refused, as KES v0.16.1 refuses it"
+    );
+    let (status, body) = forward(&url, &client_pem, "/v1/key/list/*");
+    assert_eq!(status, 200, "the CA's client behind the proxy is served: {body}");
+    let (status, _) = forward(&url, &client_pem, "/v1/key/create/k");
+    assert_eq!(status, 403, "as itself, under its own policy");
+    drop(server);
+
+    let server = keyhost_test_support::process::start_with(&["--auth=off"], &config, &env).unwrap();
+    let (status, body) = forward(&server.url, &admin_pem, "/v1/key/create/k");
+    assert_eq!(
+        status, 200,
+        "with --auth=off the proxy is trusted to have verified its client: {body}"
+    );
+}
+
+/// Round 3, item 6: private keys are read as key-encryption keys are, only from
+/// files other local users cannot read: the server's own (`tls.key`) and the client
+/// key the host presents for a plugin (`allow.tls`). Start-up refuses a key file
+/// open to others, naming the file and the fix, before anything else runs.
+#[test]
+fn private_keys_open_to_other_users_stop_the_server_naming_the_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let creds = server_files(d);
+    let open = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let key = d.join("server.key");
+    for mode in [0o644, 0o640, 0o604] {
+        open(&key, mode);
+        let config = newest_config(d, &creds, "");
+        let err = keyhost_test_support::process::start(&config, &[]).unwrap_err();
+        assert!(
+            err.contains(&format!("{} has mode {mode:04o}", key.display())) && err.contains("chmod 600"),
+            "{mode:o}: {err}"
+        );
+    }
+    open(&key, 0o600);
+
+    let client_key = d.join("etcd-client.key");
+    std::fs::write(&client_key, creds.server_key_pem.as_str()).unwrap();
+    open(&client_key, 0o644);
+    let config = newest_config(
+        d,
+        &creds,
+        &format!(
+            "keystore:\n  plugin:\n    path: builtin:etcd\n    config:\n      endpoints: https://127.0.0.1:2379\n    allow:\n      http: [\"https://127.0.0.1:2379\"]\n      tls:\n        - origins: [\"https://127.0.0.1:2379\"]\n          cert: {d}/server.cert\n          key: {d}/etcd-client.key\n",
+            d = d.display()
+        ),
+    );
+    let err = keyhost_test_support::process::start(&config, &[]).unwrap_err();
+    assert!(
+        err.contains("keystore.plugin.allow.tls[0].key") && err.contains("has mode 0644"),
+        "{err}"
+    );
+}

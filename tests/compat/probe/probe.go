@@ -39,6 +39,8 @@ type request struct {
 	Key     string            `json:"key"`
 	Proto   string            `json:"proto"`
 	ReadMS  int               `json:"read_ms"`
+	// Fresh: a connection of its own, closed after the answer.
+	Fresh bool `json:"fresh"`
 }
 
 type response struct {
@@ -53,7 +55,7 @@ var clients = map[string]*http.Client{}
 
 func client(r *request) (*http.Client, error) {
 	id := r.Cert + "\x00" + r.Key + "\x00" + r.Proto
-	if c, ok := clients[id]; ok {
+	if c, ok := clients[id]; ok && !r.Fresh {
 		return c, nil
 	}
 	conf := &tls.Config{InsecureSkipVerify: true}
@@ -75,7 +77,11 @@ func client(r *request) (*http.Client, error) {
 		Transport:     tr,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	clients[id] = c
+	if r.Fresh {
+		tr.DisableKeepAlives = true
+	} else {
+		clients[id] = c
+	}
 	return c, nil
 }
 

@@ -97,6 +97,7 @@ async fn a_trusted_proxy_forwards_the_client_certificate() {
         state.proxy = Some(keyhost_server::Proxy {
             identities: vec![proxy_identity],
             header: http::HeaderName::from_static("x-tls-client-cert"),
+            verify: None,
         });
     })
     .await;
