@@ -36,33 +36,19 @@ impl Origin {
     /// `http://127.0.0.1:4566`. The port defaults to the scheme's. Paths, queries
     /// and credentials are refused: a grant names a whole origin.
     pub fn parse(grant: &str) -> Result<Self, String> {
-        let uri: http::Uri = grant
-            .parse()
-            .map_err(|e| format!("'{grant}' is not a URL ({e}); write it as scheme://host[:port]"))?;
-        let scheme = match uri.scheme_str() {
-            Some(s @ ("http" | "https")) => s.to_owned(),
-            Some(other) => return Err(format!("'{grant}': scheme '{other}' is not http or https")),
-            None => {
-                return Err(format!("'{grant}' has no scheme; write it as https://{grant}"));
-            }
-        };
-        let authority = uri
-            .authority()
-            .ok_or_else(|| format!("'{grant}' has no host; write it as scheme://host[:port]"))?;
-        if authority.as_str().contains('@') {
-            return Err(format!(
-                "'{grant}' contains credentials; a grant names only scheme://host[:port]"
-            ));
-        }
-        if uri
-            .path_and_query()
-            .is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty())
-        {
+        let url = keyhost_url::HttpUrl::parse(grant).map_err(|e| e.to_string())?;
+        if url.has_path() {
             return Err(format!(
                 "'{grant}' has a path or query; a grant names only scheme://host[:port]"
             ));
         }
-        Ok(Self::from_parts(&scheme, authority.host(), authority.port_u16()))
+        // IPv6 hosts as http::Uri writes them, so that requests match.
+        let host = if url.host().contains(':') {
+            format!("[{}]", url.host())
+        } else {
+            url.host().to_owned()
+        };
+        Ok(Self::from_parts(url.scheme().as_str(), &host, Some(url.port())))
     }
 
     fn from_parts(scheme: &str, host: &str, port: Option<u16>) -> Self {
@@ -213,6 +199,45 @@ pub(crate) struct Egress {
     pub(crate) client: HttpClient,
     /// The clients of origins with TLS settings of their own.
     pub(crate) per_origin: Arc<std::collections::HashMap<Origin, HttpClient>>,
+    /// The instance's memory: request bodies are held in it until sent.
+    pub(crate) budget: Arc<crate::host_state::InstanceBudget>,
+    /// Requests of the instance under way, from the call until their answer's body
+    /// is dropped (at most [`MAX_IN_FLIGHT`]).
+    pub(crate) in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// How many outgoing requests one instance may have under way at once: each holds
+/// host-side buffers (its body, the connection's read buffer) for as long.
+pub(crate) const MAX_IN_FLIGHT: usize = 8;
+
+/// A request under way, counted until dropped.
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    fn start(count: &Arc<std::sync::atomic::AtomicUsize>) -> Option<Self> {
+        use std::sync::atomic::Ordering::AcqRel;
+        count
+            .fetch_update(AcqRel, std::sync::atomic::Ordering::Acquire, |n| {
+                (n < MAX_IN_FLIGHT).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(count.clone()))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Bytes of the instance's budget held by a request body, given back when dropped.
+struct Held(Arc<crate::host_state::InstanceBudget>, usize);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.give_back(self.1);
+    }
 }
 
 type SendFuture = Box<
@@ -234,6 +259,8 @@ impl WasiHttpHooks for Egress {
         let target = Origin::of(request.uri());
         let granted = target.as_ref().is_some_and(|t| self.allowed.contains(t));
         let plugin = self.plugin.clone();
+        let in_flight = InFlight::start(&self.in_flight);
+        let budget = self.budget.clone();
         let client = target
             .as_ref()
             .and_then(|t| self.per_origin.get(t))
@@ -246,8 +273,10 @@ impl WasiHttpHooks for Egress {
                 tracing::warn!(plugin = %plugin, target = %shown, "refused outbound HTTP: target not granted");
                 // Drain what the guest is writing, so that it sees the denial rather
                 // than a broken body stream.
-                let body = request.into_body();
-                let _ = tokio::time::timeout(Duration::from_secs(1), body.collect()).await;
+                // Read and dropped frame by frame, never gathered.
+                let mut body = request.into_body();
+                let drain = async { while let Some(Ok(_)) = body.frame().await {} };
+                let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
                 return Err(HttpError::HttpRequestDenied);
             }
             // One timer covers the connection and the wait for the first byte:
@@ -261,18 +290,43 @@ impl WasiHttpHooks for Egress {
             let between_bytes = options
                 .and_then(|o| o.between_bytes_timeout)
                 .unwrap_or(Duration::from_secs(60));
+            let Some(in_flight) = in_flight else {
+                tracing::debug!(plugin = %plugin, "outbound HTTP refused: {MAX_IN_FLIGHT} requests under way");
+                return Err(HttpError::ConnectionLimitReached);
+            };
             // Take the whole body before sending: the request then goes out with a
             // Content-Length (which signing backends expect), and the guest's body
-            // stream is finished before the response can arrive and drop it.
+            // stream is finished before the response can arrive and drop it. The
+            // body is held in the instance's memory budget until it is sent.
             let (parts, body) = request.into_parts();
-            let body = match tokio::time::timeout(first_byte, Limited::new(body, MAX_REQUEST_BODY).collect()).await {
-                Ok(Ok(collected)) => collected.to_bytes(),
-                Ok(Err(_)) => return Err(HttpError::HttpRequestBodySize(None)),
+            let mut held = Held(budget.clone(), 0);
+            let gather = async {
+                let mut body = Limited::new(body, MAX_REQUEST_BODY);
+                let mut gathered = bytes::BytesMut::new();
+                while let Some(frame) = body.frame().await {
+                    let frame = frame.map_err(|_| HttpError::HttpRequestBodySize(None))?;
+                    if let Ok(data) = frame.into_data() {
+                        if !budget.try_take(data.len()) {
+                            tracing::warn!(plugin = %plugin, "outbound HTTP refused: the body exceeds the plugin's memory limit");
+                            return Err(HttpError::HttpRequestBodySize(None));
+                        }
+                        held.1 += data.len();
+                        gathered.extend_from_slice(&data);
+                    }
+                }
+                Ok(gathered.freeze())
+            };
+            let body = match tokio::time::timeout(first_byte, gather).await {
+                Ok(Ok(body)) => body,
+                Ok(Err(e)) => return Err(e),
                 Err(_) => return Err(HttpError::ConnectionWriteTimeout),
             };
             let body = Full::new(body).map_err(|never| match never {}).boxed_unsync();
             let request = http::Request::from_parts(parts, body);
-            let response = match tokio::time::timeout(first_byte, client.request(request)).await {
+            let response = tokio::time::timeout(first_byte, client.request(request)).await;
+            // Sent (or failed): the body's bytes are the instance's again.
+            drop(held);
+            let response = match response {
                 Err(_) => return Err(HttpError::ConnectionReadTimeout),
                 Ok(Err(e)) => {
                     // A failed handshake is the operator's to fix (a CA, a client
@@ -295,11 +349,14 @@ impl WasiHttpHooks for Egress {
                 }
                 Ok(Ok(response)) => response,
             };
+            // The request stays under way until its answer's body is done with: an
+            // answer left unread holds a connection and its read buffer.
             let response = response.map(|body| {
                 Gapped {
                     inner: body.map_err(HttpError::from).boxed_unsync(),
                     gap: between_bytes,
                     timer: Box::pin(tokio::time::sleep(between_bytes)),
+                    _in_flight: in_flight,
                 }
                 .boxed_unsync()
             });
@@ -316,6 +373,7 @@ struct Gapped {
     inner: WasiBody,
     gap: Duration,
     timer: Pin<Box<tokio::time::Sleep>>,
+    _in_flight: InFlight,
 }
 
 impl Body for Gapped {
@@ -382,10 +440,12 @@ mod tests {
     #[tokio::test]
     async fn a_stalled_answer_body_fails_after_the_gap() {
         let gap = Duration::from_millis(100);
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let gapped = |inner: WasiBody| Gapped {
             inner,
             gap,
             timer: Box::pin(tokio::time::sleep(gap)),
+            _in_flight: InFlight::start(&count).unwrap(),
         };
         let started = std::time::Instant::now();
         let outcome = gapped(Stalled.boxed_unsync()).collect().await;

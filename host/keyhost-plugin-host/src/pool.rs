@@ -101,6 +101,7 @@ impl Shared {
             wasi.preopened_dir(dir, GUEST_DIR, FsPerms::ReadWrite)
                 .map_err(|e| Error::Unavailable(format!("cannot open the granted directory {}: {e}", dir.display())))?;
         }
+        let budget = host_state::InstanceBudget::new(self.limits.memory);
         let mut table = ResourceTable::new();
         // Every open file, stream and request of a plugin is an entry: the cap bounds
         // the host descriptors and memory one instance can hold (default 1,000,000).
@@ -114,11 +115,15 @@ impl Shared {
                 allowed: self.egress_allowed.clone(),
                 client: self.http.clone(),
                 per_origin: self.http_per_origin.clone(),
+                budget: budget.clone(),
+                in_flight: Arc::default(),
             },
             config: lock(&self.config).clone(),
             limiter: MemoryLimiter {
                 limit: self.limits.memory,
                 hit: false,
+                budget,
+                pending: 0,
             },
             deadline: Instant::now() + self.limits.timeout,
         })

@@ -674,3 +674,182 @@ fn logs_of(work: impl std::future::Future<Output = ()>) -> String {
         .block_on(work);
     String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
 }
+
+/// A component exporting the keystore interface from a core module that declares,
+/// besides its own memory, `memories` linear memories of `pages` pages and `tables`
+/// tables of `elements` elements, created when it is instantiated. Every export
+/// traps: instantiation is what is under test.
+fn many_memories(memories: usize, pages: u32, tables: usize, elements: u32) -> Vec<u8> {
+    let mut resolve = wit_parser::Resolve::default();
+    let (package, _) = resolve
+        .push_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../wit"))
+        .unwrap();
+    let world = resolve.select_world(&[package], Some("keystore-plugin")).unwrap();
+    let mut module = String::from("(module\n  (memory (export \"memory\") 1)\n");
+    for _ in 0..memories {
+        module.push_str(&format!("  (memory {pages})\n"));
+    }
+    for _ in 0..tables {
+        module.push_str(&format!("  (table {elements} funcref)\n"));
+    }
+    let store = "keyhost:keystore/store@0.1.0";
+    for (name, params) in [
+        ("info", 0),
+        ("open", 0),
+        ("status", 0),
+        ("create", 4),
+        ("get", 2),
+        ("delete", 2),
+        ("list", 6),
+    ] {
+        let params = " i32".repeat(params);
+        let params = if params.is_empty() {
+            String::new()
+        } else {
+            format!("(param{params})")
+        };
+        module.push_str(&format!(
+            "  (func (export \"{store}#{name}\") {params} (result i32) unreachable)\n"
+        ));
+    }
+    module.push_str("  (func (export \"cabi_realloc\") (param i32 i32 i32 i32) (result i32) i32.const 8))\n");
+    let mut core = wat::parse_str(&module).unwrap();
+    wit_component::embed_component_metadata(&mut core, &resolve, world, wit_component::StringEncoding::UTF8, false)
+        .unwrap();
+    wit_component::ComponentEncoder::default()
+        .module(&core)
+        .unwrap()
+        .validate(true)
+        .encode()
+        .unwrap()
+}
+
+async fn load_component(name: &str, bytes: Vec<u8>, memory: usize) -> Result<Plugin, LoadError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{name}.wasm"));
+    std::fs::write(&path, bytes).unwrap();
+    let mut spec = PluginSpec::new(name, PluginSource::File(path));
+    spec.limits = Limits { memory, ..short() };
+    runtime().load(spec).await
+}
+
+/// Round 3, item 4: the memory limit holds for an instance as a whole. A component
+/// declaring many memories (or tables), each well under the limit, is stopped when
+/// together they pass it; so is one declaring more memories or tables than an
+/// instance may have. The same component within the limit instantiates (and then
+/// traps in `info`, which is all its exports do).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_limit_counts_every_memory_and_table_of_an_instance() {
+    const MIB: usize = 1 << 20;
+    // Seven memories of 4 MiB: 28 MiB, each under a limit of 16 MiB.
+    let err = load_component("p1", many_memories(7, 64, 0, 0), 16 * MIB)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("exceeded its memory limit"), "{err}");
+    // Tables of 400,000 elements (6.4 MB counted each), each under the limit.
+    let err = load_component("p2", many_memories(0, 0, 4, 400_000), 16 * MIB)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("exceeded its memory limit"), "{err}");
+    // More memories than an instance may have, however small.
+    let err = load_component("p3", many_memories(40, 0, 0, 0), 16 * MIB)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("memory count too high"), "{err}");
+    let err = load_component("p4", many_memories(0, 0, 90, 1), 16 * MIB)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("table count too high"), "{err}");
+    // Within every limit: instantiated, then the export traps.
+    let err = load_component("p5", many_memories(3, 16, 2, 1000), 16 * MIB)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("unreachable"), "{err}");
+}
+
+/// A server that reads each request's whole body and answers `200 ok`.
+fn serve_sink() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                use std::io::{BufRead, BufReader, Write};
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0u8; length];
+                if reader.read_exact(&mut body).is_ok() {
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Round 3, item 4: what the host buffers for a plugin's outgoing requests counts
+/// against the plugin's memory limit with its own memory, and an instance has at
+/// most 8 requests under way. A plugin holding most of its limit cannot make the
+/// host buffer a large body for it; one starting 12 requests at once gets 8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outgoing_request_buffers_count_against_the_memory_limit() {
+    let port = serve_sink();
+    let grants = Grants {
+        http: vec![Origin::parse(&format!("http://127.0.0.1:{port}")).unwrap()],
+        ..Grants::default()
+    };
+    let plugin = hostile(
+        grants,
+        Limits {
+            memory: 32 << 20,
+            timeout: Duration::from_secs(20),
+            instances: 1,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let sent = text(&plugin, &format!("egress-big:127.0.0.1:{port}/4/7"))
+        .await
+        .unwrap();
+    assert_eq!(sent, "200", "4 MiB of its own and a 7 MiB body fit in 32 MiB");
+    let refused = text(&plugin, &format!("egress-big:127.0.0.1:{port}/26/7"))
+        .await
+        .unwrap();
+    assert!(
+        refused.contains("HttpRequestBodySize"),
+        "26 MiB of its own and a 7 MiB body: {refused}"
+    );
+    let many = text(&plugin, &format!("egress-many:127.0.0.1:{port}/12"))
+        .await
+        .unwrap();
+    let outcomes: Vec<&str> = many.split(' ').collect();
+    assert_eq!(outcomes.iter().filter(|o| **o == "200").count(), 8, "{many}");
+    assert_eq!(
+        outcomes.iter().filter(|o| o.contains("ConnectionLimitReached")).count(),
+        4,
+        "{many}"
+    );
+}

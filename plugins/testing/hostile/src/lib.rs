@@ -119,6 +119,8 @@ impl Keystore for Hostile {
                 .map(|()| b"written".to_vec())
                 .map_err(|e| Error::AccessDenied(format!("write {arg}: {e}"))),
             "http" => http_get(arg),
+            "egress-many" => egress_many(arg),
+            "egress-big" => egress_big(arg),
             "tcp" => std::net::TcpStream::connect(arg)
                 .map(|_| b"connected".to_vec())
                 .map_err(|e| Error::AccessDenied(format!("tcp {arg}: {e}"))),
@@ -233,6 +235,98 @@ fn http_get(url: &str) -> Result<Vec<u8>, Error> {
         out.extend(body);
         Ok(out)
     })
+}
+
+/// Starts one POST of `body_len` bytes to `authority` (host:port) with raw
+/// wasi:http, without finishing its body: the host has taken the request.
+fn start_post(
+    authority: &str,
+) -> Result<
+    (
+        wasip2::http::types::OutgoingBody,
+        wasip2::http::types::FutureIncomingResponse,
+    ),
+    Error,
+> {
+    use wasip2::http::types::{Fields, Method, OutgoingRequest, Scheme};
+    let request = OutgoingRequest::new(Fields::new());
+    let bad = |what: &str| Error::InvalidArgument(format!("cannot set the request's {what}"));
+    request.set_method(&Method::Post).map_err(|()| bad("method"))?;
+    request.set_scheme(Some(&Scheme::Http)).map_err(|()| bad("scheme"))?;
+    request.set_authority(Some(authority)).map_err(|()| bad("authority"))?;
+    request.set_path_with_query(Some("/")).map_err(|()| bad("path"))?;
+    let body = request.body().map_err(|()| bad("body"))?;
+    let future = wasip2::http::outgoing_handler::handle(request, None)
+        .map_err(|e| Error::Unavailable(format!("handle: {e:?}")))?;
+    Ok((body, future))
+}
+
+/// Writes `len` bytes to `body` in 64 KiB pieces of one buffer (the plugin never
+/// holds the whole body), then finishes it.
+fn write_body(body: wasip2::http::types::OutgoingBody, len: usize) -> Result<(), String> {
+    let chunk = vec![b'x'; 64 << 10];
+    {
+        let stream = body.write().map_err(|()| "no body stream".to_owned())?;
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len()).min(4096);
+            stream
+                .blocking_write_and_flush(&chunk[..n])
+                .map_err(|e| format!("write: {e:?}"))?;
+            left -= n;
+        }
+    }
+    wasip2::http::types::OutgoingBody::finish(body, None).map_err(|e| format!("finish: {e:?}"))
+}
+
+/// The status of an answer, or the error the host gave.
+fn outcome(future: wasip2::http::types::FutureIncomingResponse) -> String {
+    future.subscribe().block();
+    match future.get() {
+        Some(Ok(Ok(response))) => format!("{}", response.status()),
+        Some(Ok(Err(e))) => format!("{e:?}"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// `egress-many:HOST:PORT/COUNT`: starts COUNT requests before finishing any body,
+/// then finishes them and says how each ended, space-separated.
+fn egress_many(arg: &str) -> Result<Vec<u8>, Error> {
+    let (authority, count) = arg.split_once('/').ok_or_else(|| Error::InvalidArgument(arg.into()))?;
+    let count: usize = count.parse().map_err(|_| Error::InvalidArgument(arg.into()))?;
+    let mut started = Vec::new();
+    for _ in 0..count {
+        started.push(start_post(authority)?);
+    }
+    let mut outcomes = Vec::new();
+    for (body, future) in started {
+        let written = write_body(body, 16);
+        outcomes.push(match written {
+            Ok(()) => outcome(future),
+            Err(e) => format!("{e} / {}", outcome(future)),
+        });
+    }
+    Ok(outcomes.join(" ").into_bytes())
+}
+
+/// `egress-big:HOST:PORT/BALLAST_MIB/BODY_MIB`: holds BALLAST_MIB of its own
+/// memory, then sends a body of BODY_MIB, and says how it ended.
+fn egress_big(arg: &str) -> Result<Vec<u8>, Error> {
+    let parts: Vec<&str> = arg.split('/').collect();
+    let [authority, ballast, body_mib] = parts[..] else {
+        return Err(Error::InvalidArgument(arg.into()));
+    };
+    let mib = |s: &str| s.parse::<usize>().map_err(|_| Error::InvalidArgument(arg.into()));
+    let ballast = vec![1u8; mib(ballast)? << 20];
+    std::hint::black_box(&ballast);
+    let (body, future) = start_post(authority)?;
+    let written = write_body(body, mib(body_mib)? << 20);
+    let result = match written {
+        Ok(()) => outcome(future),
+        Err(e) => format!("{e} / {}", outcome(future)),
+    };
+    std::hint::black_box(&ballast);
+    Ok(result.into_bytes())
 }
 
 export_keystore!(Hostile);
