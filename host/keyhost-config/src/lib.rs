@@ -315,14 +315,36 @@ pub struct Compat {
 
 /// Connection limits and timeouts (`connections:`, keyhost's own); `None` leaves
 /// the server's default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ConnectionLimits {
     /// The most client connections open at once (`connections.max`); the admin
     /// identity has a reserve beyond it.
     pub max: Option<usize>,
+    /// The most connections open at once from one IP address
+    /// (`connections.per_address`).
+    pub per_address: Option<usize>,
+    /// The most connections open at once of one identity that has a policy
+    /// (`connections.per_identity`).
+    pub per_identity: Option<usize>,
+    /// The most connections open at once of identities that have no policy, all
+    /// together (`connections.unknown`): anyone can make such an identity.
+    pub unknown: Option<usize>,
+    /// The most TLS handshakes under way at once, from all addresses
+    /// (`connections.handshakes`).
+    pub handshakes: Option<usize>,
     /// The most TLS handshakes under way at once from one IP address
     /// (`connections.handshakes_per_ip`).
     pub handshakes_per_ip: Option<usize>,
+    /// The most TLS handshakes under way at once from one network, a /24 of IPv4
+    /// or a /56 of IPv6 (`connections.handshakes_per_network`).
+    pub handshakes_per_network: Option<usize>,
+    /// Networks (`ADDR/BITS`) whose connections may use the admin's reserve of
+    /// handshake slots (`connections.admin_networks`): the admin can then reach a
+    /// server whose handshake slots others fill from many networks.
+    pub admin_networks: Vec<String>,
+    /// The most requests in flight at once of one identity
+    /// (`connections.requests_per_identity`).
+    pub requests_per_identity: Option<usize>,
     /// How long a TLS handshake may take.
     pub handshake_timeout: Option<Duration>,
     /// How long a request's headers (or an HTTP/2 connection's first request) may

@@ -71,7 +71,14 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawConnectionLimits {
     max: Option<Val>,
+    per_address: Option<Val>,
+    per_identity: Option<Val>,
+    unknown: Option<Val>,
+    handshakes: Option<Val>,
     handshakes_per_ip: Option<Val>,
+    handshakes_per_network: Option<Val>,
+    admin_networks: Option<Vec<Val>>,
+    requests_per_identity: Option<Val>,
     handshake_timeout: Option<Val>,
     header_timeout: Option<Val>,
     body_timeout: Option<Val>,
@@ -572,9 +579,25 @@ pub(crate) fn parse(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String
             d => Ok(d),
         }
     };
+    let admin_networks = ctx.list("connections.admin_networks", &raw_limits.admin_networks)?;
+    for (i, net) in admin_networks.iter().enumerate() {
+        if !is_network(net) {
+            return Err(ctx.err(
+                &format!("connections.admin_networks[{i}]"),
+                format!("'{net}' is not a network; write ADDR/BITS, e.g. 10.0.0.0/24 or fd00::/64"),
+            ));
+        }
+    }
     let limits = ConnectionLimits {
         max,
+        per_address: count("connections.per_address", &raw_limits.per_address)?,
+        per_identity: count("connections.per_identity", &raw_limits.per_identity)?,
+        unknown: count("connections.unknown", &raw_limits.unknown)?,
+        handshakes: count("connections.handshakes", &raw_limits.handshakes)?,
         handshakes_per_ip,
+        handshakes_per_network: count("connections.handshakes_per_network", &raw_limits.handshakes_per_network)?,
+        admin_networks,
+        requests_per_identity: count("connections.requests_per_identity", &raw_limits.requests_per_identity)?,
         handshake_timeout: timeout("connections.handshake_timeout", &raw_limits.handshake_timeout)?,
         header_timeout: timeout("connections.header_timeout", &raw_limits.header_timeout)?,
         body_timeout: timeout("connections.body_timeout", &raw_limits.body_timeout)?,
@@ -792,4 +815,18 @@ fn hint_for(message: &str) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// Whether `text` is `ADDR/BITS` (or a bare address) with BITS within the address's
+/// length.
+fn is_network(text: &str) -> bool {
+    let (addr, bits) = match text.split_once('/') {
+        Some((a, b)) => (a, Some(b)),
+        None => (text, None),
+    };
+    let Ok(addr) = addr.parse::<std::net::IpAddr>() else {
+        return false;
+    };
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    bits.is_none_or(|b| b.parse::<u8>().is_ok_and(|b| b <= max))
 }

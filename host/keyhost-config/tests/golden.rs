@@ -356,6 +356,23 @@ fn connection_limits_and_their_errors() {
     assert_eq!(c.connections.idle_timeout, Some(Duration::from_secs(60)));
     let defaults = inline("version: v1\nadmin:\n  identity: disabled\n").unwrap();
     assert_eq!(defaults.connections, keyhost_config::ConnectionLimits::default());
+    let shares = inline(
+        "version: v1\nadmin:\n  identity: disabled\nconnections:\n  per_address: 8\n  per_identity: 9\n  unknown: 10\n  handshakes: 11\n  handshakes_per_network: 12\n  requests_per_identity: 13\n  admin_networks: [10.0.9.0/24, \"fd00::/64\", 192.0.2.7]\n",
+    )
+    .unwrap()
+    .connections;
+    assert_eq!(
+        (
+            shares.per_address,
+            shares.per_identity,
+            shares.unknown,
+            shares.handshakes,
+            shares.handshakes_per_network,
+            shares.requests_per_identity
+        ),
+        (Some(8), Some(9), Some(10), Some(11), Some(12), Some(13))
+    );
+    assert_eq!(shares.admin_networks, ["10.0.9.0/24", "fd00::/64", "192.0.2.7"]);
     for (text, words) in [
         (
             "connections:\n  max: 0\n",
@@ -370,6 +387,18 @@ fn connection_limits_and_their_errors() {
             "connections.idle_timeout: a timeout of 0",
         ),
         ("connections:\n  maximum: 5\n", "unknown field `maximum`"),
+        (
+            "connections:\n  per_address: -1\n",
+            "connections.per_address: '-1' is not a positive number",
+        ),
+        (
+            "connections:\n  admin_networks: [10.0.0.0/8, 10.0.0.0/33]\n",
+            "connections.admin_networks[1]: '10.0.0.0/33' is not a network; write ADDR/BITS",
+        ),
+        (
+            "connections:\n  admin_networks: [office]\n",
+            "connections.admin_networks[0]: 'office' is not a network",
+        ),
     ] {
         let err = inline(&format!("version: v1\nadmin:\n  identity: disabled\n{text}")).unwrap_err();
         assert!(err.to_string().contains(words), "{text:?}: {err}");

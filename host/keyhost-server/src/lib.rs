@@ -34,8 +34,10 @@ mod cache;
 mod configure;
 mod era;
 pub mod error;
+mod health;
 mod measured;
 mod observe;
+pub mod shares;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,6 +46,7 @@ use std::time::{Duration, Instant};
 use keyhost_crypto::{CiphertextFormat, RecordFormat};
 use keyhost_keystore::Keystore;
 use keyhost_policy::{Authorizer, Identity};
+use shares::{Share, Shares};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -86,6 +89,36 @@ pub struct State {
     /// The server certificate, as a v0.16 `/v1/status` reports it.
     pub certificate: Option<ServerCertificate>,
     cache: Arc<cache::KeyCache>,
+    /// The shares of requests in flight and of request-body memory, sized by
+    /// `limits` when first used.
+    requests: std::sync::OnceLock<RequestPools>,
+    /// The keystore's status as readiness probes see it.
+    health: Arc<health::HealthCache>,
+}
+
+/// Who holds a share of what requests use: the client's identity, or its address
+/// when the request has none (a route served without authentication).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Holder {
+    /// An identity.
+    Identity(Identity),
+    /// An address, for requests without an identity.
+    Address(std::net::IpAddr),
+}
+
+/// Memory that request bodies are read into, all requests together: bodies are
+/// read before a handler runs, and without a common budget a client sending many
+/// 1 MB bodies slowly would hold that much memory per request.
+pub const BODY_BUDGET: usize = 64 << 20;
+
+/// The pools that requests take shares of.
+#[derive(Debug)]
+pub(crate) struct RequestPools {
+    /// Requests in flight: one unit each.
+    pub(crate) in_flight: Arc<Shares<Holder>>,
+    /// Bytes of request bodies held: [`BODY_BUDGET`], a quarter of it per holder,
+    /// and an eighth more for the admin.
+    pub(crate) body: Arc<Shares<Holder>>,
 }
 
 /// An `Accept` header that asks `/v1/metrics` for every family, keyhost's own
@@ -151,19 +184,45 @@ impl State {
             certificate: None,
             proxy: None,
             cache: Arc::default(),
+            requests: std::sync::OnceLock::new(),
+            health: Arc::default(),
+        }
+    }
+
+    /// The pools requests take shares of, sized by [`State::limits`].
+    pub(crate) fn request_pools(&self) -> &RequestPools {
+        self.requests.get_or_init(|| {
+            let per = self.limits.requests_per_identity;
+            RequestPools {
+                // Room for sixteen holders at their share, and the admin's reserve.
+                in_flight: Shares::new(per.saturating_mul(16), per, per / 4 + 16),
+                body: Shares::new(BODY_BUDGET, BODY_BUDGET / 4, BODY_BUDGET / 8),
+            }
+        })
+    }
+
+    /// Whether `holder` is the admin, whose reserve it may use.
+    pub(crate) fn is_admin(&self, holder: &Holder) -> bool {
+        match holder {
+            Holder::Identity(id) => self.authorizer().admin() == Some(id),
+            Holder::Address(_) => false,
         }
     }
 }
 
 /// TLS-terminating proxies (KES v0.16's `tls.proxy`): when a connection comes from
 /// one of `identities`, the request's real client is the certificate in `header`
-/// (URL-escaped PEM), as the proxy verified it.
+/// (URL-escaped PEM, exactly one), as the proxy verified it.
 #[derive(Debug, Clone)]
 pub struct Proxy {
     /// The proxies' identities.
     pub identities: Vec<Identity>,
     /// The header carrying the client certificate, e.g. `X-Tls-Client-Cert`.
     pub header: http::HeaderName,
+    /// With client verification on (v0.16 `--auth on`, newest `tls.auth: on`), the
+    /// forwarded certificate must verify too, as KES v0.16.1 checked it (`403`
+    /// otherwise); `None` serves any certificate the proxy forwards.
+    pub verify: Option<keyhost_tls::ForwardedVerifier>,
 }
 
 /// Per-route settings from the configuration.
@@ -230,18 +289,39 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, state:
     serve_live(listener, Live::new(tls, state)).await
 }
 
-/// Connection limits and timeouts: what one client can hold of the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Connection limits and timeouts: what one client can hold of the server, as
+/// shares of what all hold together (see [`shares`] and `docs/reliability.md`,
+/// "Fair shares").
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// The most client connections open at once. Beyond it, connections are
     /// closed as soon as they are accepted, before the TLS handshake costs
     /// anything, except for [`Limits::admin_reserve`] more that the admin may use.
     pub max_connections: usize,
     /// Connections beyond `max_connections` kept for the admin identity, so that
-    /// the admin can still reach a server that others have filled.
+    /// the admin can still reach a server that others have filled; as many
+    /// handshake slots are kept for the [`Limits::admin_networks`].
     pub admin_reserve: usize,
+    /// The most connections open at once from one IP address.
+    pub per_address: usize,
+    /// The most connections open at once of one identity that has a policy.
+    pub per_identity: usize,
+    /// The most connections open at once of all identities without a policy, and
+    /// of clients without a certificate, together (anyone can make one, so together
+    /// they get the smallest share); one address may hold a quarter of it.
+    pub unknown: usize,
+    /// The most TLS handshakes under way at once, from all addresses.
+    pub handshakes: usize,
     /// The most TLS handshakes under way at once from one IP address.
     pub handshakes_per_ip: usize,
+    /// The most TLS handshakes under way at once from one network (a /24 of IPv4,
+    /// a /48 of IPv6).
+    pub handshakes_per_network: usize,
+    /// Networks whose connections may use the admin's reserve of handshake slots.
+    pub admin_networks: Arc<[shares::Network]>,
+    /// The most requests in flight at once of one identity (of one address, for
+    /// requests without an identity).
+    pub requests_per_identity: usize,
     /// How long a TLS handshake may take.
     pub handshake_timeout: Duration,
     /// How long the headers of a request may take to arrive (HTTP/1.1, including
@@ -270,10 +350,22 @@ impl Limits {
     /// reserve and [`OTHER_FDS`] descriptors for everything else kept free.
     pub fn for_fd_limit(fd_limit: u64) -> Self {
         let fds = usize::try_from(fd_limit).unwrap_or(usize::MAX);
+        Self::for_max_connections(fds.saturating_sub(OTHER_FDS + ADMIN_RESERVE).clamp(16, 16_384))
+    }
+
+    /// The defaults for a server of `max_connections`: the shares scale with it.
+    pub fn for_max_connections(max_connections: usize) -> Self {
         Self {
-            max_connections: fds.saturating_sub(OTHER_FDS + ADMIN_RESERVE).clamp(16, 16_384),
+            max_connections,
             admin_reserve: ADMIN_RESERVE,
+            per_address: (max_connections / 4).max(16),
+            per_identity: (max_connections / 2).max(16),
+            unknown: (max_connections / 64).max(16),
+            handshakes: max_connections,
             handshakes_per_ip: 256,
+            handshakes_per_network: (max_connections / 16).max(256),
+            admin_networks: Arc::new([]),
+            requests_per_identity: 256,
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(10),
@@ -306,73 +398,82 @@ pub fn raise_fd_limit() -> u64 {
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
-/// Connections in each stage, counted as they come and go.
-#[derive(Debug, Default)]
-struct Counts {
-    /// Connections whose TLS handshake is under way, in all and by address.
-    handshaking: std::sync::Mutex<(usize, std::collections::HashMap<std::net::IpAddr, usize>)>,
-    /// Connections past their handshake.
-    established: std::sync::atomic::AtomicUsize,
-}
-
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The connections of each stage, as shares of pools sized by one [`Limits`]:
+/// handshakes by address and by network, established connections by address and
+/// by identity (identities without a policy as one holder).
+#[derive(Debug)]
+struct Counts {
+    limits: Limits,
+    handshakes_by_ip: Arc<Shares<std::net::IpAddr>>,
+    handshakes_by_network: Arc<Shares<std::net::IpAddr>>,
+    by_address: Arc<Shares<std::net::IpAddr>>,
+    by_identity: Arc<Shares<Identity>>,
+    /// Identities without a policy, by address: anyone can make such an identity,
+    /// so together they have one small pool, and one address a quarter of it.
+    unknown: Arc<Shares<std::net::IpAddr>>,
+}
+
+/// What one connection holds of the pools while it is open.
+#[derive(Debug)]
+#[expect(dead_code, reason = "held for their drop")]
+enum Held {
+    Handshaking(Share<std::net::IpAddr>, Share<std::net::IpAddr>),
+    Established(
+        Share<std::net::IpAddr>,
+        Option<Share<Identity>>,
+        Option<Share<std::net::IpAddr>>,
+    ),
+}
+
 impl Counts {
-    /// Takes a handshake slot for `ip`, unless all slots, or those of `ip`, are taken.
-    fn start_handshake(self: &Arc<Self>, ip: std::net::IpAddr, limits: &Limits) -> Option<Handshaking> {
-        let mut guard = lock(&self.handshaking);
-        let (all, by_ip) = &mut *guard;
-        let mine = by_ip.entry(ip).or_default();
-        if *all >= limits.max_connections + limits.admin_reserve || *mine >= limits.handshakes_per_ip {
-            if *mine == 0 {
-                by_ip.remove(&ip);
-            }
+    fn new(limits: &Limits) -> Self {
+        let all = limits.max_connections;
+        let reserve = limits.admin_reserve;
+        Self {
+            limits: limits.clone(),
+            handshakes_by_ip: Shares::new(limits.handshakes, limits.handshakes_per_ip, reserve),
+            handshakes_by_network: Shares::new(limits.handshakes, limits.handshakes_per_network, reserve),
+            by_address: Shares::new(all, limits.per_address, reserve),
+            by_identity: Shares::new(all, limits.per_identity, reserve),
+            unknown: Shares::new(limits.unknown, (limits.unknown / 4).max(1), 0),
+        }
+    }
+
+    /// Takes a handshake slot for `ip`, unless the address, its network or all
+    /// addresses have their share under way (the admin's networks may use the
+    /// reserve), or the address already holds its share of connections.
+    fn start_handshake(&self, ip: std::net::IpAddr) -> Option<Held> {
+        let admin = self.limits.admin_networks.iter().any(|n| n.contains(ip));
+        // The admin's identity is not known yet: an address at its share may still
+        // shake hands into the reserve, and only the admin's connection is kept.
+        if !admin && self.by_address.holds(&ip) >= self.limits.per_address + self.limits.admin_reserve {
             return None;
         }
-        *mine += 1;
-        *all += 1;
-        Some(Handshaking(self.clone(), ip))
+        let by_ip = self.handshakes_by_ip.try_take(&ip, 1, admin)?;
+        let by_network = self.handshakes_by_network.try_take(&shares::network_of(ip), 1, admin)?;
+        Some(Held::Handshaking(by_ip, by_network))
     }
 
-    fn established(&self) -> usize {
-        self.established.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-/// A handshake slot, given back when dropped.
-#[derive(Debug)]
-struct Handshaking(Arc<Counts>, std::net::IpAddr);
-
-impl Drop for Handshaking {
-    fn drop(&mut self) {
-        let mut guard = lock(&self.0.handshaking);
-        let (all, by_ip) = &mut *guard;
-        *all -= 1;
-        if let Some(mine) = by_ip.get_mut(&self.1) {
-            *mine -= 1;
-            if *mine == 0 {
-                by_ip.remove(&self.1);
-            }
-        }
-    }
-}
-
-/// An established connection, counted until dropped.
-#[derive(Debug)]
-struct Established(Arc<Counts>);
-
-impl Established {
-    fn new(counts: &Arc<Counts>) -> (Self, usize) {
-        let now = counts.established.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        (Self(counts.clone()), now)
-    }
-}
-
-impl Drop for Established {
-    fn drop(&mut self) {
-        self.0.established.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    /// Takes the shares of an established connection from `ip` of `identity`:
+    /// the admin may use the reserve, identities with a policy (and trusted
+    /// proxies) have a share each, and all others one share together.
+    fn establish(&self, ip: std::net::IpAddr, identity: Option<&Identity>, state: &State) -> Option<Held> {
+        let authorizer = state.authorizer();
+        let admin = identity.is_some() && identity == authorizer.admin();
+        let known = identity.filter(|id| {
+            authorizer.policy_of(id).is_some() || state.proxy.as_ref().is_some_and(|p| p.identities.contains(id))
+        });
+        let address = self.by_address.try_take(&ip, 1, admin)?;
+        let (by_identity, unknown) = match (admin, known) {
+            (true, _) => (Some(self.by_identity.try_take(identity?, 1, true)?), None),
+            (false, Some(id)) => (Some(self.by_identity.try_take(id, 1, false)?), None),
+            (false, None) => (None, Some(self.unknown.try_take(&ip, 1, false)?)),
+        };
+        Some(Held::Established(address, by_identity, unknown))
     }
 }
 
@@ -465,7 +566,7 @@ impl hyper::body::Body for Tracked {
 
 /// Serves the API on `listener` with a replaceable configuration.
 pub async fn serve_live(listener: TcpListener, live: Arc<Live>) -> std::io::Result<()> {
-    let counts = Arc::new(Counts::default());
+    let mut counts = Arc::new(Counts::new(&live.state().limits));
     loop {
         let (tcp, addr) = match listener.accept().await {
             Ok(conn) => conn,
@@ -476,16 +577,18 @@ pub async fn serve_live(listener: TcpListener, live: Arc<Live>) -> std::io::Resu
                 continue;
             }
         };
-        let limits = live.state().limits;
-        // Refused before the handshake costs memory or time: a full server, or an
-        // address that already has its share of handshakes under way (so that
-        // silent sockets from one place cannot take every slot).
-        if counts.established() >= limits.max_connections + limits.admin_reserve {
-            tracing::debug!(%addr, "connection limit reached; closing");
-            continue;
+        let limits = live.state().limits.clone();
+        if counts.limits != limits {
+            // A reload changed the limits: new connections take shares of pools of
+            // the new size; open ones give theirs back to the old pools.
+            counts = Arc::new(Counts::new(&limits));
         }
-        let Some(handshaking) = counts.start_handshake(addr.ip(), &limits) else {
-            tracing::debug!(%addr, "too many handshakes under way; closing");
+        // Refused before the handshake costs memory or time: an address that holds
+        // its share of connections, or an address, a network or all that have
+        // their share of handshakes under way (so that silent sockets from a few
+        // places cannot take every slot).
+        let Some(handshaking) = counts.start_handshake(addr.ip()) else {
+            tracing::debug!(%addr, "this address or its network has its share of connections or handshakes; closing");
             continue;
         };
         let _ = tcp.set_nodelay(true);
@@ -518,19 +621,10 @@ pub async fn serve_live(listener: TcpListener, live: Arc<Live>) -> std::io::Resu
                 };
                 (identity, conn.alpn_protocol() == Some(b"h2"))
             };
-            let (established, now) = Established::new(&counts);
-            if now > limits.max_connections {
-                // Only the admin may use the reserve.
-                let state = live.state();
-                let admin = state.authorizer().admin().cloned();
-                if now > limits.max_connections + limits.admin_reserve
-                    || admin.is_none()
-                    || identity.as_ref().ok() != admin.as_ref()
-                {
-                    tracing::debug!(%addr, "connection limit reached; closing a connection past it");
-                    return;
-                }
-            }
+            let Some(established) = counts.establish(addr.ip(), identity.as_ref().ok(), &live.state()) else {
+                tracing::debug!(%addr, "this address or identity has its share of connections; closing");
+                return;
+            };
             serve_connection(tls, addr, Arc::new(Peer { addr, identity }), h2, limits, live).await;
             drop(established);
         });

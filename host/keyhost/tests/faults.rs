@@ -364,7 +364,13 @@ fn a_plugin_that_traps_hangs_or_stalls_fails_only_its_own_calls() {
     // on, health checks and uncached keys answer within the deadline.
     for mode in ["sleep", "spin"] {
         std::fs::write(keys.join(".stall"), mode).unwrap();
-        setup.send("GET", "/v1/ready"); // let any instance pick the switch up
+        // Readiness answers a keystore status at most 2 s old (so that probes never
+        // queue behind key reads): it turns within that and one deadline.
+        let turned = Instant::now() + Duration::from_secs(2) + limit;
+        while setup.send("GET", "/v1/ready").0 == 200 {
+            assert!(Instant::now() < turned, "{mode}: /v1/ready still answers 200");
+            std::thread::sleep(Duration::from_millis(100));
+        }
         for _ in 0..2 {
             let started = Instant::now();
             let (status, body) = setup.send("GET", "/version");

@@ -107,6 +107,24 @@ impl Server {
         self.tls_from([127, 0, 0, 1].into(), alpn, cert_pem).await
     }
 
+    /// [`Server::tls_from`] that says why it failed instead of panicking: the server
+    /// may close a connection before or during the handshake.
+    pub async fn try_tls_from(
+        &self,
+        from: std::net::IpAddr,
+        alpn: &[&[u8]],
+        cert_pem: Option<(&str, &str)>,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let mut config = self.client_config(cert_pem);
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind((from, 0).into())?;
+        let tcp = socket.connect(self.addr).await?;
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+    }
+
     /// [`Server::tls`] from the loopback address `from` (any of 127.0.0.0/8).
     pub async fn tls_from(
         &self,
@@ -122,6 +140,17 @@ impl Server {
         tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp)
             .await
+            .unwrap()
+    }
+
+    /// An HTTP/2 client presenting `cert_pem`: one connection, a stream per request.
+    pub fn client_h2(&self, cert_pem: Option<(&str, &str)>) -> reqwest::Client {
+        let mut config = self.client_config(cert_pem);
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        reqwest::Client::builder()
+            .use_preconfigured_tls(config)
+            .http2_prior_knowledge()
+            .build()
             .unwrap()
     }
 

@@ -1,13 +1,16 @@
 //! Request bodies: read within a limit, a deadline and a server-wide budget into
 //! buffers that are wiped, or drained and discarded before an early answer.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use zeroize::Zeroizing;
 
+use crate::Holder;
 use crate::error::ApiError;
+use crate::shares::{Share, Shares};
 
 /// A request body the API reads: hyper's, from a connection, or any other (an
 /// in-process request, see [`crate::respond`]).
@@ -47,43 +50,55 @@ pub(super) async fn drain<B: RequestBody>(mut body: B) {
     let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
 }
 
-/// How many bytes of request bodies all requests together may hold at once.
-/// Bodies are read into memory before a handler runs; without a common budget, a
-/// client sending many 1 MB bodies slowly would hold that much memory per request.
-/// A request whose next chunk does not fit waits (within its body timeout) for
-/// others to finish.
-const BODY_BUDGET: usize = 64 << 20;
+/// Bytes of request-body memory ([`crate::BODY_BUDGET`]) held by one request,
+/// given back when dropped. They are a share of the holder's: one client (an
+/// identity, or an address without one) holds at most a quarter of the budget, and
+/// the admin may use an eighth more that no one else can, so that one client
+/// sending large bodies slowly never leaves the others, the admin least of all,
+/// without room.
+#[derive(Debug)]
+pub(super) struct Reserved {
+    pool: Arc<Shares<Holder>>,
+    holder: Holder,
+    privileged: bool,
+    share: Option<Share<Holder>>,
+    bytes: usize,
+}
 
-static BODY_PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(BODY_BUDGET);
+/// The page in which a body's room is taken from its share.
+const STEP: usize = 4 << 10;
 
-/// Bytes of [`BODY_BUDGET`] held by one request, given back when dropped.
-#[derive(Debug, Default)]
-pub(super) struct Reserved(usize);
-
-/// How long a request waits for room in [`BODY_BUDGET`] before it is refused.
+/// How long a request waits for room in its share before it is refused.
 const BODY_WAIT: Duration = Duration::from_secs(1);
 
 impl Reserved {
-    /// Takes `bytes` more of the budget, waiting at most [`BODY_WAIT`] for room.
+    /// Nothing held yet, of `holder`'s share of `pool`.
+    pub(super) fn new(pool: Arc<Shares<Holder>>, holder: Holder, privileged: bool) -> Self {
+        Self {
+            pool,
+            holder,
+            privileged,
+            share: None,
+            bytes: 0,
+        }
+    }
+
+    /// Takes `bytes` more, waiting at most [`BODY_WAIT`] for room.
     async fn take(&mut self, bytes: usize) -> Result<(), ApiError> {
         if bytes == 0 {
             return Ok(());
         }
-        let n = u32::try_from(bytes).map_err(|_| ApiError::InvalidBody)?;
-        match tokio::time::timeout(BODY_WAIT, BODY_PERMITS.acquire_many(n)).await {
-            Ok(Ok(permit)) => {
-                permit.forget();
-                self.0 += bytes;
-                Ok(())
-            }
-            _ => Err(ApiError::Busy),
+        let more = self
+            .pool
+            .take(&self.holder, bytes, self.privileged, BODY_WAIT)
+            .await
+            .ok_or(ApiError::Busy)?;
+        match &mut self.share {
+            Some(share) => share.absorb(more),
+            None => self.share = Some(more),
         }
-    }
-}
-
-impl Drop for Reserved {
-    fn drop(&mut self) {
-        BODY_PERMITS.add_permits(self.0);
+        self.bytes += bytes;
+        Ok(())
     }
 }
 
@@ -108,10 +123,20 @@ pub(super) async fn read_limited<B: RequestBody>(
             if needed > max {
                 return Err((ApiError::InvalidBody, Some(body)));
             }
-            if let Err(e) = reserved.take(needed.saturating_sub(reserved.0)).await {
-                return Err((e, None));
+            // The buffer never holds more than the share taken, whatever the body
+            // declared: room doubles as bytes arrive (in pages of `STEP`, at most the
+            // route's maximum), and the buffer grows to at most that room.
+            if needed > reserved.bytes {
+                let room = needed
+                    .max(2 * reserved.bytes)
+                    .next_multiple_of(STEP)
+                    .min(max)
+                    .max(needed);
+                if let Err(e) = reserved.take(room - reserved.bytes).await {
+                    return Err((e, None));
+                }
             }
-            data.append(&chunk, expected);
+            data.append(&chunk, expected.min(reserved.bytes), reserved.bytes);
         }
     }
     Ok(data.0)
@@ -124,8 +149,9 @@ pub(super) struct Wiping(pub(super) Zeroizing<Vec<u8>>);
 
 impl Wiping {
     /// Appends `bytes`; `expected` is the size the whole is expected to reach (0:
-    /// unknown), to grow there at once.
-    fn append(&mut self, bytes: &[u8], expected: usize) {
+    /// unknown), to grow there at once; the buffer grows to at most `cap` bytes
+    /// (or what is needed, if more).
+    fn append(&mut self, bytes: &[u8], expected: usize, cap: usize) {
         let needed = self.0.len() + bytes.len();
         if needed > self.0.capacity() {
             let size = if expected >= needed {
@@ -133,6 +159,7 @@ impl Wiping {
             } else {
                 needed.max(2 * self.0.capacity())
             };
+            let size = size.min(cap).max(needed);
             let mut larger = Zeroizing::new(Vec::with_capacity(size));
             larger.extend_from_slice(&self.0);
             self.0 = larger; // the old buffer is wiped as it is dropped
@@ -143,7 +170,7 @@ impl Wiping {
 
 impl std::io::Write for Wiping {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.append(bytes, 0);
+        self.append(bytes, 0, usize::MAX);
         Ok(bytes.len())
     }
 

@@ -13,7 +13,7 @@ use super::routes::{Auth, Handler, find, go_redirect, v016_path_matches};
 use super::{Accepts, Call, run};
 use crate::era::Era;
 use crate::error::ApiError;
-use crate::{Peer, State};
+use crate::{Holder, Peer, State};
 
 /// What dispatching learned about a request, for its metrics and its audit line.
 #[derive(Debug, Default)]
@@ -201,13 +201,25 @@ async fn dispatch_parts<B: RequestBody>(
     {
         return early(ApiError::NotAllowed, body);
     }
+    // Shares of what requests hold (see `crate::shares`): requests in flight, and
+    // the memory their bodies are read into; by identity, or by address for a
+    // request without one.
+    let holder = match &identity {
+        Some(id) => Holder::Identity(id.clone()),
+        None => Holder::Address(peer.addr.ip()),
+    };
+    let privileged = state.is_admin(&holder);
+    let pools = state.request_pools();
+    let Some(_in_flight) = pools.in_flight.try_take(&holder, 1, privileged) else {
+        return early(ApiError::ClientBusy, body);
+    };
     let accept = req.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     // KES v0.16 answered every key listing as NDJSON, whatever the request
     // accepted (its client reads the trailers); the newest KES answers JSON,
     // whatever the request accepts.
     let ndjson = state.era == Era::V016;
     let all_metrics = crate::observe::Observer::wants_all(accept);
-    let mut reserved = Reserved::default();
+    let mut reserved = Reserved::new(pools.body.clone(), holder, privileged);
     let max_body = match state.era {
         Era::V016 => route.v016_max_body(),
         Era::Newest => route.max_body,
@@ -272,40 +284,36 @@ async fn dispatch_parts<B: RequestBody>(
 /// connection's identity, or — when the connection comes from a trusted TLS proxy —
 /// that of the certificate the proxy forwarded.
 ///
-/// A proxy must *replace* the header: a request that carries it twice is refused,
-/// since a proxy that appends would otherwise let its client choose the identity.
+/// A proxy must *replace* the header: a request that carries it twice, or one line
+/// naming two certificates however they are joined, is refused, since a proxy that
+/// appends would otherwise let its client choose the identity
+/// ([`keyhost_tls::forwarded`]).
 fn client_identity(
     state: &State,
     peer: &Peer,
     headers: &http::HeaderMap,
 ) -> Result<(Identity, Option<Identity>), ApiError> {
+    use keyhost_tls::Forwarded;
     let direct = peer.identity.clone()?;
     let Some(proxy) = state.proxy.as_ref().filter(|p| p.identities.contains(&direct)) else {
         return Ok((direct, None));
     };
     let mut values = headers.get_all(&proxy.header).iter();
-    let value = values
-        .next()
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .ok_or(ApiError::ProxyNoCert)?;
+    let value = values.next().ok_or(ApiError::ProxyNoCert)?;
     if values.next().is_some() {
         return Err(ApiError::ProxyTooManyCerts);
     }
-    // Go's url.QueryUnescape: '+' is a space.
-    let pem = percent_encoding::percent_decode_str(&value.replace('+', " "))
-        .decode_utf8()
-        .map_err(|_| ApiError::ProxyInvalidCert)?
-        .into_owned();
-    use rustls::pki_types::pem::PemObject;
-    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<_, _>>()
+    let refused = |e: Forwarded| match e {
+        Forwarded::Missing => ApiError::ProxyNoCert,
+        Forwarded::TooMany => ApiError::ProxyTooManyCerts,
+        Forwarded::Invalid => ApiError::ProxyInvalidCert,
+        Forwarded::Untrusted => ApiError::ProxyUntrustedCert,
+    };
+    let cert = keyhost_tls::forwarded::parse_header_value(value.as_bytes()).map_err(refused)?;
+    let client = keyhost_policy::identity_of_chain([cert.as_ref()], keyhost_policy::ChainRule::V016)
         .map_err(|_| ApiError::ProxyInvalidCert)?;
-    let client = match certs.as_slice() {
-        [] => Err(ApiError::ProxyNoCert),
-        [cert] => keyhost_policy::identity_of_chain([cert.as_ref()], keyhost_policy::ChainRule::V016)
-            .map_err(|_| ApiError::ProxyInvalidCert),
-        _ => Err(ApiError::ProxyTooManyCerts),
-    }?;
+    if let Some(verifier) = &proxy.verify {
+        verifier.verify(&cert).map_err(refused)?;
+    }
     Ok((client, Some(direct)))
 }

@@ -10,6 +10,7 @@ use super::routes::ROUTES;
 use super::{Answer, Call};
 use crate::era::Era;
 use crate::error::ApiError;
+use crate::health::Readiness;
 
 pub(super) fn version(call: &Call<'_>) -> Answer {
     if call.state.era == Era::V016 {
@@ -27,10 +28,11 @@ pub(super) async fn ready(call: &Call<'_>) -> Answer {
     if state.cache.is_offline() {
         return Err(ApiError::StoreUnreachable);
     }
-    match state.keystore.status().await {
-        Ok(_) => empty(),
-        Err(e) if e.is_unreachable() => Err(ApiError::StoreUnreachable),
-        Err(_) => Err(ApiError::StoreUnavailable),
+    // The last known status, never a wait behind key reads (see `health`).
+    match state.health.readiness(&state.keystore).await {
+        Readiness::Ready => empty(),
+        Readiness::Unreachable => Err(ApiError::StoreUnreachable),
+        Readiness::Unavailable => Err(ApiError::StoreUnavailable),
     }
 }
 
