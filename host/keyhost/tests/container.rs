@@ -142,7 +142,7 @@ fn wait_until(what: &str, container: &Container<'_>, mut ready: impl FnMut() -> 
 /// Loads the image from `dist/keyhost-image.tar`, as another machine would, and
 /// checks that it is this tree's: its label names this build's commit, its
 /// `/keyhost` is `dist/keyhost-linux-amd64` (whose SHA-256 file checks), and it is
-/// under 30 MB.
+/// under 32 MB (30.2 MB on wasmtime 50; 27.1 MB on wasmtime 48).
 fn check_image(podman: &Podman) {
     let dist = keyhost_plugin_build::repo_root().join("dist");
     assert!(
@@ -201,7 +201,7 @@ fn check_image(podman: &Podman) {
         .trim()
         .parse()
         .unwrap();
-    assert!(size < 30_000_000, "the image is {size} bytes");
+    assert!(size < 32_000_000, "the image is {size} bytes");
     eprintln!("{IMAGE}: {size} bytes");
 }
 
