@@ -367,7 +367,13 @@ async fn readiness_probes_answer_from_the_last_status_and_never_queue() {
     })
     .await;
     gated.release.add_permits(1);
-    assert_eq!(first.await.unwrap(), 200);
+    // It waits at most a second; on a busy machine the status may come after that,
+    // and the next probe then finds it.
+    if first.await.unwrap() != 200 {
+        let ready = prober.get(format!("{}/v1/ready", s.url)).send().await.unwrap().status();
+        assert_eq!(ready, 200, "the first status was not kept");
+    }
+    assert_eq!(gated.status_calls.load(Ordering::SeqCst), 1);
     // Every slot is taken by key reads that do not end.
     let app = s.app();
     let mut reads = Vec::new();
