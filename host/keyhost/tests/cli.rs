@@ -309,19 +309,7 @@ fn endpoints_failover_and_helpful_errors() {
 fn migrate_copies_records_verbatim() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let config = |name: &str| {
-        let path = d.join(format!("{name}.yaml"));
-        std::fs::write(
-            &path,
-            format!(
-                "address: 0.0.0.0:7373\nroot: disabled\nkeystore:\n  fs:\n    path: {}/{name}\n",
-                d.display()
-            ),
-        )
-        .unwrap();
-        std::fs::create_dir_all(d.join(name)).unwrap();
-        path
-    };
+    let config = |name: &str| fs_config(d, name);
     let (from, to) = (config("old"), config("new"));
     // Records as KES v0.16 wrote them: one file per key.
     for (name, record) in [
@@ -446,19 +434,7 @@ fn migrate_backups_go_only_into_private_fresh_directories() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let config = |name: &str| {
-        let path = d.join(format!("{name}.yaml"));
-        std::fs::write(
-            &path,
-            format!(
-                "address: 0.0.0.0:7373\nroot: disabled\nkeystore:\n  fs:\n    path: {}/{name}\n",
-                d.display()
-            ),
-        )
-        .unwrap();
-        std::fs::create_dir_all(d.join(name)).unwrap();
-        path
-    };
+    let config = |name: &str| fs_config(d, name);
     let (from, to) = (config("old"), config("new"));
     let record = |tag: char| format!(r#"{{"bytes":"{}="}}"#, tag.to_string().repeat(43));
     std::fs::write(d.join("old/k"), record('A')).unwrap();
@@ -526,6 +502,22 @@ fn migrate_backups_go_only_into_private_fresh_directories() {
     assert_eq!(random.len(), 8, "a random part: {name}");
     assert_eq!(std::fs::metadata(&made[0]).unwrap().mode() & 0o777, 0o700);
     assert_eq!(std::fs::metadata(made[0].join("k")).unwrap().mode() & 0o777, 0o600);
+}
+
+/// Writes `DIR/NAME.yaml`, a v0.16 configuration whose keystore is the directory
+/// `DIR/NAME` (created); returns the file's path.
+fn fs_config(d: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let path = d.join(format!("{name}.yaml"));
+    std::fs::write(
+        &path,
+        format!(
+            "address: 0.0.0.0:7373\nroot: disabled\nkeystore:\n  fs:\n    path: {}/{name}\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(d.join(name)).unwrap();
+    path
 }
 
 /// Runs `keyhost migrate --from FROM --to TO EXTRA…`.

@@ -502,6 +502,12 @@ fn all_decrypt(site: &Site, url: &str, keys: &[(String, String, String)]) {
 }
 
 fn migrate(args: &[&str]) -> String {
+    migrate_expecting(args, true)
+}
+
+/// Runs `keyhost migrate ARGS…`, asserting that it succeeds (or fails); its stdout
+/// and stderr.
+fn migrate_expecting(args: &[&str], success: bool) -> String {
     let out = std::process::Command::new(keyhost_bin())
         .arg("migrate")
         .args(args)
@@ -513,7 +519,7 @@ fn migrate(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "migrate {args:?}: {text}");
+    assert_eq!(out.status.success(), success, "migrate {args:?}: {text}");
     text
 }
 
@@ -753,17 +759,5 @@ fn a_record_planted_unsealed_is_served_only_until_unsealed_records_are_refused()
 }
 
 fn migrate_failing(args: &[&str]) -> String {
-    let out = std::process::Command::new(keyhost_bin())
-        .arg("migrate")
-        .args(args)
-        .env("XDG_CACHE_HOME", keyhost_test_support::cache_home())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "migrate {args:?} succeeded: {text}");
-    text
+    migrate_expecting(args, false)
 }
