@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 mod duration;
+mod network;
 mod raw;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use duration::parse_duration;
+pub use network::Network;
 
 /// Which KES schema a file follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -581,7 +581,7 @@ pub(crate) fn parse(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String
     };
     let admin_networks = ctx.list("connections.admin_networks", &raw_limits.admin_networks)?;
     for (i, net) in admin_networks.iter().enumerate() {
-        if !is_network(net) {
+        if crate::Network::parse(net).is_none() {
             return Err(ctx.err(
                 &format!("connections.admin_networks[{i}]"),
                 format!("'{net}' is not a network; write ADDR/BITS, e.g. 10.0.0.0/24 or fd00::/64"),
@@ -815,18 +815,4 @@ fn hint_for(message: &str) -> Option<&'static str> {
     } else {
         None
     }
-}
-
-/// Whether `text` is `ADDR/BITS` (or a bare address) with BITS within the address's
-/// length.
-fn is_network(text: &str) -> bool {
-    let (addr, bits) = match text.split_once('/') {
-        Some((a, b)) => (a, Some(b)),
-        None => (text, None),
-    };
-    let Ok(addr) = addr.parse::<std::net::IpAddr>() else {
-        return false;
-    };
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    bits.is_none_or(|b| b.parse::<u8>().is_ok_and(|b| b <= max))
 }

@@ -73,7 +73,7 @@ impl Configured {
             .iter()
             .enumerate()
             .map(|(i, n)| {
-                crate::shares::Network::parse(n)
+                keyhost_config::Network::parse(n)
                     .ok_or_else(|| format!("{file}: connections.admin_networks[{i}]: '{n}' is not ADDR/BITS"))
             })
             .collect::<Result<Vec<_>, _>>()?;

@@ -298,33 +298,6 @@ impl Keystore for Gated {
     }
 }
 
-struct Shared(Arc<Gated>);
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-#[async_trait]
-impl Keystore for Shared {
-    async fn create(&self, name: &str, value: &[u8]) -> keyhost_keystore::Result<()> {
-        self.0.create(name, value).await
-    }
-    async fn get(&self, name: &str) -> keyhost_keystore::Result<Record> {
-        self.0.get(name).await
-    }
-    async fn delete(&self, name: &str) -> keyhost_keystore::Result<()> {
-        self.0.delete(name).await
-    }
-    async fn list(&self, prefix: &str, after: Option<&str>, limit: u32) -> keyhost_keystore::Result<Page> {
-        self.0.list(prefix, after, limit).await
-    }
-    async fn status(&self) -> keyhost_keystore::Result<Status> {
-        self.0.status().await
-    }
-}
-
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     for _ in 0..500 {
         if done() {
@@ -344,7 +317,7 @@ async fn readiness_probes_answer_from_the_last_status_and_never_queue() {
     let gated = Gated::new(2);
     let keystore = gated.clone();
     let s = start(move |state| {
-        state.keystore = Arc::new(Shared(keystore));
+        state.keystore = keystore;
         state.overrides.insert(
             "/v1/ready".into(),
             RouteOverride {
@@ -423,7 +396,7 @@ async fn one_identity_cannot_hold_every_request_in_flight() {
             ]
         },
         move |state| {
-            state.keystore = Arc::new(Shared(keystore));
+            state.keystore = keystore;
             state.limits.requests_per_identity = 4;
         },
     )

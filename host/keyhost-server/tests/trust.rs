@@ -393,6 +393,16 @@ async fn one_header_line_naming_two_certificates_never_names_the_first() {
     let proxy = s.client_for(Some((&proxy_cert, &proxy_private)));
     let (app_cert, _) = client_certificate(&s.app).unwrap();
     let admin = &s.creds.admin_cert_pem;
+    // `GET /v1/identity/self/describe` through the proxy, forwarding `value`.
+    let forward = |value: String| {
+        let req = proxy
+            .get(format!("{}/v1/identity/self/describe", s.url))
+            .header("X-Tls-Client-Cert", value);
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
     // Escaped as Go's url.QueryEscape, as nginx's $ssl_client_escaped_cert, and
     // with only what Go would misread escaped (newlines, plus signs): proxies differ.
     type Escape = fn(&str) -> String;
@@ -415,15 +425,7 @@ async fn one_header_line_naming_two_certificates_never_names_the_first() {
         for joiner in [
             ",", ", ", " ,", ",\t", "%2C", "%2c", "%2C%20", "%0A", "", "+", "%00", "\t",
         ] {
-            let value = format!("{first}{joiner}{second}");
-            let resp = proxy
-                .get(format!("{}/v1/identity/self/describe", s.url))
-                .header("X-Tls-Client-Cert", &value)
-                .send()
-                .await
-                .unwrap();
-            let status = resp.status().as_u16();
-            let body = resp.text().await.unwrap();
+            let (status, body) = forward(format!("{first}{joiner}{second}")).await;
             assert_ne!(status, 200, "{how}, joined by {joiner:?}: served as {body}");
             assert_eq!(status, 400, "{how}, joined by {joiner:?}: {body}");
             assert!(
@@ -434,13 +436,7 @@ async fn one_header_line_naming_two_certificates_never_names_the_first() {
             refused += 1;
         }
         // One certificate alone, however escaped, is served as itself.
-        let resp = proxy
-            .get(format!("{}/v1/identity/self/describe", s.url))
-            .header("X-Tls-Client-Cert", escape(&app_cert))
-            .send()
-            .await
-            .unwrap();
-        let body = resp.text().await.unwrap();
+        let (_, body) = forward(escape(&app_cert)).await;
         assert_eq!(
             serde_json::from_str::<Value>(&body).unwrap()["identity"],
             s.app.identity().as_str(),
@@ -462,14 +458,7 @@ async fn one_header_line_naming_two_certificates_never_names_the_first() {
         B64.encode(&both)
     );
     let escaped: String = block.bytes().map(|b| format!("%{b:02X}")).collect();
-    let resp = proxy
-        .get(format!("{}/v1/identity/self/describe", s.url))
-        .header("X-Tls-Client-Cert", escaped)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let body = resp.text().await.unwrap();
+    let (status, body) = forward(escaped).await;
     assert_eq!(
         (status, message(&body).as_str()),
         (400, "invalid client certificate"),
