@@ -234,6 +234,52 @@ mod tests {
         }
     }
 
+    /// Randomized: values made of two escaped certificates, in random escapings,
+    /// with random bytes between, before and after them. A value naming both never
+    /// parses, and a parse never yields anything but one whole certificate.
+    #[test]
+    fn no_random_joining_of_two_certificates_parses() {
+        let other = keyhost_policy::ApiKey::from_seed([8; 32]);
+        let (a_pem, b_pem) = (pem(), crate::mint::client_certificate(&other).unwrap().0);
+        assert_ne!(a_pem, b_pem);
+        let (a, b) = (
+            CertificateDer::from_pem_slice_helper(&a_pem).to_vec(),
+            CertificateDer::from_pem_slice_helper(&b_pem).to_vec(),
+        );
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            usize::try_from(state % n as u64).unwrap_or(0)
+        };
+        let escapings: [fn(&str) -> String; 3] = [
+            escape,
+            |p| p.replace('+', "%2B").replace('\n', "%0A"),
+            |p| p.replace('+', "%2B").replace(' ', "+").replace('\n', "%0A"),
+        ];
+        let glue = [
+            ",", " ", "\t", "%2C", "%0A", "%0D%0A", "%00", "+", "", ";", "%2c%20", "\"", "x",
+        ];
+        let piece = |next: &mut dyn FnMut(usize) -> usize| glue[next(glue.len())].repeat(next(3));
+        for _ in 0..3000 {
+            let (first, second) = (escapings[next(3)](&a_pem), escapings[next(3)](&b_pem));
+            let (p1, p2, p3) = (piece(&mut next), piece(&mut next), piece(&mut next));
+            let value = format!("{p1}{first}{p2}{second}{p3}");
+            assert!(
+                parse_header_value(value.as_bytes()).is_err(),
+                "parsed: {}",
+                &value[..value.len().min(80)]
+            );
+            // One of them alone parses only as itself.
+            let alone = format!("{p1}{first}{p3}");
+            if let Ok(der) = parse_header_value(alone.as_bytes()) {
+                assert!(der.as_ref() == a.as_slice(), "another certificate came out");
+                assert!(der.as_ref() != b.as_slice());
+            }
+        }
+    }
+
     trait FromPem {
         fn from_pem_slice_helper(pem: &str) -> CertificateDer<'static>;
     }
