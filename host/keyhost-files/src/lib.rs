@@ -14,6 +14,9 @@
 //!   refused, so a directory another user prepared (and can read) is never used.
 //! - [`check_private_dir`]: an existing directory that is the user's own, not a
 //!   link, and closed to others.
+//! - [`PrivateDir`]: such a directory, held open once checked: files are created
+//!   in it through the open handle, so the directory checked is the one written,
+//!   whatever is done to its path afterwards (renamed, replaced by a link).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -96,6 +99,12 @@ pub enum FileError {
     /// The path exists, and a fresh directory was asked for.
     #[error("{path} exists already; name a directory that does not exist yet (it is created, 0700)")]
     Exists {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A file to be written new exists already (it is left as it is).
+    #[error("{path} exists already, and is left as it is")]
+    Taken {
         /// The path.
         path: PathBuf,
     },
@@ -266,6 +275,151 @@ pub fn check_private_dir(path: &Path) -> Result<(), FileError> {
     Ok(())
 }
 
+/// A private directory held open: checked once (it is keyhost's user's, closed
+/// to others, not a link), then written through its handle, so that files land in
+/// the directory that was checked even if its path is renamed or replaced by a
+/// link to somewhere else in between.
+#[derive(Debug)]
+pub struct PrivateDir {
+    dir: std::os::fd::OwnedFd,
+    path: PathBuf,
+}
+
+impl PrivateDir {
+    /// Creates `path` as [`create_private_dir`] does, and opens it.
+    ///
+    /// # Errors
+    ///
+    /// As [`create_private_dir`] and [`PrivateDir::open`].
+    pub fn create(path: &Path) -> Result<Self, FileError> {
+        create_private_dir(path)?;
+        Self::open(path)
+    }
+
+    /// Opens the existing directory `path` (a symbolic link is not followed) and
+    /// checks the directory opened as [`check_private_dir`] does.
+    ///
+    /// # Errors
+    ///
+    /// [`FileError`] naming the path and the fix.
+    pub fn open(path: &Path) -> Result<Self, FileError> {
+        use rustix::fs::{Mode, OFlags};
+        let fail = |error: rustix::io::Errno| FileError::Read {
+            path: path.to_owned(),
+            error: error.into(),
+        };
+        let dir = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => FileError::Kind {
+                path: path.to_owned(),
+                expected: "directory (a symbolic link is not followed)",
+            },
+            e => fail(e),
+        })?;
+        let stat = rustix::fs::fstat(&dir).map_err(fail)?;
+        let user = effective_user();
+        if stat.st_uid != user {
+            return Err(FileError::Owner {
+                path: path.to_owned(),
+                owner: stat.st_uid,
+                user,
+            });
+        }
+        let mode = stat.st_mode & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(FileError::Mode {
+                path: path.to_owned(),
+                mode,
+                fix: 0o700,
+            });
+        }
+        Ok(Self {
+            dir,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The path the directory was opened at (for messages).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes `bytes` to a new file `name` in the directory, `0600`: into a
+    /// temporary file first, synced, then renamed onto `name` unless `name` exists
+    /// (a link at `name` is not followed, and an existing file is never replaced).
+    /// The directory is synced after the rename, so the file is durable when this
+    /// returns. Returns the file's path.
+    ///
+    /// # Errors
+    ///
+    /// [`FileError::Taken`] if `name` exists, or why it could not be written;
+    /// nothing is left behind then.
+    pub fn write_new(&self, name: &str, bytes: &[u8]) -> Result<PathBuf, FileError> {
+        use rustix::fs::{Mode, OFlags};
+        use std::io::Write;
+        let path = self.path.join(name);
+        let fail = |error: std::io::Error| FileError::Read {
+            path: path.clone(),
+            error,
+        };
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(FileError::Kind {
+                path: path.clone(),
+                expected: "plain file name",
+            });
+        }
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let (temp, file) = {
+            let mut tries = 0;
+            loop {
+                let temp = format!(
+                    ".keyhost-{}-{}",
+                    std::process::id(),
+                    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                );
+                match rustix::fs::openat(
+                    &self.dir,
+                    temp.as_str(),
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                ) {
+                    Ok(fd) => break (temp, std::fs::File::from(fd)),
+                    Err(rustix::io::Errno::EXIST) if tries < 16 => tries += 1,
+                    Err(e) => return Err(fail(e.into())),
+                }
+            }
+        };
+        let result = (|| {
+            let mut file = file;
+            file.write_all(bytes)?;
+            // The umask may have taken bits away, never added them; the mode is
+            // 0600 already.
+            file.sync_all()?;
+            rustix::fs::renameat_with(
+                &self.dir,
+                temp.as_str(),
+                &self.dir,
+                name,
+                rustix::fs::RenameFlags::NOREPLACE,
+            )
+            .map_err(std::io::Error::from)
+        })();
+        if let Err(e) = result {
+            let _ = rustix::fs::unlinkat(&self.dir, temp.as_str(), rustix::fs::AtFlags::empty());
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                return Err(FileError::Taken { path });
+            }
+            return Err(fail(e));
+        }
+        rustix::fs::fsync(&self.dir).map_err(|e| fail(e.into()))?;
+        Ok(path)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,5 +503,62 @@ mod tests {
         std::os::unix::fs::symlink(&fresh, &link).unwrap();
         let e = check_private_dir(&link).unwrap_err().to_string();
         assert!(e.contains("symbolic link"), "{e}");
+    }
+
+    /// The attack: the backup directory is checked, then its path is swapped for
+    /// a link to a directory another user reads. Files still land in the
+    /// directory that was checked.
+    #[test]
+    fn a_private_dir_swapped_for_a_link_after_its_check_is_still_the_one_written() {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("backup");
+        let dir = PrivateDir::create(&path).unwrap();
+        let elsewhere = root.path().join("attacker");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let moved = root.path().join("moved");
+        std::fs::rename(&path, &moved).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+        dir.write_new("key-a", b"record").unwrap();
+        assert_eq!(std::fs::read(moved.join("key-a")).unwrap(), b"record");
+        assert!(
+            std::fs::read_dir(&elsewhere).unwrap().next().is_none(),
+            "written through the link"
+        );
+        let mode = std::fs::metadata(moved.join("key-a")).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // Opened anew, the link is refused.
+        assert!(
+            matches!(PrivateDir::open(&path), Err(FileError::Kind { .. })),
+            "a link was opened"
+        );
+    }
+
+    #[test]
+    fn a_private_dir_never_replaces_a_file_nor_writes_through_a_link() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = PrivateDir::create(&root.path().join("backup")).unwrap();
+        dir.write_new("a", b"first").unwrap();
+        assert!(matches!(dir.write_new("a", b"second"), Err(FileError::Taken { .. })));
+        assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"first");
+        let victim = root.path().join("victim");
+        std::fs::write(&victim, b"untouched").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("b")).unwrap();
+        assert!(matches!(dir.write_new("b", b"secret"), Err(FileError::Taken { .. })));
+        assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
+        for bad in ["", ".", "..", "x/y"] {
+            assert!(dir.write_new(bad, b"secret").is_err(), "{bad:?}");
+        }
+        // Nothing is left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.starts_with(".keyhost-")), "{names:?}");
+        // A directory others may read is refused when opened.
+        let open = root.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(matches!(PrivateDir::open(&open), Err(FileError::Mode { .. })));
     }
 }

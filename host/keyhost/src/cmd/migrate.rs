@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use keyhost_config::{Config, KeystoreConfig};
+use keyhost_files::PrivateDir;
 use keyhost_keystore::{Error, Keystore};
 use keyhost_seal::{SealedStore, Sealer, Sealing};
 
@@ -173,13 +174,8 @@ impl MigrateArgs {
                     .get(name)
                     .await
                     .map_err(|e| format!("cannot read '{name}' at the destination: {e}; nothing was copied"))?;
-                crate::files::write_atomic(
-                    &dir.join(backup_file_name(name)),
-                    &old,
-                    crate::files::Mode::Private,
-                    false,
-                )
-                .map_err(|e| format!("cannot save the record '{name}' had: {e}; nothing was copied"))?;
+                dir.write_new(&backup_file_name(name), &old)
+                    .map_err(|e| format!("cannot save the record '{name}' had: {e}; nothing was copied"))?;
                 previous.insert(name.clone(), old);
             }
         }
@@ -214,7 +210,7 @@ impl MigrateArgs {
                 "the {} replaced keys' previous records are in {} (point keystore.fs.path at it, with the \
                  destination's keystore.seal if it has one, to restore them)",
                 existing.len(),
-                dir.display()
+                dir.path().display()
             );
         }
         Ok(())
@@ -318,11 +314,9 @@ impl MigrateArgs {
                         // or wrote since is that server's, and is left as it is.
                         match inner.get(&name).await {
                             Ok(now) if now == stored => {
-                                let saved = backup.join(backup_file_name(&name));
-                                crate::files::write_atomic(&saved, &stored, crate::files::Mode::Private, false)
-                                    .map_err(|e| {
-                                        format!("cannot save the record of '{name}': {e}; it was left as it is")
-                                    })?;
+                                let saved = backup.write_new(&backup_file_name(&name), &stored).map_err(|e| {
+                                    format!("cannot save the record of '{name}': {e}; it was left as it is")
+                                })?;
                                 reseal_one(&store, &name, &record, &stored, &saved)
                                     .await
                                     .map_err(|e| format!("{e} ({resealed} records sealed before it)"))?;
@@ -356,7 +350,7 @@ impl MigrateArgs {
         );
         println!(
             "the records as they were before are in {} (delete it once the keys are known to work)",
-            backup.display()
+            backup.path().display()
         );
         if failed.is_empty() {
             if changed == 0 {
@@ -395,22 +389,23 @@ impl MigrateArgs {
     /// directory of that user closed to others (not a link); by default a new
     /// directory `./keyhost-migrate-backup-<seconds since 1970>-<random>`, whose
     /// name cannot be foreseen, created fresh (an existing one is refused).
-    fn backup_dir(&self) -> Result<PathBuf, String> {
+    ///
+    /// The directory is held open once checked, and records are written through
+    /// that handle: whatever is done to its path meanwhile, they land in the
+    /// directory that was checked.
+    fn backup_dir(&self) -> Result<PrivateDir, String> {
         let Some(dir) = &self.backup else {
             let secs = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             let dir = PathBuf::from(format!("keyhost-migrate-backup-{secs}-{:08x}", rand::random::<u32>()));
-            keyhost_files::create_private_dir(&dir).map_err(|e| format!("the backup directory: {e}"))?;
-            return Ok(dir);
+            return PrivateDir::create(&dir).map_err(|e| format!("the backup directory: {e}"));
         };
         match std::fs::symlink_metadata(dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                keyhost_files::create_private_dir(dir).map_err(|e| format!("--backup: {e}"))?;
-            }
-            _ => keyhost_files::check_private_dir(dir).map_err(|e| format!("--backup: {e}"))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => PrivateDir::create(dir),
+            _ => PrivateDir::open(dir),
         }
-        Ok(dir.clone())
+        .map_err(|e| format!("--backup: {e}"))
     }
 }
 
