@@ -1,17 +1,21 @@
 //! What a flood from one address or one identity does to a well-behaved client:
 //! the latency of its requests (a key described and a data key generated, one after
 //! the other on a kept connection) with no flood, then during each flood, in the
-//! same run. In process, on loopback, with the server's default shares: the floods
-//! and the server share this machine's cores, so what a flood costs in CPU shows
-//! too; what the shares bound is what a flood can hold.
+//! same run, with the server's default shares. On loopback, in one process, but the
+//! server, the floods and the client each on a runtime of their own: with two CPUs
+//! the server has one to itself, as it would have its own machine, and the floods
+//! run at the lowest priority on the other, beside the client (see `main`). Each
+//! row also says how fast the flood went (its rounds per second: connections,
+//! probes, requests), so that a flood the server keeps busy shows as one.
 //!
-//! `cargo bench -p keyhost-bench --bench fairness` (or `scripts/bench fairness`).
+//! `cargo bench -p keyhost-bench --bench fairness` (or `scripts/bench fairness`);
+//! `KEYHOST_BENCH_FLOODS=TEXT` runs only the floods whose names contain TEXT.
 
 #![expect(clippy::unwrap_used, reason = "Benchmarks fail loudly by design")]
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use keyhost_bench::percentile;
@@ -50,65 +54,132 @@ fn pem(key: &ApiKey) -> (String, String) {
     (cert, private.to_string())
 }
 
-/// Spawns `tasks` copies of `flood` until `stop` is set.
-fn flood<F, Fut>(tasks: usize, stop: &Arc<AtomicBool>, f: F) -> Vec<tokio::task::JoinHandle<()>>
+/// Spawns `tasks` copies of `f` on `on` until `stop` is set; each copy counts its
+/// rounds in `rounds`.
+fn flood<F, Fut>(
+    on: &tokio::runtime::Handle,
+    tasks: usize,
+    stop: &Arc<AtomicBool>,
+    rounds: &Arc<AtomicUsize>,
+    f: F,
+) -> Vec<tokio::task::JoinHandle<()>>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static + Clone,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     (0..tasks)
         .map(|i| {
-            let (stop, f) = (stop.clone(), f.clone());
-            tokio::spawn(async move {
+            let (stop, rounds, f) = (stop.clone(), rounds.clone(), f.clone());
+            on.spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     f(i).await;
+                    rounds.fetch_add(1, Ordering::Relaxed);
                 }
             })
         })
         .collect()
 }
 
+/// Pins the calling thread to `cpu`, if this machine has it.
+fn pin(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
+        eprintln!("cannot pin a thread to CPU {cpu}: {e}");
+    }
+}
+
+/// The server, the floods and the well-behaved client each on a runtime of its
+/// own. With two CPUs or more, the server has CPU 0 to itself, as it would have its
+/// own machine, and the floods and the client share CPU 1, the floods at the
+/// lowest priority, so that what the client measures is the server's doing, not
+/// its own waiting behind the flooders. With one CPU, all share it (and the
+/// figures say less).
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let pinned = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(if pinned { 1 } else { 2 })
+        .on_thread_start(move || {
+            if pinned {
+                pin(0);
+            }
+        })
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(run());
+    let floods = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .on_thread_start(move || {
+            if pinned {
+                pin(1);
+            }
+            // The lowest priority: the flooders use what CPU 1 has left.
+            let _ = rustix::process::setpriority_process(None, 19);
+        })
+        .enable_all()
+        .build()
+        .unwrap();
+    if pinned {
+        pin(1);
+    }
+    // The client thread preempts the flooders at once (real-time priority, where
+    // allowed): its latency is then the server's.
+    let fifo = std::process::Command::new("chrt")
+        .args(["-f", "-p", "10", &rustix::thread::gettid().as_raw_nonzero().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !fifo {
+        eprintln!("the client runs at normal priority (chrt -f not allowed here)");
+    }
+    let client = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "{}",
+        if pinned {
+            "server on CPU 0; floods (lowest priority) and the client on CPU 1"
+        } else {
+            "one CPU: server, floods and client share it"
+        }
+    );
+    client.block_on(run(server.handle(), floods.handle()));
 }
 
-async fn run() {
+async fn run(server: &tokio::runtime::Handle, flooders: &tokio::runtime::Handle) {
     let n = requests();
     let hog = ApiKey::from_seed([21; 32]);
     let hog_id = hog.identity();
     let s = Arc::new(
-        start_with(
-            move |app| {
-                let allow = |paths: &[&str]| Policy::parse(paths, &[], PatternSyntax::Prefix).unwrap();
-                vec![
-                    (
-                        "app",
-                        allow(&["/v1/key/describe/app-*", "/v1/key/generate/app-*"]),
-                        vec![app.identity()],
-                    ),
-                    (
-                        "hog",
-                        allow(&["/v1/key/encrypt/hog", "/v1/key/describe/*"]),
-                        vec![hog_id],
-                    ),
-                ]
-            },
-            |state| {
-                state.overrides.insert(
-                    "/v1/ready".into(),
-                    RouteOverride {
-                        skip_auth: true,
-                        timeout: None,
-                    },
-                );
-            },
-        )
-        .await,
+        server
+            .spawn(start_with(
+                move |app| {
+                    let allow = |paths: &[&str]| Policy::parse(paths, &[], PatternSyntax::Prefix).unwrap();
+                    vec![
+                        (
+                            "app",
+                            allow(&["/v1/key/describe/app-*", "/v1/key/generate/app-*"]),
+                            vec![app.identity()],
+                        ),
+                        (
+                            "hog",
+                            allow(&["/v1/key/encrypt/hog", "/v1/key/describe/*"]),
+                            vec![hog_id],
+                        ),
+                    ]
+                },
+                |state| {
+                    state.overrides.insert(
+                        "/v1/ready".into(),
+                        RouteOverride {
+                            skip_auth: true,
+                            timeout: None,
+                        },
+                    );
+                },
+            ))
+            .await
+            .unwrap(),
     );
     for name in ["app-k", "hog"] {
         assert_eq!(
@@ -136,21 +207,28 @@ async fn run() {
     let unloaded = measure(&s, &app, n).await;
     let p50 = |t: &[Duration]| percentile(t, 0.5).as_secs_f64() * 1e6;
     let p99 = |t: &[Duration]| percentile(t, 0.99).as_secs_f64() * 1e6;
-    println!("| flood | p50 µs | p99 µs | p99 vs no flood |");
-    println!("|---|---|---|---|");
-    println!("| none | {:.0} | {:.0} | 1.00x |", p50(&unloaded), p99(&unloaded));
+    println!("| flood | flood rounds/s | p50 µs | p99 µs | p99 vs no flood |");
+    println!("|---|---|---|---|---|");
+    println!("| none | 0 | {:.0} | {:.0} | 1.00x |", p50(&unloaded), p99(&unloaded));
 
     let stranger = pem(&ApiKey::from_seed([22; 32]));
     let hog_pem = pem(&hog);
-    type Flood = Box<dyn Fn(&Arc<Server>, &Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<()>>>;
+    type Flood = Box<
+        dyn Fn(
+            &tokio::runtime::Handle,
+            &Arc<Server>,
+            &Arc<AtomicBool>,
+            &Arc<AtomicUsize>,
+        ) -> Vec<tokio::task::JoinHandle<()>>,
+    >;
     let floods: Vec<(&str, Flood)> = vec![
         (
             "connections from one address, any certificate (64 openers)",
             Box::new({
                 let stranger = stranger.clone();
-                move |s, stop| {
+                move |on, s, stop, rounds| {
                     let (s, stranger) = (s.clone(), stranger.clone());
-                    flood(64, stop, move |_| {
+                    flood(on, 64, stop, rounds, move |_| {
                         let (s, stranger) = (s.clone(), stranger.clone());
                         async move {
                             let from: IpAddr = [127, 0, 0, 7].into();
@@ -172,9 +250,9 @@ async fn run() {
         ),
         (
             "silent sockets from 8 addresses of one network (256 sockets)",
-            Box::new(|s, stop| {
+            Box::new(|on, s, stop, rounds| {
                 let s = s.clone();
-                flood(256, stop, move |i| {
+                flood(on, 256, stop, rounds, move |i| {
                     let s = s.clone();
                     async move {
                         let from: IpAddr = [127, 0, 3, 2 + (i % 8) as u8].into();
@@ -197,9 +275,9 @@ async fn run() {
             "slow 1 MB bodies from one identity (80 connections)",
             Box::new({
                 let hog_pem = hog_pem.clone();
-                move |s, stop| {
+                move |on, s, stop, rounds| {
                     let (s, hog_pem) = (s.clone(), hog_pem.clone());
-                    flood(80, stop, move |_| {
+                    flood(on, 80, stop, rounds, move |_| {
                         let (s, hog_pem) = (s.clone(), hog_pem.clone());
                         async move {
                             let from: IpAddr = [127, 0, 0, 8].into();
@@ -221,10 +299,10 @@ async fn run() {
             "readiness probes from anyone (32 probers, HTTP/2)",
             Box::new({
                 let stranger = stranger.clone();
-                move |s, stop| {
+                move |on, s, stop, rounds| {
                     let client = s.client_h2(Some((&stranger.0, &stranger.1)));
                     let url = s.url.clone();
-                    flood(32, stop, move |_| {
+                    flood(on, 32, stop, rounds, move |_| {
                         let (client, url) = (client.clone(), url.clone());
                         async move {
                             let _ = client.get(format!("{url}/v1/ready")).send().await;
@@ -237,10 +315,26 @@ async fn run() {
             "requests of one identity, keys not cached (512 at once, HTTP/2)",
             Box::new({
                 let hog_pem = hog_pem.clone();
-                move |s, stop| {
+                move |on, s, stop, rounds| {
                     let client = s.client_h2(Some((&hog_pem.0, &hog_pem.1)));
                     let url = s.url.clone();
-                    flood(512, stop, move |i| {
+                    flood(on, 512, stop, rounds, move |i| {
+                        let (client, url) = (client.clone(), url.clone());
+                        async move {
+                            let _ = client.get(format!("{url}/v1/key/describe/missing-{i}")).send().await;
+                        }
+                    })
+                }
+            }),
+        ),
+        (
+            "requests of one identity, keys not cached (64 HTTP/1.1 connections)",
+            Box::new({
+                let hog_pem = hog_pem.clone();
+                move |on, s, stop, rounds| {
+                    let client = s.client_for(Some((&hog_pem.0, &hog_pem.1)));
+                    let url = s.url.clone();
+                    flood(on, 64, stop, rounds, move |i| {
                         let (client, url) = (client.clone(), url.clone());
                         async move {
                             let _ = client.get(format!("{url}/v1/key/describe/missing-{i}")).send().await;
@@ -250,17 +344,22 @@ async fn run() {
             }),
         ),
     ];
-    for (name, start_flood) in floods {
+    // KEYHOST_BENCH_FLOODS=TEXT runs only the floods whose names contain TEXT.
+    let only = std::env::var("KEYHOST_BENCH_FLOODS").unwrap_or_default();
+    for (name, start_flood) in floods.into_iter().filter(|(name, _)| name.contains(&only)) {
         let stop = Arc::new(AtomicBool::new(false));
-        let tasks = start_flood(&s, &stop);
+        let rounds = Arc::new(AtomicUsize::new(0));
+        let tasks = start_flood(flooders, &s, &stop, &rounds);
         tokio::time::sleep(Duration::from_millis(500)).await;
+        let (started, before) = (Instant::now(), rounds.load(Ordering::Relaxed));
         let during = measure(&s, &app, n).await;
+        let rate = (rounds.load(Ordering::Relaxed) - before) as f64 / started.elapsed().as_secs_f64();
         stop.store(true, Ordering::Relaxed);
         for task in tasks {
             task.abort();
         }
         println!(
-            "| {name} | {:.0} | {:.0} | {:.2}x |",
+            "| {name} | {rate:.0} | {:.0} | {:.0} | {:.2}x |",
             p50(&during),
             p99(&during),
             p99(&during) / p99(&unloaded)

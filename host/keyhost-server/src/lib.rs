@@ -340,6 +340,17 @@ pub struct Limits {
 /// Connections beyond the limit kept for the admin.
 pub const ADMIN_RESERVE: usize = 16;
 
+/// Requests one HTTP/2 connection may have under way at once. A connection is one
+/// task of the runtime, which reads, decrypts, encodes and encrypts for all of its
+/// streams in one turn: the more streams one client keeps busy on it, the longer
+/// another client's request waits behind each such turn. With 128 streams, one
+/// identity flooding one connection put another client's p99 at 8 to 10 times its
+/// unloaded value; with 8, within 2 times (`scripts/bench fairness`, in
+/// `docs/reliability.md`). A client that wants more at once opens more connections,
+/// as Go's HTTP/2 client does (MinIO's, the `kes` CLI's); each is a task of its own,
+/// within the connection shares.
+pub const H2_STREAMS: u32 = 8;
+
 /// File descriptors left for everything but client connections (listener, logs,
 /// plugin files — up to 256 per instance between calls — and keystore connections).
 const OTHER_FDS: usize = 256;
@@ -666,7 +677,7 @@ async fn serve_connection(
         let mut builder = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
         builder
             .timer(hyper_util::rt::TokioTimer::new())
-            .max_concurrent_streams(128)
+            .max_concurrent_streams(H2_STREAMS)
             // What a client may send ahead of the handlers: bounded per stream and
             // per connection, so that bodies wait in the client, not in memory.
             .initial_stream_window_size(64 * 1024)

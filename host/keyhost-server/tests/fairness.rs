@@ -444,3 +444,37 @@ async fn one_identity_cannot_hold_every_request_in_flight() {
     }
     assert_eq!(refused, 16, "past its share of 4, the identity's requests are refused");
 }
+
+/// One identity opens 40 requests at once on one HTTP/2 connection, each waiting
+/// in the keystore: the connection has at most `H2_STREAMS` under way, the others
+/// wait in the client (a connection's streams are served in one task, so its
+/// streams are what one connection can put ahead of another client's request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_http2_connection_has_a_bounded_number_of_requests_under_way() {
+    let gated = Gated::new(1000);
+    let keystore = gated.clone();
+    let s = start(move |state| state.keystore = keystore).await;
+    let app = pem_of(&s.app);
+    let client = s.client_h2(Some((&app.0, &app.1)));
+    let requests: Vec<_> = (0..40)
+        .map(|i| {
+            let request = client.get(format!("{}/v1/key/describe/waiting-{i}", s.url));
+            tokio::spawn(async move { request.send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    let under_way = || 1000 - gated.slots.available_permits();
+    wait_until("the first requests reach the keystore", || {
+        under_way() >= keyhost_server::H2_STREAMS as usize
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        under_way(),
+        keyhost_server::H2_STREAMS as usize,
+        "requests under way on one HTTP/2 connection"
+    );
+    gated.open();
+    for request in requests {
+        assert_eq!(request.await.unwrap().unwrap(), 404);
+    }
+}
