@@ -102,6 +102,14 @@ pub enum FileError {
         /// The path.
         path: PathBuf,
     },
+    /// It cannot be written.
+    #[error("cannot write {path}: {error}")]
+    Write {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
     /// A file to be written new exists already (it is left as it is).
     #[error("{path} exists already, and is left as it is")]
     Taken {
@@ -362,7 +370,7 @@ impl PrivateDir {
         use rustix::fs::{Mode, OFlags};
         use std::io::Write;
         let path = self.path.join(name);
-        let fail = |error: std::io::Error| FileError::Read {
+        let fail = |error: std::io::Error| FileError::Write {
             path: path.clone(),
             error,
         };
@@ -399,13 +407,22 @@ impl PrivateDir {
             // The umask may have taken bits away, never added them; the mode is
             // 0600 already.
             file.sync_all()?;
-            rustix::fs::renameat_with(
+            match rustix::fs::renameat_with(
                 &self.dir,
                 temp.as_str(),
                 &self.dir,
                 name,
                 rustix::fs::RenameFlags::NOREPLACE,
-            )
+            ) {
+                // File systems without RENAME_NOREPLACE (NFS, some FUSE): a hard
+                // link, which never replaces either, then the temporary name goes.
+                Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+                    rustix::fs::linkat(&self.dir, temp.as_str(), &self.dir, name, rustix::fs::AtFlags::empty())?;
+                    rustix::fs::unlinkat(&self.dir, temp.as_str(), rustix::fs::AtFlags::empty())?;
+                    Ok(())
+                }
+                other => other,
+            }
             .map_err(std::io::Error::from)
         })();
         if let Err(e) = result {
