@@ -312,7 +312,7 @@ async fn run(server: &tokio::runtime::Handle, flooders: &tokio::runtime::Handle)
             }),
         ),
         (
-            "requests of one identity, keys not cached (512 at once, HTTP/2)",
+            "requests of one identity, keys not cached (512 at once on one HTTP/2 connection)",
             Box::new({
                 let hog_pem = hog_pem.clone();
                 move |on, s, stop, rounds| {

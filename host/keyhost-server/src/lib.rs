@@ -457,34 +457,63 @@ impl Counts {
     /// Takes a handshake slot for `ip`, unless the address, its network or all
     /// addresses have their share under way (the admin's networks may use the
     /// reserve), or the address already holds its share of connections.
-    fn start_handshake(&self, ip: std::net::IpAddr) -> Option<Held> {
+    fn start_handshake(&self, ip: std::net::IpAddr) -> Option<(Held, Arc<tokio::sync::Notify>)> {
         let admin = self.limits.admin_networks.iter().any(|n| n.contains(ip));
         // The admin's identity is not known yet: an address at its share may still
         // shake hands into the reserve, and only the admin's connection is kept.
         if !admin && self.by_address.holds(&ip) >= self.limits.per_address + self.limits.admin_reserve {
             return None;
         }
-        let by_ip = self.handshakes_by_ip.try_take(&ip, 1, admin)?;
-        let by_network = self.handshakes_by_network.try_take(&shares::network_of(ip), 1, admin)?;
-        Some(Held::Handshaking(by_ip, by_network))
+        let network = shares::network_of(ip);
+        if let Some(by_ip) = self.handshakes_by_ip.try_take(&ip, 1, admin)
+            && let Some(mut by_network) = self.handshakes_by_network.try_take(&network, 1, admin)
+        {
+            // The admin's networks' handshakes are never asked back.
+            let evict = if admin {
+                Arc::new(tokio::sync::Notify::new())
+            } else {
+                self.handshakes_by_network.make_evictable(&mut by_network)
+            };
+            return Some((Held::Handshaking(by_ip, by_network), evict));
+        }
+        // Every slot is taken: a network under its share asks the network holding
+        // the most for one of its handshakes. Its slot by network is free at once;
+        // its slot by address when the handshake has ended, so the address's one
+        // is taken past the total meanwhile.
+        if self.handshakes_by_ip.holds(&ip) >= self.handshakes_by_ip.per_holder() {
+            return None;
+        }
+        let (by_network, evict) = self.handshakes_by_network.try_take_evicting(&network)?;
+        let by_ip = self.handshakes_by_ip.force_take(&ip);
+        Some((Held::Handshaking(by_ip, by_network), evict))
     }
 
     /// Takes the shares of an established connection from `ip` of `identity`:
     /// the admin may use the reserve, identities with a policy (and trusted
-    /// proxies) have a share each, and all others one share together.
-    fn establish(&self, ip: std::net::IpAddr, identity: Option<&Identity>, state: &State) -> Option<Held> {
+    /// proxies) have a share each, and all others one share together, from which
+    /// the biggest holder gives a connection back to a newcomer when it is full
+    /// (the returned `Notify` is how it is asked; see [`Shares::try_take_evicting`]).
+    fn establish(
+        &self,
+        ip: std::net::IpAddr,
+        identity: Option<&Identity>,
+        state: &State,
+    ) -> Option<(Held, Option<Arc<tokio::sync::Notify>>)> {
         let authorizer = state.authorizer();
         let admin = identity.is_some() && identity == authorizer.admin();
         let known = identity.filter(|id| {
             authorizer.policy_of(id).is_some() || state.proxy.as_ref().is_some_and(|p| p.identities.contains(id))
         });
         let address = self.by_address.try_take(&ip, 1, admin)?;
-        let (by_identity, unknown) = match (admin, known) {
-            (true, _) => (Some(self.by_identity.try_take(identity?, 1, true)?), None),
-            (false, Some(id)) => (Some(self.by_identity.try_take(id, 1, false)?), None),
-            (false, None) => (None, Some(self.unknown.try_take(&ip, 1, false)?)),
+        let (by_identity, unknown, evict) = match (admin, known) {
+            (true, _) => (Some(self.by_identity.try_take(identity?, 1, true)?), None, None),
+            (false, Some(id)) => (Some(self.by_identity.try_take(id, 1, false)?), None, None),
+            (false, None) => {
+                let (share, evict) = self.unknown.try_take_evicting(&ip)?;
+                (None, Some(share), Some(evict))
+            }
         };
-        Some(Held::Established(address, by_identity, unknown))
+        Some((Held::Established(address, by_identity, unknown), evict))
     }
 }
 
@@ -598,7 +627,7 @@ pub async fn serve_live(listener: TcpListener, live: Arc<Live>) -> std::io::Resu
         // its share of connections, or an address, a network or all that have
         // their share of handshakes under way (so that silent sockets from a few
         // places cannot take every slot).
-        let Some(handshaking) = counts.start_handshake(addr.ip()) else {
+        let Some((handshaking, evict)) = counts.start_handshake(addr.ip()) else {
             tracing::debug!(%addr, "this address or its network has its share of connections or handshakes; closing");
             continue;
         };
@@ -607,14 +636,21 @@ pub async fn serve_live(listener: TcpListener, live: Arc<Live>) -> std::io::Resu
         let live = live.clone();
         let counts = counts.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%addr, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%addr, "TLS handshake timed out");
+            let accept = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp));
+            let tls = tokio::select! {
+                accepted = accept => match accepted {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%addr, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%addr, "TLS handshake timed out");
+                        return;
+                    }
+                },
+                () = evict.notified() => {
+                    tracing::debug!(%addr, "ending a handshake of the network that holds the most, for a newcomer");
                     return;
                 }
             };
@@ -632,11 +668,11 @@ pub async fn serve_live(listener: TcpListener, live: Arc<Live>) -> std::io::Resu
                 };
                 (identity, conn.alpn_protocol() == Some(b"h2"))
             };
-            let Some(established) = counts.establish(addr.ip(), identity.as_ref().ok(), &live.state()) else {
+            let Some((established, evict)) = counts.establish(addr.ip(), identity.as_ref().ok(), &live.state()) else {
                 tracing::debug!(%addr, "this address or identity has its share of connections; closing");
                 return;
             };
-            serve_connection(tls, addr, Arc::new(Peer { addr, identity }), h2, limits, live).await;
+            serve_connection(tls, addr, Arc::new(Peer { addr, identity }), h2, limits, live, evict).await;
             drop(established);
         });
     }
@@ -651,6 +687,7 @@ async fn serve_connection(
     h2: bool,
     limits: Limits,
     live: Arc<Live>,
+    evict: Option<Arc<tokio::sync::Notify>>,
 ) {
     let activity = Arc::new(Activity {
         in_flight: Default::default(),
@@ -710,6 +747,17 @@ async fn serve_connection(
                 if let Err(e) = result {
                     tracing::debug!(%addr, error = %e, "connection ended with an error");
                 }
+                return;
+            }
+            () = async {
+                match &evict {
+                    Some(evict) => evict.notified().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                tracing::debug!(%addr, "closing a connection of the biggest holder of the pool of unknown clients, for a newcomer");
+                conn.as_mut().shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await;
                 return;
             }
             _ = tick.tick() => {

@@ -30,6 +30,9 @@ pub(crate) struct Shares<K: Eq + Hash> {
 struct Held<K> {
     all: usize,
     by_holder: HashMap<K, usize>,
+    /// The units that may be asked back (see [`Shares::try_take_evicting`]), by
+    /// holder, oldest first.
+    evictable: HashMap<K, std::collections::VecDeque<std::sync::Weak<Evictable>>>,
 }
 
 impl<K: Eq + Hash + Clone> Shares<K> {
@@ -43,6 +46,7 @@ impl<K: Eq + Hash + Clone> Shares<K> {
             held: Mutex::new(Held {
                 all: 0,
                 by_holder: HashMap::new(),
+                evictable: HashMap::new(),
             }),
             freed: tokio::sync::Notify::new(),
         })
@@ -68,6 +72,7 @@ impl<K: Eq + Hash + Clone> Shares<K> {
             pool: self.clone(),
             holder: holder.clone(),
             n,
+            evictable: None,
         })
     }
 
@@ -91,6 +96,116 @@ impl<K: Eq + Hash + Clone> Shares<K> {
         }
     }
 
+    /// Takes one unit for `holder` that can be asked back (the returned `Notify`
+    /// is notified then, and the holder should let go of what the unit stands
+    /// for as soon as it can). When the pool is full but `holder` is under its
+    /// share, the oldest such unit of the holder that holds the most is asked
+    /// back, if that holder holds at least two more than `holder`: the unit counts
+    /// as given back at once, and `holder` takes it. So a pool that anyone can take
+    /// from (clients without an identity the server knows, handshakes) cannot be
+    /// filled by a few holders against a newcomer; it ends up shared evenly by
+    /// those who want it.
+    pub(crate) fn try_take_evicting(self: &Arc<Self>, holder: &K) -> Option<(Share<K>, Arc<tokio::sync::Notify>)> {
+        let mut share = match self.try_take(holder, 1, false) {
+            Some(share) => share,
+            None if self.evict_for(holder) => self.try_take(holder, 1, false)?,
+            None => return None,
+        };
+        let notify = self.make_evictable(&mut share);
+        Some((share, notify))
+    }
+
+    /// Takes one unit for `holder` past the total and any share: for a holder
+    /// that has had a unit asked back for it in a pool taken together with this
+    /// one, whose unit here is given back when the holder asked lets go.
+    pub(crate) fn force_take(self: &Arc<Self>, holder: &K) -> Share<K> {
+        let mut held = lock(&self.held);
+        held.all += 1;
+        *held.by_holder.entry(holder.clone()).or_default() += 1;
+        Share {
+            pool: self.clone(),
+            holder: holder.clone(),
+            n: 1,
+            evictable: None,
+        }
+    }
+
+    /// Makes the unit `share` holds one that a newcomer may ask back (see
+    /// [`Shares::try_take_evicting`]): the returned `Notify` is notified then.
+    pub(crate) fn make_evictable(&self, share: &mut Share<K>) -> Arc<tokio::sync::Notify> {
+        let evictable = Arc::new(Evictable {
+            notify: Arc::new(tokio::sync::Notify::new()),
+            asked: std::sync::atomic::AtomicBool::new(false),
+        });
+        let mut held = lock(&self.held);
+        let queue = held.evictable.entry(share.holder.clone()).or_default();
+        // Units given back leave dead entries; drop them as the queue grows.
+        queue.retain(|w| w.strong_count() > 0);
+        queue.push_back(Arc::downgrade(&evictable));
+        let notify = evictable.notify.clone();
+        share.evictable = Some(evictable);
+        notify
+    }
+
+    /// Asks the oldest evictable unit of the biggest holder back for `holder`, if
+    /// `holder` is under its share and the biggest holder holds at least two more
+    /// (call it when the pool is full): the unit counts as given back from now.
+    /// Returns whether one was asked back.
+    fn evict_for(&self, holder: &K) -> bool {
+        let mut held = lock(&self.held);
+        let mine = held.by_holder.get(holder).copied().unwrap_or(0);
+        // No holder holds more than its share: none can hold two more than this.
+        if mine + 2 > self.per_holder {
+            return false;
+        }
+        loop {
+            let Some((victim, most)) = held
+                .by_holder
+                .iter()
+                .filter(|(h, _)| held.evictable.get(*h).is_some_and(|q| !q.is_empty()))
+                .max_by_key(|(_, n)| **n)
+                .map(|(h, n)| (h.clone(), *n))
+            else {
+                return false;
+            };
+            if most < mine + 2 {
+                return false;
+            }
+            let queue = held.evictable.entry(victim.clone()).or_default();
+            let mut asked = None;
+            while let Some(weak) = queue.pop_front() {
+                if let Some(unit) = weak.upgrade()
+                    && !unit.asked.swap(true, std::sync::atomic::Ordering::SeqCst)
+                {
+                    asked = Some(unit);
+                    break;
+                }
+            }
+            let Some(unit) = asked else {
+                // Only units already given back: look at the next biggest.
+                held.evictable.remove(&victim);
+                continue;
+            };
+            held.all -= 1;
+            if let Some(n) = held.by_holder.get_mut(&victim) {
+                *n -= 1;
+                if *n == 0 {
+                    held.by_holder.remove(&victim);
+                    held.evictable.remove(&victim);
+                }
+            }
+            unit.notify.notify_one();
+            drop(held);
+            self.freed.notify_waiters();
+            return true;
+        }
+    }
+
+    /// How many units one holder may hold.
+    pub(crate) fn per_holder(&self) -> usize {
+        self.per_holder
+    }
+
     /// How many units `holder` holds.
     pub(crate) fn holds(&self, holder: &K) -> usize {
         lock(&self.held).by_holder.get(holder).copied().unwrap_or(0)
@@ -110,6 +225,7 @@ impl<K: Eq + Hash + Clone> Shares<K> {
             *mine -= n;
             if *mine == 0 {
                 held.by_holder.remove(holder);
+                held.evictable.remove(holder);
             }
         }
         drop(held);
@@ -123,12 +239,23 @@ pub(crate) struct Share<K: Eq + Hash + Clone> {
     pool: Arc<Shares<K>>,
     holder: K,
     n: usize,
+    /// Set when the unit may be asked back, and so given back early.
+    evictable: Option<Arc<Evictable>>,
+}
+
+/// A unit that a newcomer may ask back.
+#[derive(Debug)]
+pub(crate) struct Evictable {
+    notify: Arc<tokio::sync::Notify>,
+    /// Whether it was asked back (and counted as given back then).
+    asked: std::sync::atomic::AtomicBool,
 }
 
 impl<K: Eq + Hash + Clone> Share<K> {
     /// Holds `other`'s units too: one share that gives back both.
     pub(crate) fn absorb(&mut self, other: Share<K>) {
         debug_assert!(Arc::ptr_eq(&self.pool, &other.pool) && self.holder == other.holder);
+        debug_assert!(self.evictable.is_none() && other.evictable.is_none());
         self.n += other.n;
         std::mem::forget(other);
     }
@@ -136,7 +263,13 @@ impl<K: Eq + Hash + Clone> Share<K> {
 
 impl<K: Eq + Hash + Clone> Drop for Share<K> {
     fn drop(&mut self) {
-        self.pool.give_back(&self.holder, self.n);
+        let asked = self
+            .evictable
+            .as_ref()
+            .is_some_and(|e| e.asked.swap(true, std::sync::atomic::Ordering::SeqCst));
+        if !asked {
+            self.pool.give_back(&self.holder, self.n);
+        }
     }
 }
 
@@ -195,6 +328,91 @@ mod tests {
         drop(held);
         assert!(waiter.await.unwrap());
         assert!(pool.take(&"c", 5, false, Duration::from_millis(10)).await.is_none());
+    }
+
+    /// Holds a unit taken with `take_evicting` until it is asked back.
+    fn hold_until_asked(share: Share<&'static str>, evict: Arc<tokio::sync::Notify>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            evict.notified().await;
+            drop(share);
+        })
+    }
+
+    #[tokio::test]
+    async fn a_newcomer_to_a_full_pool_takes_a_unit_from_the_biggest_holder() {
+        let pool = Shares::new(8, 2, 0);
+        let mut held = Vec::new();
+        for holder in ["a", "b", "c", "d"] {
+            for _ in 0..2 {
+                let (share, evict) = pool.try_take_evicting(&holder).unwrap();
+                held.push(hold_until_asked(share, evict));
+            }
+        }
+        assert_eq!(pool.held(&"a").1, 8, "full");
+        // A holder at its share asks nothing back.
+        assert!(pool.try_take_evicting(&"a").is_none());
+        // A newcomer gets one of the biggest holder's units.
+        let (e, _ask_e) = pool.try_take_evicting(&"e").unwrap();
+        assert_eq!(pool.held(&"e"), (1, 8), "the unit asked back counts as given back");
+        // A second newcomer too, from another holder of two.
+        let (f, _ask_f) = pool.try_take_evicting(&"f").unwrap();
+        assert_eq!(pool.held(&"f"), (1, 8));
+        // A burst of newcomers levels the holders; it does not drain one of them.
+        let burst: Vec<_> = ["g", "h", "i"]
+            .iter()
+            .filter_map(|h| pool.try_take_evicting(h))
+            .collect();
+        assert_eq!(burst.len(), 2, "the third finds everyone at one");
+        let counts: Vec<_> = ["a", "b", "c", "d"].iter().map(|h| pool.holds(h)).collect();
+        assert_eq!(counts, [1, 1, 1, 1]);
+        // The newcomers' second units would leave someone with less: none is taken.
+        assert!(pool.try_take_evicting(&"e").is_none());
+        drop(burst);
+        drop((e, f));
+    }
+
+    /// Random arrivals of random holders into a small pool whose units are given
+    /// back when asked: the pool never goes past its total, and whoever is refused
+    /// holds at most one unit less than anyone holding an evictable unit.
+    #[tokio::test]
+    async fn random_arrivals_end_evenly_shared() {
+        const HOLDERS: [&str; 7] = ["a", "b", "c", "d", "e", "f", "g"];
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _round in 0..20 {
+            let total = 2 + next(12) as usize;
+            let per = 1 + next(total as u64) as usize;
+            let pool = Shares::new(total, per, 0);
+            let mut tasks = Vec::new();
+            for _ in 0..40 {
+                let holder = HOLDERS[next(HOLDERS.len() as u64) as usize];
+                match pool.try_take_evicting(&holder) {
+                    Some((share, evict)) => {
+                        tasks.push(hold_until_asked(share, evict));
+                        // The unit asked back is given back.
+                        tokio::task::yield_now().await;
+                        tokio::task::yield_now().await;
+                    }
+                    None => {
+                        let mine = pool.holds(&holder);
+                        let most = HOLDERS.iter().map(|h| pool.holds(h)).max().unwrap_or(0);
+                        assert!(
+                            mine == per.min(total) || most <= mine + 1,
+                            "{holder} refused with {mine} while another holds {most} (total {total}, share {per})"
+                        );
+                    }
+                }
+                assert!(pool.held(&holder).1 <= total, "past the total");
+            }
+            for task in tasks {
+                task.abort();
+            }
+        }
     }
 
     #[test]

@@ -80,7 +80,7 @@ async fn one_address_or_identities_without_a_policy_cannot_take_every_connection
         }
     }
     assert_eq!(
-        kept.len(),
+        still_open(&mut kept).await,
         12,
         "identities without a policy keep their share of 12, together"
     );
@@ -93,10 +93,16 @@ async fn one_address_or_identities_without_a_policy_cannot_take_every_connection
     for _ in 0..10 {
         apps.extend(kept_open(&s, ip("127.0.0.1"), &app).await);
     }
+    // The newcomers took some of its strangers' connections (see the next test).
+    let strangers_there = kept
+        .iter()
+        .filter(|c| c.get_ref().0.local_addr().unwrap().ip() == ip("127.0.0.1"))
+        .count();
+    assert!((1..=3).contains(&strangers_there), "{strangers_there}");
     assert_eq!(
         apps.len(),
-        5,
-        "the address keeps its share of 8, 3 of them held by the strangers"
+        8 - strangers_there,
+        "the address keeps its share of 8, some held by the strangers"
     );
     let admin = (s.creds.admin_cert_pem.clone(), s.creds.admin_key_pem.to_string());
     assert!(
@@ -104,6 +110,22 @@ async fn one_address_or_identities_without_a_policy_cannot_take_every_connection
         "the admin is served, from the full address too"
     );
     drop(kept);
+}
+
+/// How many of `conns` the server has not closed (those it closed are dropped).
+async fn still_open(conns: &mut Vec<Conn>) -> usize {
+    let mut open = Vec::new();
+    for mut conn in conns.drain(..) {
+        let mut byte = [0u8; 1];
+        if tokio::time::timeout(Duration::from_millis(100), conn.read(&mut byte))
+            .await
+            .is_err()
+        {
+            open.push(conn);
+        }
+    }
+    *conns = open;
+    conns.len()
 }
 
 /// A socket from `from` that says nothing; whether the server closed it at once.
@@ -125,9 +147,10 @@ async fn closed(sockets: &mut [tokio::net::TcpStream]) -> usize {
 }
 
 /// Silent sockets from a handful of addresses of one network take no more than the
-/// network's share of handshake slots; spread over several networks they can fill
-/// every slot, and then the networks the operator names as the admin's still have
-/// a reserve.
+/// network's share of handshake slots; spread over several networks, they share
+/// the slots evenly and a newcomer network still gets one (the network holding the
+/// most gives one back), and the networks the operator names as the admin's keep a
+/// reserve.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_sockets_from_a_handful_of_addresses_leave_room_and_the_admin_a_reserve() {
     let s = start(|state| {
@@ -156,7 +179,8 @@ async fn silent_sockets_from_a_handful_of_addresses_leave_room_and_the_admin_a_r
         kept_open(&s, ip("127.0.1.2"), &admin).await.is_some(),
         "a client of another network shakes hands at once"
     );
-    // Four more networks, 16 sockets each: every one of the 32 slots is taken.
+    // Four more networks, 16 sockets each: the 32 slots end up shared evenly by
+    // the five networks, each newcomer having asked the biggest for a slot back.
     let mut more = Vec::new();
     for net in 2..6 {
         for host in 2..4 {
@@ -165,16 +189,33 @@ async fn silent_sockets_from_a_handful_of_addresses_leave_room_and_the_admin_a_r
             }
         }
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(closed(&mut more).await, 64 - 16, "the total of 32 is taken");
-    let mut late = vec![silent(&s, ip("127.0.8.2")).await];
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(closed(&mut late).await, 1, "with every slot taken, others are refused");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sockets.append(&mut more);
+    let mut by_network = std::collections::BTreeMap::new();
+    for socket in &mut sockets {
+        let mut byte = [0u8; 1];
+        let open = tokio::time::timeout(Duration::from_millis(20), socket.read(&mut byte))
+            .await
+            .is_err();
+        let network = socket.local_addr().unwrap().ip().to_string();
+        let network = network.rsplit_once('.').unwrap().0.to_owned();
+        *by_network.entry(network).or_insert(0usize) += usize::from(open);
+    }
+    let held: usize = by_network.values().sum();
+    assert_eq!(held, 32, "the total of 32 is taken: {by_network:?}");
+    let (least, most) = (by_network.values().min().unwrap(), by_network.values().max().unwrap());
+    assert!(most - least <= 1, "the networks share the slots evenly: {by_network:?}");
+    // A client of a sixth network still shakes hands, and so does the admin's.
+    let app = pem_of(&s.app);
+    assert!(
+        kept_open(&s, ip("127.0.8.2"), &app).await.is_some(),
+        "a newcomer network shakes hands although every slot was taken"
+    );
     assert!(
         kept_open(&s, ip("127.0.9.2"), &admin).await.is_some(),
         "the admin's network has its reserve"
     );
-    drop((sockets, more, late));
+    drop(sockets);
 }
 
 fn policy(allow: &[&str]) -> Policy {
@@ -477,4 +518,45 @@ async fn one_http2_connection_has_a_bounded_number_of_requests_under_way() {
     for request in requests {
         assert_eq!(request.await.unwrap().unwrap(), 404);
     }
+}
+
+/// Four addresses fill the pool of clients without a known identity (a quarter
+/// each) and keep their connections alive. A newcomer of that pool from a fifth
+/// address (a prober, which has no certificate or one without a policy) is still
+/// served: a biggest holder gives a connection back, and only one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_few_addresses_cannot_fill_the_pool_of_unknown_clients_against_a_newcomer() {
+    let s = start(|state| {
+        state.limits.unknown = 8;
+        state.limits.header_timeout = Duration::from_secs(30);
+        state.limits.idle_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let mut kept = Vec::new();
+    for i in 1..=4u8 {
+        let stranger = pem_of(&ApiKey::from_seed([40 + i; 32]));
+        for _ in 0..3 {
+            kept.extend(kept_open(&s, ip(&format!("127.0.5.{i}")), &stranger).await);
+        }
+    }
+    assert_eq!(kept.len(), 8, "four addresses, two each, fill the pool of 8");
+    let prober = pem_of(&ApiKey::from_seed([50; 32]));
+    let probe = kept_open(&s, ip("127.0.6.1"), &prober).await;
+    assert!(probe.is_some(), "a newcomer was refused");
+    assert_eq!(
+        still_open(&mut kept).await,
+        7,
+        "one connection of a biggest holder was given back"
+    );
+    // The address that gave one back cannot take it again from the newcomer,
+    // who now holds one less than it.
+    let again = pem_of(&ApiKey::from_seed([41; 32]));
+    let mut back = 0;
+    for i in 1..=4u8 {
+        back += usize::from(kept_open(&s, ip(&format!("127.0.5.{i}")), &again).await.is_some());
+    }
+    assert_eq!(
+        back, 0,
+        "the holders took connections back from the newcomer or each other"
+    );
 }
