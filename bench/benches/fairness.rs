@@ -343,6 +343,60 @@ async fn run(server: &tokio::runtime::Handle, flooders: &tokio::runtime::Handle)
                 }
             }),
         ),
+        (
+            "requests of one identity, keys not cached, pipelined on 64 HTTP/1.1 connections",
+            Box::new({
+                let hog_pem = hog_pem.clone();
+                move |on, s, stop, rounds| {
+                    // Rounds here are answers read, counted by the readers.
+                    let (s, hog_pem, sent) = (s.clone(), hog_pem.clone(), rounds.clone());
+                    flood(on, 64, stop, &Arc::new(AtomicUsize::new(0)), move |i| {
+                        let (s, hog_pem, sent) = (s.clone(), hog_pem.clone(), sent.clone());
+                        async move {
+                            let from: IpAddr = [127, 0, 0, 9].into();
+                            let Ok(conn) = s
+                                .try_tls_from(from, &[b"http/1.1"], Some((&hog_pem.0, &hog_pem.1)))
+                                .await
+                            else {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                return;
+                            };
+                            // Requests written ahead of their answers: the flooder
+                            // spends next to nothing per request, so the server's CPU
+                            // is what runs out.
+                            let (mut read, mut write) = tokio::io::split(conn);
+                            // Counts the answers (each ends its head with a blank line).
+                            let drain = tokio::spawn(async move {
+                                let mut buf = vec![0u8; 64 << 10];
+                                let mut tail = [0u8; 3];
+                                while let Ok(n) = tokio::io::AsyncReadExt::read(&mut read, &mut buf).await {
+                                    if n == 0 {
+                                        break;
+                                    }
+                                    let mut joined = tail.to_vec();
+                                    joined.extend_from_slice(&buf[..n]);
+                                    let answers = joined.windows(4).filter(|w| w == b"\r\n\r\n").count();
+                                    sent.fetch_add(answers, Ordering::Relaxed);
+                                    tail.copy_from_slice(&joined[joined.len() - 3..]);
+                                }
+                            });
+                            let batch: Vec<u8> = (0..32)
+                                .flat_map(|_| {
+                                    format!("GET /v1/key/describe/missing-{i} HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                                        .into_bytes()
+                                })
+                                .collect();
+                            for _ in 0..1000 {
+                                if write.write_all(&batch).await.is_err() {
+                                    break;
+                                }
+                            }
+                            drain.abort();
+                        }
+                    })
+                }
+            }),
+        ),
     ];
     // KEYHOST_BENCH_FLOODS=TEXT runs only the floods whose names contain TEXT.
     let only = std::env::var("KEYHOST_BENCH_FLOODS").unwrap_or_default();

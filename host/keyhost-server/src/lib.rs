@@ -696,12 +696,28 @@ async fn serve_connection(
         since: std::sync::Mutex::new(Instant::now()),
     });
     let tracker = activity.clone();
+    // Turns of the connection's task, and the turn the last request started in:
+    // hyper serves the pipelined requests it has read one after the other within
+    // one turn (up to 16), so a client writing requests ahead of their answers on
+    // many connections would put that many at a time ahead of everyone else's.
+    let polls = Arc::new(std::sync::atomic::AtomicUsize::new(1));
+    let last_started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = polls.clone();
     let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let (polls, last_started) = (polls.clone(), last_started.clone());
         let state = live.state();
         let peer = peer.clone();
         // A log stream's response waits for events for as long as its client wants.
         let in_flight = tracker.begin(req.uri().path().starts_with("/v1/log/"));
+        // One request per turn of the connection's task: a request that starts in
+        // the same turn as the one before it (pipelined HTTP/1.1, read from one
+        // buffer) first lets every other ready task run.
+        let turn = polls.load(std::sync::atomic::Ordering::Relaxed);
+        let wait = last_started.swap(turn, std::sync::atomic::Ordering::Relaxed) == turn;
         async move {
+            if wait {
+                yield_to_others().await;
+            }
             let response = api::handle(&state, &peer, req).await;
             Ok::<_, std::convert::Infallible>(response.map(|body| Tracked { body, in_flight }))
         }
@@ -743,7 +759,10 @@ async fn serve_connection(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            result = conn.as_mut() => {
+            result = std::future::poll_fn(|cx| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                conn.as_mut().poll(cx)
+            }) => {
                 if let Err(e) = result {
                     tracing::debug!(%addr, error = %e, "connection ended with an error");
                 }
@@ -770,6 +789,22 @@ async fn serve_connection(
             }
         }
     }
+}
+
+/// Returns once the task has been to the back of the runtime's queue: the task
+/// wakes itself while it runs, which the runtime takes as a yield (unlike
+/// `tokio::task::yield_now`, which waits for the next look for I/O).
+async fn yield_to_others() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await;
 }
 
 /// A served connection of either protocol that can be asked to shut down.

@@ -560,3 +560,105 @@ async fn a_few_addresses_cannot_fill_the_pool_of_unknown_clients_against_a_newco
         "the holders took connections back from the newcomer or each other"
     );
 }
+
+/// A keystore whose reads of names starting with `busy-` cost 2 ms of CPU each,
+/// as a busy server's work does, and are counted.
+#[derive(Debug, Default)]
+struct Busy {
+    inner: MemStore,
+    reads: AtomicUsize,
+}
+
+#[async_trait]
+impl Keystore for Busy {
+    async fn create(&self, name: &str, value: &[u8]) -> keyhost_keystore::Result<()> {
+        self.inner.create(name, value).await
+    }
+    async fn get(&self, name: &str) -> keyhost_keystore::Result<Record> {
+        if name.starts_with("busy-") {
+            let start = std::time::Instant::now();
+            while start.elapsed() < Duration::from_millis(2) {
+                std::hint::spin_loop();
+            }
+            self.reads.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.get(name).await
+    }
+    async fn delete(&self, name: &str) -> keyhost_keystore::Result<()> {
+        self.inner.delete(name).await
+    }
+    async fn list(&self, prefix: &str, after: Option<&str>, limit: u32) -> keyhost_keystore::Result<Page> {
+        self.inner.list(prefix, after, limit).await
+    }
+    async fn status(&self) -> keyhost_keystore::Result<Status> {
+        self.inner.status().await
+    }
+}
+
+/// One identity writes 100 requests ahead of their answers on one HTTP/1.1
+/// connection, each costing the server 2 ms of CPU; another client then sends
+/// one. hyper serves the requests it has read one after the other within one
+/// turn of the connection's task (up to 16 at a time), which the other client's
+/// request would wait for; the server starts one request per turn, so it waits
+/// for one per step of its own.
+///
+/// One thread, and the runtime looks for ready I/O before every task, so that the
+/// order in which the server runs its work is all that decides.
+#[test]
+fn requests_written_ahead_on_one_connection_run_one_per_turn() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .event_interval(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let busy = Arc::new(Busy::default());
+        let keystore = busy.clone();
+        let hog = ApiKey::from_seed([31; 32]);
+        let hog_id = hog.identity();
+        let s = start_with(
+            move |app| {
+                vec![
+                    ("app", policy(&["/v1/key/describe/app-*"]), vec![app.identity()]),
+                    ("hog", policy(&["/v1/key/describe/busy-*"]), vec![hog_id]),
+                ]
+            },
+            move |state| state.keystore = keystore,
+        )
+        .await;
+        assert_eq!(s.call(&s.admin(), "POST", "/v1/key/create/app-k", None).await.0, 200);
+        let app = pem_of(&s.app);
+        let client = s.client_for(Some((&app.0, &app.1)));
+        let describe = || {
+            let request = client.get(format!("{}/v1/key/describe/app-k", s.url));
+            async move { request.send().await.unwrap().status().as_u16() }
+        };
+        // The app's connection is open and its key cached.
+        assert_eq!(describe().await, 200);
+        let hog_pem = pem_of(&hog);
+        let mut conn = s.tls(&[b"http/1.1"], Some((&hog_pem.0, &hog_pem.1))).await;
+        let pipelined: String = (0..100)
+            .map(|i| format!("GET /v1/key/describe/busy-{i} HTTP/1.1\r\nHost: localhost\r\n\r\n"))
+            .collect();
+        conn.write_all(pipelined.as_bytes()).await.unwrap();
+        let drain = tokio::spawn(async move {
+            let mut buf = vec![0u8; 1 << 16];
+            while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
+        });
+        while busy.reads.load(Ordering::SeqCst) < 3 {
+            tokio::task::yield_now().await;
+        }
+        let before = busy.reads.load(Ordering::SeqCst);
+        assert_eq!(describe().await, 200);
+        let ahead = busy.reads.load(Ordering::SeqCst) - before;
+        drain.abort();
+        // Each step of the other client's request (its client's write, the
+        // server's read and answer, its client's read) waits for one of the
+        // flood's: 6 here; 48 to 64 when the server serves what it has read in
+        // one turn.
+        assert!(
+            ahead <= 12,
+            "{ahead} of the requests written ahead ran while the other client's one waited"
+        );
+    });
+}
