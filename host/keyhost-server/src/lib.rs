@@ -308,7 +308,9 @@ pub struct Limits {
     pub per_identity: usize,
     /// The most connections open at once of all identities without a policy, and
     /// of clients without a certificate, together (anyone can make one, so together
-    /// they get the smallest share); one address may hold a quarter of it.
+    /// they get the smallest share); one network (a /24 of IPv4, a /48 of IPv6) may
+    /// hold a quarter of it, and a newcomer to the full pool takes a connection
+    /// from the network holding the most.
     pub unknown: usize,
     /// The most TLS handshakes under way at once, from all addresses.
     pub handshakes: usize,
@@ -424,7 +426,8 @@ struct Counts {
     by_address: Arc<Shares<std::net::IpAddr>>,
     by_identity: Arc<Shares<Identity>>,
     /// Identities without a policy, by address: anyone can make such an identity,
-    /// so together they have one small pool, and one address a quarter of it.
+    /// so together they have one small pool, and one network a quarter of it (by
+    /// network, so that the many addresses of one IPv6 network are one holder).
     unknown: Arc<Shares<std::net::IpAddr>>,
 }
 
@@ -509,7 +512,7 @@ impl Counts {
             (true, _) => (Some(self.by_identity.try_take(identity?, 1, true)?), None, None),
             (false, Some(id)) => (Some(self.by_identity.try_take(id, 1, false)?), None, None),
             (false, None) => {
-                let (share, evict) = self.unknown.try_take_evicting(&ip)?;
+                let (share, evict) = self.unknown.try_take_evicting(&shares::network_of(ip))?;
                 (None, Some(share), Some(evict))
             }
         };
@@ -774,7 +777,7 @@ async fn serve_connection(
                     None => std::future::pending().await,
                 }
             } => {
-                tracing::debug!(%addr, "closing a connection of the biggest holder of the pool of unknown clients, for a newcomer");
+                tracing::debug!(%addr, "closing a connection of the network holding the most of the pool of unknown clients, for a newcomer");
                 conn.as_mut().shutdown();
                 let _ = tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await;
                 return;

@@ -48,9 +48,9 @@ async fn kept_open(s: &Server, from: IpAddr, who: &(String, String)) -> Option<C
 
 /// One address, with any self-signed certificate, opens connection after
 /// connection and keeps each alive with `GET /version`; then identities without a
-/// policy (anyone can make one) come from many addresses. Identities without a
-/// policy keep to their share together, one address to a quarter of it, and a
-/// client with a policy and the admin are served, from the same address too.
+/// policy (anyone can make one) come from many addresses and networks. Identities
+/// without a policy keep to their share together, one network to a quarter of it,
+/// and a client with a policy and the admin are served, from the same address too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_or_identities_without_a_policy_cannot_take_every_connection() {
     let s = start(|state| {
@@ -72,8 +72,13 @@ async fn one_address_or_identities_without_a_policy_cannot_take_every_connection
         3,
         "one address keeps a quarter of the 12 of identities without a policy"
     );
+    let other_address = pem_of(&ApiKey::from_seed([8; 32]));
+    assert!(
+        kept_open(&s, ip("127.0.0.5"), &other_address).await.is_none(),
+        "another address of the same network gets no more"
+    );
     for i in 2..10 {
-        let from = ip(&format!("127.0.0.{i}"));
+        let from = ip(&format!("127.0.{i}.2"));
         for seed in 0..4u8 {
             let other = pem_of(&ApiKey::from_seed([100 + i * 4 + seed; 32]));
             kept.extend(kept_open(&s, from, &other).await);
@@ -520,12 +525,14 @@ async fn one_http2_connection_has_a_bounded_number_of_requests_under_way() {
     }
 }
 
-/// Four addresses fill the pool of clients without a known identity (a quarter
+/// Four networks fill the pool of clients without a known identity (a quarter
 /// each) and keep their connections alive. A newcomer of that pool from a fifth
-/// address (a prober, which has no certificate or one without a policy) is still
-/// served: a biggest holder gives a connection back, and only one.
+/// network (a prober, which has no certificate or one without a policy) is still
+/// served: a network holding the most gives a connection back, and only one. More
+/// addresses of the newcomer's network (as many as an IPv6 network has) get nothing
+/// more: the network now holds one less than the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_few_addresses_cannot_fill_the_pool_of_unknown_clients_against_a_newcomer() {
+async fn a_few_networks_cannot_fill_the_pool_of_unknown_clients_against_a_newcomer() {
     let s = start(|state| {
         state.limits.unknown = 8;
         state.limits.header_timeout = Duration::from_secs(30);
@@ -535,29 +542,39 @@ async fn a_few_addresses_cannot_fill_the_pool_of_unknown_clients_against_a_newco
     let mut kept = Vec::new();
     for i in 1..=4u8 {
         let stranger = pem_of(&ApiKey::from_seed([40 + i; 32]));
-        for _ in 0..3 {
-            kept.extend(kept_open(&s, ip(&format!("127.0.5.{i}")), &stranger).await);
+        for host in 1..=3u8 {
+            kept.extend(kept_open(&s, ip(&format!("127.0.{}.{host}", 4 + i)), &stranger).await);
         }
     }
-    assert_eq!(kept.len(), 8, "four addresses, two each, fill the pool of 8");
+    assert_eq!(kept.len(), 8, "four networks, two each, fill the pool of 8");
     let prober = pem_of(&ApiKey::from_seed([50; 32]));
-    let probe = kept_open(&s, ip("127.0.6.1"), &prober).await;
+    let probe = kept_open(&s, ip("127.0.10.1"), &prober).await;
     assert!(probe.is_some(), "a newcomer was refused");
     assert_eq!(
         still_open(&mut kept).await,
         7,
-        "one connection of a biggest holder was given back"
+        "one connection of a biggest network was given back"
     );
-    // The address that gave one back cannot take it again from the newcomer,
+    let mut more = Vec::new();
+    for host in 2..=20u8 {
+        more.extend(kept_open(&s, ip(&format!("127.0.10.{host}")), &prober).await);
+    }
+    assert!(
+        more.is_empty(),
+        "more addresses of the newcomer's network took {}",
+        more.len()
+    );
+    assert_eq!(still_open(&mut kept).await, 7, "and took nothing from the others");
+    // The network that gave one back cannot take it again from the newcomer,
     // who now holds one less than it.
     let again = pem_of(&ApiKey::from_seed([41; 32]));
     let mut back = 0;
     for i in 1..=4u8 {
-        back += usize::from(kept_open(&s, ip(&format!("127.0.5.{i}")), &again).await.is_some());
+        back += usize::from(kept_open(&s, ip(&format!("127.0.{}.9", 4 + i)), &again).await.is_some());
     }
     assert_eq!(
         back, 0,
-        "the holders took connections back from the newcomer or each other"
+        "the networks took connections back from the newcomer or each other"
     );
 }
 
