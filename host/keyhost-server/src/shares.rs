@@ -30,9 +30,43 @@ pub(crate) struct Shares<K: Eq + Hash> {
 struct Held<K> {
     all: usize,
     by_holder: HashMap<K, usize>,
+    /// How many holders hold each count (so the biggest is known without a scan).
+    by_count: std::collections::BTreeMap<usize, usize>,
     /// The units that may be asked back (see [`Shares::try_take_evicting`]), by
     /// holder, oldest first.
     evictable: HashMap<K, std::collections::VecDeque<std::sync::Weak<Evictable>>>,
+}
+
+impl<K: Eq + Hash + Clone> Held<K> {
+    /// Changes what `holder` holds by `add` units and takes `remove` away, keeping
+    /// the index of counts.
+    fn change(&mut self, holder: &K, add: usize, remove: usize) {
+        let old = self.by_holder.get(holder).copied().unwrap_or(0);
+        let new = (old + add).saturating_sub(remove);
+        if old == new {
+            return;
+        }
+        if old > 0
+            && let Some(n) = self.by_count.get_mut(&old)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.by_count.remove(&old);
+            }
+        }
+        if new > 0 {
+            *self.by_count.entry(new).or_default() += 1;
+            self.by_holder.insert(holder.clone(), new);
+        } else {
+            self.by_holder.remove(holder);
+            self.evictable.remove(holder);
+        }
+    }
+
+    /// What the biggest holder holds.
+    fn most(&self) -> usize {
+        self.by_count.last_key_value().map_or(0, |(n, _)| *n)
+    }
 }
 
 impl<K: Eq + Hash + Clone> Shares<K> {
@@ -46,6 +80,7 @@ impl<K: Eq + Hash + Clone> Shares<K> {
             held: Mutex::new(Held {
                 all: 0,
                 by_holder: HashMap::new(),
+                by_count: std::collections::BTreeMap::new(),
                 evictable: HashMap::new(),
             }),
             freed: tokio::sync::Notify::new(),
@@ -67,7 +102,7 @@ impl<K: Eq + Hash + Clone> Shares<K> {
             return None;
         }
         held.all += n;
-        *held.by_holder.entry(holder.clone()).or_default() += n;
+        held.change(holder, n, 0);
         Some(Share {
             pool: self.clone(),
             holder: holder.clone(),
@@ -121,7 +156,7 @@ impl<K: Eq + Hash + Clone> Shares<K> {
     pub(crate) fn force_take(self: &Arc<Self>, holder: &K) -> Share<K> {
         let mut held = lock(&self.held);
         held.all += 1;
-        *held.by_holder.entry(holder.clone()).or_default() += 1;
+        held.change(holder, 1, 0);
         Share {
             pool: self.clone(),
             holder: holder.clone(),
@@ -159,13 +194,27 @@ impl<K: Eq + Hash + Clone> Shares<K> {
             return false;
         }
         loop {
-            let Some((victim, most)) = held
+            // Refused at once, without a look at the holders, when no one holds
+            // two more (as when the pool is full of holders of one each).
+            if held.most() < mine + 2 {
+                return false;
+            }
+            let evictable = |held: &Held<K>, h: &K| held.evictable.get(h).is_some_and(|q| !q.is_empty());
+            let most = held.most();
+            // A biggest holder, or (if none of them has units that may be asked
+            // back) the biggest of those that have.
+            let victim = held
                 .by_holder
                 .iter()
-                .filter(|(h, _)| held.evictable.get(*h).is_some_and(|q| !q.is_empty()))
-                .max_by_key(|(_, n)| **n)
-                .map(|(h, n)| (h.clone(), *n))
-            else {
+                .find(|(h, n)| **n == most && evictable(&held, h))
+                .or_else(|| {
+                    held.by_holder
+                        .iter()
+                        .filter(|(h, _)| evictable(&held, h))
+                        .max_by_key(|(_, n)| **n)
+                })
+                .map(|(h, n)| (h.clone(), *n));
+            let Some((victim, most)) = victim else {
                 return false;
             };
             if most < mine + 2 {
@@ -187,13 +236,7 @@ impl<K: Eq + Hash + Clone> Shares<K> {
                 continue;
             };
             held.all -= 1;
-            if let Some(n) = held.by_holder.get_mut(&victim) {
-                *n -= 1;
-                if *n == 0 {
-                    held.by_holder.remove(&victim);
-                    held.evictable.remove(&victim);
-                }
-            }
+            held.change(&victim, 0, 1);
             unit.notify.notify_one();
             drop(held);
             self.freed.notify_waiters();
@@ -211,6 +254,18 @@ impl<K: Eq + Hash + Clone> Shares<K> {
         lock(&self.held).by_holder.get(holder).copied().unwrap_or(0)
     }
 
+    /// Checks the index of counts against the counts (for tests).
+    #[cfg(test)]
+    pub(crate) fn check_index(&self) {
+        let held = lock(&self.held);
+        let mut counts = std::collections::BTreeMap::new();
+        for n in held.by_holder.values() {
+            *counts.entry(*n).or_insert(0usize) += 1;
+        }
+        assert_eq!(counts, held.by_count);
+        assert_eq!(held.by_holder.values().sum::<usize>(), held.all);
+    }
+
     /// How many units `holder` holds, and all holders together.
     #[cfg(test)]
     pub(crate) fn held(&self, holder: &K) -> (usize, usize) {
@@ -221,13 +276,7 @@ impl<K: Eq + Hash + Clone> Shares<K> {
     fn give_back(&self, holder: &K, n: usize) {
         let mut held = lock(&self.held);
         held.all -= n;
-        if let Some(mine) = held.by_holder.get_mut(holder) {
-            *mine -= n;
-            if *mine == 0 {
-                held.by_holder.remove(holder);
-                held.evictable.remove(holder);
-            }
-        }
+        held.change(holder, 0, n);
         drop(held);
         self.freed.notify_waiters();
     }
@@ -408,6 +457,7 @@ mod tests {
                     }
                 }
                 assert!(pool.held(&holder).1 <= total, "past the total");
+                pool.check_index();
             }
             for task in tasks {
                 task.abort();
