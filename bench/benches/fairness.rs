@@ -386,11 +386,8 @@ async fn run(server: &tokio::runtime::Handle, flooders: &tokio::runtime::Handle)
                                         .into_bytes()
                                 })
                                 .collect();
-                            for _ in 0..1000 {
-                                if write.write_all(&batch).await.is_err() {
-                                    break;
-                                }
-                            }
+                            // Kept open: the writes wait for the server to read.
+                            while write.write_all(&batch).await.is_ok() {}
                             drain.abort();
                         }
                     })
