@@ -294,13 +294,26 @@ pub struct PrivateDir {
 }
 
 impl PrivateDir {
-    /// Creates `path` as [`create_private_dir`] does, and opens it.
+    /// Creates `path` as [`create_private_dir`] does, makes its entry durable
+    /// (the parent directory is synced), and opens it.
     ///
     /// # Errors
     ///
     /// As [`create_private_dir`] and [`PrivateDir::open`].
     pub fn create(path: &Path) -> Result<Self, FileError> {
         create_private_dir(path)?;
+        // The new entry is durable once its parent is: what is written into the
+        // directory must not vanish with it in a crash.
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(parent)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|error| FileError::Write {
+                path: parent.to_owned(),
+                error,
+            })?;
         Self::open(path)
     }
 
