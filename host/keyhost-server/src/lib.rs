@@ -420,7 +420,8 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// by identity (identities without a policy as one holder).
 #[derive(Debug)]
 struct Counts {
-    limits: Limits,
+    /// The limits the pools are sized by (changed by a reload).
+    limits: arc_swap::ArcSwap<Limits>,
     handshakes_by_ip: Arc<Shares<std::net::IpAddr>>,
     handshakes_by_network: Arc<Shares<std::net::IpAddr>>,
     by_address: Arc<Shares<std::net::IpAddr>>,
@@ -448,7 +449,7 @@ impl Counts {
         let all = limits.max_connections;
         let reserve = limits.admin_reserve;
         Self {
-            limits: limits.clone(),
+            limits: arc_swap::ArcSwap::from_pointee(limits.clone()),
             handshakes_by_ip: Shares::new(limits.handshakes, limits.handshakes_per_ip, reserve),
             handshakes_by_network: Shares::new(limits.handshakes, limits.handshakes_per_network, reserve),
             by_address: Shares::new(all, limits.per_address, reserve),
@@ -457,14 +458,31 @@ impl Counts {
         }
     }
 
+    /// Sizes the pools by `limits` (a reload changed them): the connections and
+    /// handshakes open now count against the new sizes, so a reload never lets
+    /// more in than the new limits allow, nor the old and new pools together.
+    fn resize(&self, limits: &Limits) {
+        let all = limits.max_connections;
+        let reserve = limits.admin_reserve;
+        self.handshakes_by_ip
+            .resize(limits.handshakes, limits.handshakes_per_ip, reserve);
+        self.handshakes_by_network
+            .resize(limits.handshakes, limits.handshakes_per_network, reserve);
+        self.by_address.resize(all, limits.per_address, reserve);
+        self.by_identity.resize(all, limits.per_identity, reserve);
+        self.unknown.resize(limits.unknown, (limits.unknown / 4).max(1), 0);
+        self.limits.store(Arc::new(limits.clone()));
+    }
+
     /// Takes a handshake slot for `ip`, unless the address, its network or all
     /// addresses have their share under way (the admin's networks may use the
     /// reserve), or the address already holds its share of connections.
     fn start_handshake(&self, ip: std::net::IpAddr) -> Option<(Held, Arc<tokio::sync::Notify>)> {
-        let admin = self.limits.admin_networks.iter().any(|n| n.contains(ip));
+        let limits = self.limits.load();
+        let admin = limits.admin_networks.iter().any(|n| n.contains(ip));
         // The admin's identity is not known yet: an address at its share may still
         // shake hands into the reserve, and only the admin's connection is kept.
-        if !admin && self.by_address.holds(&ip) >= self.limits.per_address + self.limits.admin_reserve {
+        if !admin && self.by_address.holds(&ip) >= limits.per_address + limits.admin_reserve {
             return None;
         }
         let network = shares::network_of(ip);
@@ -609,7 +627,7 @@ impl hyper::body::Body for Tracked {
 
 /// Serves the API on `listener` with a replaceable configuration.
 pub async fn serve_live(listener: TcpListener, live: Arc<Live>) -> std::io::Result<()> {
-    let mut counts = Arc::new(Counts::new(&live.state().limits));
+    let counts = Arc::new(Counts::new(&live.state().limits));
     loop {
         let (tcp, addr) = match listener.accept().await {
             Ok(conn) => conn,
@@ -621,10 +639,10 @@ pub async fn serve_live(listener: TcpListener, live: Arc<Live>) -> std::io::Resu
             }
         };
         let limits = live.state().limits.clone();
-        if counts.limits != limits {
-            // A reload changed the limits: new connections take shares of pools of
-            // the new size; open ones give theirs back to the old pools.
-            counts = Arc::new(Counts::new(&limits));
+        if **counts.limits.load() != limits {
+            // A reload changed the limits: the pools take their new sizes, and
+            // what open connections hold counts against them.
+            counts.resize(&limits);
         }
         // Refused before the handshake costs memory or time: an address that holds
         // its share of connections, or an address, a network or all that have

@@ -19,15 +19,18 @@ use crate::lock;
 /// A pool of `total` units shared by holders of type `K`.
 #[derive(Debug)]
 pub(crate) struct Shares<K: Eq + Hash> {
-    total: usize,
-    per_holder: usize,
-    reserve: usize,
     held: Mutex<Held<K>>,
     freed: tokio::sync::Notify,
 }
 
 #[derive(Debug)]
 struct Held<K> {
+    /// What all holders together may hold.
+    total: usize,
+    /// What one holder may hold.
+    per_holder: usize,
+    /// What privileged holders may hold beyond the total.
+    reserve: usize,
     all: usize,
     by_holder: HashMap<K, usize>,
     /// How many holders hold each count (so the biggest is known without a scan).
@@ -74,10 +77,10 @@ impl<K: Eq + Hash + Clone> Shares<K> {
     /// `reserve` more units that only privileged holders may use.
     pub(crate) fn new(total: usize, per_holder: usize, reserve: usize) -> Arc<Self> {
         Arc::new(Self {
-            total,
-            per_holder: per_holder.min(total).max(1),
-            reserve,
             held: Mutex::new(Held {
+                total,
+                per_holder: per_holder.min(total).max(1),
+                reserve,
                 all: 0,
                 by_holder: HashMap::new(),
                 by_count: std::collections::BTreeMap::new(),
@@ -94,9 +97,9 @@ impl<K: Eq + Hash + Clone> Shares<K> {
         let mut held = lock(&self.held);
         let mine = held.by_holder.get(holder).copied().unwrap_or(0);
         let fits = if privileged {
-            held.all + n <= self.total + self.reserve
+            held.all + n <= held.total + held.reserve
         } else {
-            mine + n <= self.per_holder && held.all + n <= self.total
+            mine + n <= held.per_holder && held.all + n <= held.total
         };
         if !fits {
             return None;
@@ -190,7 +193,7 @@ impl<K: Eq + Hash + Clone> Shares<K> {
         let mut held = lock(&self.held);
         let mine = held.by_holder.get(holder).copied().unwrap_or(0);
         // No holder holds more than its share: none can hold two more than this.
-        if mine + 2 > self.per_holder {
+        if mine + 2 > held.per_holder {
             return false;
         }
         loop {
@@ -246,7 +249,19 @@ impl<K: Eq + Hash + Clone> Shares<K> {
 
     /// How many units one holder may hold.
     pub(crate) fn per_holder(&self) -> usize {
-        self.per_holder
+        lock(&self.held).per_holder
+    }
+
+    /// Gives the pool new sizes (a reload changed them). What holders hold now
+    /// counts against them: a pool made smaller takes nothing back, but lets no
+    /// one take more until what is held fits.
+    pub(crate) fn resize(&self, total: usize, per_holder: usize, reserve: usize) {
+        let mut held = lock(&self.held);
+        held.total = total;
+        held.per_holder = per_holder.min(total).max(1);
+        held.reserve = reserve;
+        drop(held);
+        self.freed.notify_waiters();
     }
 
     /// How many units `holder` holds.
@@ -363,6 +378,18 @@ mod tests {
         drop(a);
         assert_eq!(pool.held(&"a"), (0, 8));
         assert!(pool.try_take(&"c", 2, false).is_some());
+    }
+
+    #[test]
+    fn a_resized_pool_counts_what_is_held_already() {
+        let pool = Shares::new(10, 10, 0);
+        let held: Vec<_> = (0..8).filter_map(|_| pool.try_take(&"a", 1, false)).collect();
+        pool.resize(6, 6, 0);
+        assert!(pool.try_take(&"b", 1, false).is_none(), "8 held against a total of 6");
+        drop(held);
+        assert_eq!(pool.held(&"a"), (0, 0));
+        let again: Vec<_> = (0..10).filter_map(|_| pool.try_take(&"b", 1, false)).collect();
+        assert_eq!(again.len(), 6, "the new total");
     }
 
     #[tokio::test]

@@ -679,3 +679,58 @@ fn requests_written_ahead_on_one_connection_run_one_per_turn() {
         );
     });
 }
+
+/// A reload that makes the limits smaller: the connections open at the reload
+/// count against the new maximum (the pools are resized, not replaced by empty
+/// ones), so a reload never lets in more than the new limits allow, nor the old
+/// and the new limits together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_to_smaller_limits_counts_the_connections_open_already() {
+    let creds = keyhost_tls::mint::DevCredentials::generate(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let app = ApiKey::from_seed([7; 32]);
+    let (admin, app_id) = (creds.admin.identity(), app.identity());
+    let state = |max: usize| {
+        let mut authorizer = keyhost_policy::Authorizer::new(Some(admin.clone()));
+        authorizer
+            .add("app", policy(&["/v1/key/describe/*"]), std::slice::from_ref(&app_id))
+            .unwrap();
+        let mut state = keyhost_server::State::new(Arc::new(MemStore::new()), authorizer);
+        state.limits = keyhost_server::Limits {
+            max_connections: max,
+            per_address: max,
+            per_identity: max,
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            ..keyhost_server::Limits::for_max_connections(max)
+        };
+        Arc::new(state)
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tls = Arc::new(creds.server_config().unwrap());
+    let live = keyhost_server::Live::new(tls.clone(), state(8));
+    tokio::spawn(keyhost_server::serve_live(listener, live.clone()));
+    let s = Server {
+        url: format!("https://localhost:{}", addr.port()),
+        addr,
+        creds,
+        app,
+    };
+    let app_pem = pem_of(&s.app);
+    let mut open = Vec::new();
+    for _ in 0..6 {
+        open.extend(kept_open(&s, ip("127.0.0.1"), &app_pem).await);
+    }
+    assert_eq!(open.len(), 6);
+    live.replace(tls, state(4));
+    assert!(
+        kept_open(&s, ip("127.0.0.1"), &app_pem).await.is_none(),
+        "6 connections open against a new maximum of 4, and one more was let in"
+    );
+    open.truncate(3);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        kept_open(&s, ip("127.0.0.1"), &app_pem).await.is_some(),
+        "3 open: there is room again under the new maximum"
+    );
+}
