@@ -373,9 +373,11 @@ async fn readiness_probes_answer_from_the_last_status_and_never_queue() {
         );
     })
     .await;
-    // Over HTTP/2: one connection, as many probes as streams.
+    // Over HTTP/2: 25 connections of 8 streams each, so that all 200 probes of
+    // the flood below are under way at once.
     let stranger = pem_of(&ApiKey::from_seed([12; 32]));
-    let prober = s.client_h2(Some((&stranger.0, &stranger.1)));
+    let probers: Vec<_> = (0..25).map(|_| s.client_h2(Some((&stranger.0, &stranger.1)))).collect();
+    let prober = probers[0].clone();
     // The first probe waits for the first status.
     let first = {
         let (prober, url) = (prober.clone(), s.url.clone());
@@ -408,8 +410,8 @@ async fn readiness_probes_answer_from_the_last_status_and_never_queue() {
     }
     wait_until("the reads to take every slot", || gated.slots.available_permits() == 0).await;
     let mut probes = Vec::new();
-    for _ in 0..200 {
-        let (prober, url) = (prober.clone(), s.url.clone());
+    for i in 0..200 {
+        let (prober, url) = (probers[i % probers.len()].clone(), s.url.clone());
         probes.push(tokio::spawn(async move {
             prober.get(format!("{url}/v1/ready")).send().await.unwrap().status()
         }));
