@@ -50,6 +50,7 @@ pub(crate) struct Shared {
     /// the plugin has said that it reads it.
     pub(crate) config: Mutex<Arc<WasiConfigVariables>>,
     pub(crate) dir: Option<PathBuf>,
+    pub(crate) dir_read_only: bool,
     pub(crate) egress_allowed: Arc<[Origin]>,
     pub(crate) http: egress::HttpClient,
     pub(crate) http_per_origin: Arc<HashMap<Origin, egress::HttpClient>>,
@@ -98,7 +99,12 @@ impl Shared {
         .allow_ip_name_lookup(false)
         .allow_blocking_current_thread(true);
         if let Some(dir) = &self.dir {
-            wasi.preopened_dir(dir, GUEST_DIR, FsPerms::ReadWrite)
+            let perms = if self.dir_read_only {
+                FsPerms::ReadOnly
+            } else {
+                FsPerms::ReadWrite
+            };
+            wasi.preopened_dir(dir, GUEST_DIR, perms)
                 .map_err(|e| Error::Unavailable(format!("cannot open the granted directory {}: {e}", dir.display())))?;
         }
         let budget = host_state::InstanceBudget::new(self.limits.memory);

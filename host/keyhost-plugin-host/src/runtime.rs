@@ -279,6 +279,7 @@ impl Runtime {
                 spec.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             )),
             dir: spec.grants.dir.clone(),
+            dir_read_only: spec.grants.dir_read_only,
             egress_allowed: spec.grants.http.clone().into(),
             http: self.inner.http.clone(),
             http_per_origin: Arc::new(self.origin_clients(spec, label)?),

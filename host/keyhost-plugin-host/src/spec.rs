@@ -39,6 +39,10 @@ pub struct Grants {
     pub http: Vec<Origin>,
     /// A directory the plugin may read and write, seen inside as [`GUEST_DIR`].
     pub dir: Option<PathBuf>,
+    /// Whether the plugin may only read `dir`: every write there fails as a
+    /// permission error. The conformance kit grants a directory this way to check
+    /// what a plugin answers when its backend refuses writes.
+    pub dir_read_only: bool,
     /// How the host connects to granted `https` origins that need more than the
     /// public roots: a private CA, a client certificate. Each must be in `http`.
     pub tls: HashMap<Origin, OriginTls>,

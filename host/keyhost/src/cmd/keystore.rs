@@ -157,6 +157,7 @@ pub async fn open_unsealed(config: &KeystoreConfig, file: &str) -> Result<Arc<dy
                 http,
                 dir: p.allow_dir.clone(),
                 tls,
+                ..Grants::default()
             };
             let defaults = Limits::default();
             spec.limits = Limits {
