@@ -498,6 +498,13 @@ fn message<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::D
     }
 }
 
+/// Whether a transport failure is the host's refusal (wasi:http's
+/// `HTTP-request-denied`), however the error's text spells it.
+fn denied_by_host(text: &str) -> bool {
+    let folded: String = text.chars().filter(char::is_ascii_alphanumeric).collect();
+    folded.to_ascii_lowercase().contains("httprequestdenied")
+}
+
 /// Maps an SDK error that is not specific to one operation onto the contract.
 fn classify<E, R>(e: &SdkError<E, R>) -> Error
 where
@@ -505,6 +512,9 @@ where
     R: std::fmt::Debug,
 {
     match e {
+        SdkError::DispatchFailure(_) if denied_by_host(&DisplayErrorContext(e).to_string()) => Error::AccessDenied(
+            "keyhost denied the request: the AWS endpoint is not granted to this plugin (allow.http)".into(),
+        ),
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
             Error::Unavailable(format!("AWS is unreachable: {}", DisplayErrorContext(e)))
         }

@@ -9,6 +9,13 @@
 //! - **Names**: KES's rules for its fs keystore, minus its ban on inner dots: a name
 //!   is refused when empty, longer than 255 bytes, starting with `.`, or containing
 //!   `/`, `\` or NUL.
+//! - **A removed directory is an unavailable backend**: the granted directory
+//!   stays open in the sandbox when it is removed on the host, and then lists
+//!   nothing and holds nothing; its link count (0) tells. Every call then fails
+//!   with `unavailable`, never `not-found`, which would say that a key does not
+//!   exist.
+//! - **Permissions**: a write or read the file system refuses for permissions (a
+//!   read-only directory or grant) is `access-denied`.
 //! - **Case-sensitive**: on a file system that ignores case (macOS's default, FAT,
 //!   some network mounts) `SECRET` and `secret` would be one file, so a policy
 //!   naming one could be bypassed with the other. [`DirStore::open`] finds out with
@@ -148,6 +155,7 @@ impl DirStore {
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(Error::AlreadyExists),
             Err(e) => Err(io_error("cannot link the record into place", &e)),
         });
+        let result = result.map_err(|e| self.removed_or(e));
         let _ = fs::remove_file(&tmp);
         result?;
         self.sync_dir()
@@ -169,8 +177,8 @@ impl DirStore {
     pub fn get(&self, name: &str) -> Result<Vec<u8>, Error> {
         let path = self.path_of(name)?;
         let file = File::open(&path).map_err(|e| match e.kind() {
-            ErrorKind::NotFound => Error::NotFound,
-            _ => io_error("cannot open the record", &e),
+            ErrorKind::NotFound => self.not_found(),
+            _ => self.io_error("cannot open the record", &e),
         })?;
         let mut value = Vec::new();
         file.take(MAX_RECORD + 1)
@@ -186,15 +194,15 @@ impl DirStore {
     pub fn delete(&self, name: &str) -> Result<(), Error> {
         let path = self.path_of(name)?;
         fs::remove_file(&path).map_err(|e| match e.kind() {
-            ErrorKind::NotFound => Error::NotFound,
-            _ => io_error("cannot remove the record", &e),
+            ErrorKind::NotFound => self.not_found(),
+            _ => self.io_error("cannot remove the record", &e),
         })?;
         self.sync_dir()
     }
 
     /// Every stored name (unsorted).
     pub fn names(&self) -> Result<Vec<String>, Error> {
-        let entries = fs::read_dir(&self.root).map_err(|e| io_error("cannot list the directory", &e))?;
+        let entries = fs::read_dir(&self.root).map_err(|e| self.io_error("cannot list the directory", &e))?;
         let mut names = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| io_error("cannot list the directory", &e))?;
@@ -206,6 +214,10 @@ impl DirStore {
                 names.push(name);
             }
         }
+        // A removed directory lists nothing: tell that from an empty one.
+        if names.is_empty() && self.removed() {
+            return Err(self.removed_error());
+        }
         Ok(names)
     }
 
@@ -214,14 +226,64 @@ impl DirStore {
         Ok(keyhost_plugin_sdk::page(self.names()?, prefix, after, limit))
     }
 
-    /// The directory can be read.
+    /// The directory is there and can be read.
     pub fn status(&self) -> Result<Status, Error> {
         let start = Instant::now();
-        fs::read_dir(&self.root).map_err(|e| Error::Unavailable(format!("cannot read the directory: {e}")))?;
+        if self.removed() {
+            return Err(self.removed_error());
+        }
+        fs::read_dir(&self.root).map_err(|e| match e.kind() {
+            ErrorKind::PermissionDenied => Error::AccessDenied(format!("cannot read the directory: {e}")),
+            _ => Error::Unavailable(format!("cannot read the directory: {e}")),
+        })?;
         Ok(Status {
             latency_ms: Some(u32::try_from(start.elapsed().as_millis()).unwrap_or(u32::MAX)),
             detail: Some(format!("directory {}", self.root.display())),
         })
+    }
+
+    /// Whether the directory was removed under the store: its path no longer
+    /// leads to a directory, or the granted directory that holds it, which the
+    /// sandbox keeps open, has a link count of 0.
+    fn removed(&self) -> bool {
+        if !fs::metadata(&self.root).is_ok_and(|m| m.is_dir()) {
+            return true;
+        }
+        wasip2::filesystem::preopens::get_directories()
+            .into_iter()
+            .filter(|(_, path)| self.root.starts_with(path))
+            .filter_map(|(dir, _)| dir.stat().ok())
+            .any(|stat| stat.link_count == 0)
+    }
+
+    fn removed_error(&self) -> Error {
+        Error::Unavailable(format!(
+            "the directory {} was removed; grant an existing one",
+            self.root.display()
+        ))
+    }
+
+    /// `not-found`, unless the directory itself is gone.
+    fn not_found(&self) -> Error {
+        if self.removed() {
+            self.removed_error()
+        } else {
+            Error::NotFound
+        }
+    }
+
+    /// `error`, unless the directory itself is gone.
+    fn removed_or(&self, error: Error) -> Error {
+        match error {
+            Error::AlreadyExists => error,
+            _ if self.removed() => self.removed_error(),
+            _ => error,
+        }
+    }
+
+    /// [`io_error`], unless the directory itself is gone.
+    fn io_error(&self, what: &str, e: &std::io::Error) -> Error {
+        self.removed_or(io_error(what, e))
     }
 
     fn sync_dir(&self) -> Result<(), Error> {

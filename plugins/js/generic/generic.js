@@ -33,6 +33,15 @@ const fail = (tag, val) => {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
+// A request that got no answer: the host's refusal (the origin is not granted) is
+// access-denied, anything else unavailable.
+function transportFailure(code) {
+  if (code && code.tag === 'HTTP-request-denied') {
+    fail('access-denied', `${endpoint} is not granted to this plugin (allow.http)`);
+  }
+  fail('unavailable', `cannot reach ${endpoint}: ${JSON.stringify(code)}`);
+}
+
 function toBase64(bytes) {
   let text = '';
   for (let at = 0; at < bytes.length; at += 0x8000) {
@@ -63,7 +72,7 @@ function send(method, path, body) {
   try {
     future = handle(request, undefined);
   } catch (e) {
-    fail('unavailable', `cannot reach ${endpoint}: ${JSON.stringify(e.payload ?? e)}`);
+    transportFailure(e.payload ?? e);
   }
   if (body) {
     const stream = outgoing.write();
@@ -75,6 +84,9 @@ function send(method, path, body) {
   OutgoingBody.finish(outgoing, undefined);
   future.subscribe().block();
   const answer = future.get();
+  if (answer !== undefined && answer.tag === 'ok' && answer.val.tag === 'err') {
+    transportFailure(answer.val.val);
+  }
   if (answer === undefined || answer.tag !== 'ok' || answer.val.tag !== 'ok') {
     fail('unavailable', `no answer from ${endpoint}: ${JSON.stringify(answer)}`);
   }

@@ -59,7 +59,7 @@ def send(method, path, body=None):
     try:
         future = outgoing_handler.handle(request, None)
     except Err as e:
-        fail(kt.Error_Unavailable(f"cannot reach {_endpoint}: {e.value}"))
+        transport_failure(e.value)
     if body:
         with outgoing.write() as stream:
             for at in range(0, len(body), 4096):
@@ -68,10 +68,12 @@ def send(method, path, body=None):
     with future.subscribe() as ready:
         ready.block()
     answer = future.get()
-    if answer is None or isinstance(answer.value, Err):
+    if answer is None or isinstance(answer, Err):
         fail(kt.Error_Unavailable(f"no answer from {_endpoint}"))
+    if isinstance(answer.value, Err):
+        transport_failure(answer.value.value)
     outcome = answer.value.value
-    if isinstance(answer.value.value, Err) or not hasattr(outcome, "status"):
+    if not hasattr(outcome, "status"):
         fail(kt.Error_Unavailable(f"cannot reach {_endpoint}: {outcome}"))
     status = outcome.status()
     data = bytearray()
@@ -85,6 +87,14 @@ def send(method, path, body=None):
                         break
                     raise
     return status, bytes(data)
+
+
+def transport_failure(code):
+    """A request that got no answer: the host's refusal (the origin is not
+    granted) is access-denied, anything else unavailable."""
+    if "HttpRequestDenied" in type(code).__name__:
+        fail(kt.Error_AccessDenied(f"{_endpoint} is not granted to this plugin (allow.http)"))
+    fail(kt.Error_Unavailable(f"cannot reach {_endpoint}: {code}"))
 
 
 def check(status, data, ok):

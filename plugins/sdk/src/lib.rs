@@ -268,7 +268,14 @@ pub mod http {
             }
             let mut response = client.send(request).await.map_err(|e| {
                 let text = format!("{e:#}");
-                if text.contains("HTTPRequestDenied") || text.contains("denied") {
+                // The host's refusal (wasi:http's `HTTP-request-denied`), however
+                // the error's text spells it.
+                let folded: String = text
+                    .chars()
+                    .filter(char::is_ascii_alphanumeric)
+                    .collect::<String>()
+                    .to_ascii_lowercase();
+                if folded.contains("httprequestdenied") {
                     Error::AccessDenied(format!("{url} is not granted to this plugin (allow.http)"))
                 } else if text.contains("Timeout") {
                     Error::Unavailable(format!(

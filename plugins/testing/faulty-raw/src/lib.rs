@@ -134,7 +134,12 @@ impl Guest for Raw {
             ));
         }
         let root = format!("/data/{subdir}");
-        std::fs::create_dir_all(&root).map_err(|e| Error::Unavailable(format!("cannot make the directory: {e}")))?;
+        if !std::path::Path::new(&root).is_dir() {
+            std::fs::create_dir(&root).map_err(|e| match e.kind() {
+                std::io::ErrorKind::PermissionDenied => Error::AccessDenied(format!("cannot make the directory: {e}")),
+                _ => Error::Unavailable(format!("cannot make the directory: {e}")),
+            })?;
+        }
         let store = DirStore::open(root)?;
         STORE.with(|s| *s.borrow_mut() = Some(store));
         Ok(())
