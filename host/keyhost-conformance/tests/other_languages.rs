@@ -60,10 +60,17 @@ async fn kit(name: &str, wasm: std::path::PathBuf, limits: Limits, options: &Kit
     // other tests keep compiled plugins.
     let runtime = common::runtime();
     let report = keyhost_conformance::run(&runtime, spec, options).await.unwrap();
-    common::assert_every_case_passed(&report);
-    assert!(
-        report.plugin_info.starts_with(&format!("{name} ")),
-        "{}",
-        report.plugin_info
+    // One endpoint and no timeout_ms to word otherwise, nothing of a directory, no
+    // credential, no listing of 20,000 names.
+    common::assert_passed_but(
+        &report,
+        &[
+            "env.same-backend",
+            "env.dir-read-only",
+            "env.dir-removed",
+            "env.credential-refused",
+            "scale.listing",
+        ],
     );
+    assert_eq!(report.plugin_name, name);
 }

@@ -17,12 +17,14 @@ fn the_bundled_fs_plugin_passes_and_writes_reports() {
     std::fs::create_dir(&data).unwrap();
     let junit = dir.path().join("report.xml");
     let json = dir.path().join("report.json");
+    let html = dir.path().join("report.html");
     // Links planted at the report paths (another user's doing, in a shared
     // directory): the reports replace them and never write through them.
     let victim = dir.path().join("victim");
     std::fs::write(&victim, "not a report").unwrap();
     std::os::unix::fs::symlink(&victim, &junit).unwrap();
     std::os::unix::fs::symlink(&victim, &json).unwrap();
+    std::os::unix::fs::symlink(&victim, &html).unwrap();
     let out = keyhost()
         .args(["plugin", "test", "builtin:fs", "--allow-dir"])
         .arg(&data)
@@ -32,6 +34,9 @@ fn the_bundled_fs_plugin_passes_and_writes_reports() {
         .arg(&junit)
         .arg("--json")
         .arg(&json)
+        .arg("--html")
+        .arg(&html)
+        .args(["--seed", "7"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -49,8 +54,16 @@ fn the_bundled_fs_plugin_passes_and_writes_reports() {
     );
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert!(report["cases"].as_array().unwrap().len() > 20);
+    assert_eq!(report["seed"], 7);
+    assert!(stdout.contains("reproduce with --seed 7"), "{stdout}");
+    // Every form names the component's SHA-256.
+    let sha256 = report["sha256"].as_str().unwrap().to_owned();
+    assert_eq!(sha256.len(), 64);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.starts_with("<!DOCTYPE html>") && page.contains(&sha256), "{page}");
+    assert!(std::fs::read_to_string(&junit).unwrap().contains(&sha256));
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "not a report");
-    for report in [&junit, &json] {
+    for report in [&junit, &json, &html] {
         assert!(
             std::fs::symlink_metadata(report).unwrap().is_file(),
             "{}",

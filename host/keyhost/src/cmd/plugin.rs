@@ -135,10 +135,43 @@ pub struct TestArgs {
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Also write the results as one self-contained HTML page to this file, to
+    /// publish beside the plugin (its name, version and SHA-256, every case, and
+    /// the rules the kit cannot check).
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// The seed of the randomized cases (model.*). Every report prints the seed it
+    /// ran with; pass it here, with the same --budget, to replay a failure.
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    /// How many operations the randomized cases run: steps of model.sequential
+    /// (default 1000), and a fortieth of it as rounds of model.concurrent (default
+    /// 25). More finds rarer defects and takes longer.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    budget: Option<u32>,
+    /// The record sizes this deployment holds, MIN..MAX in bytes, when its settings
+    /// hold fewer than the plugin declares (e.g. 1..4096 for the AWS plugin with
+    /// kms_envelope): larger records must then be refused with invalid-argument.
+    #[arg(long, value_name = "MIN..MAX", value_parser = parse_sizes)]
+    record_size: Option<std::ops::RangeInclusive<usize>>,
+    /// Also page through a listing of 20,000 names (scale.listing), the size where
+    /// directory reads and backend pages run out. Takes minutes on a slow backend.
+    #[arg(long)]
+    scale: bool,
     /// Run the cases through host-side sealing (keystore.seal) with a throw-away
     /// key-encryption key, as a server that seals uses the plugin.
     #[arg(long)]
     sealed: bool,
+}
+
+fn parse_sizes(s: &str) -> Result<std::ops::RangeInclusive<usize>, String> {
+    let parsed = s
+        .split_once("..")
+        .and_then(|(min, max)| Some((min.parse::<usize>().ok()?, max.parse::<usize>().ok()?)));
+    match parsed {
+        Some((min, max)) if min <= max => Ok(min..=max),
+        _ => Err(format!("'{s}' is not MIN..MAX in bytes, e.g. 1..4096")),
+    }
 }
 
 fn parse_setting(s: &str) -> Result<(String, String), String> {
@@ -237,6 +270,7 @@ impl PluginArgs {
             http: self.allow_http.clone(),
             dir: self.allow_dir.clone(),
             tls: self.origin_tls()?,
+            ..Grants::default()
         };
         spec.limits = Limits {
             memory: self.memory,
@@ -292,6 +326,10 @@ async fn test(args: TestArgs) -> ExitCode {
                     .expect("one new key-encryption key is a valid list"),
             )
         }),
+        seed: args.seed,
+        budget: args.budget,
+        scale: args.scale,
+        record_sizes: args.record_size.clone(),
     };
     let report = match keyhost_conformance::run(&runtime, spec, &options).await {
         Ok(report) => report,
@@ -305,7 +343,11 @@ async fn test(args: TestArgs) -> ExitCode {
     };
     // Write without panicking: stdout may be a closed pipe (`… | head`).
     let _ = std::io::Write::write_all(&mut std::io::stdout(), report.to_text().as_bytes());
-    for (path, content) in [(&args.junit, report.to_junit()), (&args.json, report.to_json())] {
+    for (path, content) in [
+        (&args.junit, report.to_junit()),
+        (&args.json, report.to_json()),
+        (&args.html, report.to_html()),
+    ] {
         // Written to a new file renamed onto the path: a link planted at the path is
         // replaced, never written through.
         if let Some(path) = path
