@@ -110,6 +110,10 @@ pub const SENTENCES: &[Sentence] = &[
     s("A plugin starts with no capability", Descriptive),
     s("The operator may grant", Descriptive),
     s("which the plugin sees as the preopened directory", Descriptive),
+    s(
+        "A subdirectory that the plugin did not create",
+        Checked(&["env.dir-foreign"]),
+    ),
     s("outbound HTTP (through", Descriptive),
     s("Any other request fails with `HTTP-request-denied`", Descriptive),
     s("Anything a plugin writes to stdout or stderr", Descriptive),
@@ -287,6 +291,7 @@ pub const SENTENCES: &[Sentence] = &[
             "the kit cannot crash the host or cut its power; recycle.durable checks only that records live in the backend, not in instance memory",
         ),
     ),
+    s("Records are kept however old they are", Checked(&["env.dir-aged"])),
     s(
         "All or nothing: on failure no record",
         Checked(&["create.roundtrip.*", "names.non-portable", "model.sequential"]),

@@ -74,6 +74,8 @@ const SKIPS: &[&str] = &[
     "records.empty",
     "env.dir-read-only",
     "env.dir-removed",
+    "env.dir-aged",
+    "env.dir-foreign",
     "env.credential-refused",
     "scale.listing",
 ];

@@ -68,6 +68,8 @@ async fn kit(name: &str, wasm: std::path::PathBuf, limits: Limits, options: &Kit
             "env.same-backend",
             "env.dir-read-only",
             "env.dir-removed",
+            "env.dir-aged",
+            "env.dir-foreign",
             "env.credential-refused",
             "scale.listing",
         ],

@@ -180,6 +180,11 @@ impl DirStore {
             ErrorKind::NotFound => self.not_found(),
             _ => self.io_error("cannot open the record", &e),
         })?;
+        // A directory (or anything else) under a record's name was not written by
+        // the store: no record.
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            return Err(self.not_found());
+        }
         let mut value = Vec::new();
         file.take(MAX_RECORD + 1)
             .read_to_end(&mut value)

@@ -138,6 +138,124 @@ pub(crate) async fn dir_removed(kit: &Kit) -> Checked {
     Ok(None)
 }
 
+/// A directory of the kit's own, granted to a fresh set of instances in place of
+/// the operator's, so that the kit may age, plant or remove what is in it.
+async fn scratch_dir(kit: &Kit) -> Result<(tempfile::TempDir, Arc<dyn Keystore>), String> {
+    let dir = tempfile::Builder::new()
+        .prefix("keyhost-kit-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a scratch directory: {e}"))?;
+    let mut spec = kit.spec.clone();
+    spec.grants.dir = Some(dir.path().to_owned());
+    let store = load(kit, spec)
+        .await
+        .map_err(|e| format!("with a fresh directory granted, the plugin did not open: {e}"))?;
+    Ok((dir, store))
+}
+
+/// A fresh set of instances on `dir`, as after a restart.
+async fn reopen(kit: &Kit, dir: &std::path::Path) -> Result<Arc<dyn Keystore>, String> {
+    let mut spec = kit.spec.clone();
+    spec.grants.dir = Some(dir.to_owned());
+    load(kit, spec)
+        .await
+        .map_err(|e| format!("a fresh set of instances on the same directory did not open: {e}"))
+}
+
+/// Sets the times of everything under `dir` (not `dir` itself) `age` back.
+fn age(dir: &std::path::Path, by: std::time::Duration) -> Result<(), String> {
+    let then = std::time::SystemTime::now() - by;
+    let times = std::fs::FileTimes::new().set_accessed(then).set_modified(then);
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            age(&path, by)?;
+        }
+        std::fs::File::open(&path)
+            .and_then(|f| f.set_times(times))
+            .map_err(|e| format!("cannot age {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// `env.dir-aged`: records two days old survive a fresh `open` (housekeeping of
+/// old temporary files must not take records with them).
+pub(crate) async fn dir_aged(kit: &Kit) -> Checked {
+    if kit.spec.grants.dir.is_none() {
+        return Ok(Some("the plugin is granted no directory".into()));
+    }
+    let (dir, store) = scratch_dir(kit).await?;
+    let name = kit.name("aged");
+    store
+        .create(&name, b"an old record")
+        .await
+        .map_err(|e| format!("create in a fresh directory failed: {e}"))?;
+    age(dir.path(), std::time::Duration::from_secs(2 * 24 * 3600))?;
+    let fresh = reopen(kit, dir.path()).await?;
+    match fresh.get(&name).await {
+        Ok(v) if &v[..] == b"an old record" => {}
+        got => {
+            return Err(format!(
+                "with every file in the directory two days old, a fresh set of instances read {} for a record; \
+                 housekeeping at open must never remove records",
+                shown(&got)
+            ));
+        }
+    }
+    let listed = fresh
+        .list(&kit.name(""), None, 10)
+        .await
+        .map_err(|e| format!("list failed: {e}"))?;
+    ensure!(
+        listed.names == [name.clone()],
+        "with every file two days old, a fresh set of instances listed {:?}, expected {name:?}",
+        listed.names
+    );
+    Ok(None)
+}
+
+/// `env.dir-foreign`: a subdirectory that the plugin did not write, named like a
+/// record, is neither listed nor read as one.
+pub(crate) async fn dir_foreign(kit: &Kit) -> Checked {
+    if kit.spec.grants.dir.is_none() {
+        return Ok(Some("the plugin is granted no directory".into()));
+    }
+    let (dir, store) = scratch_dir(kit).await?;
+    let name = kit.name("foreign-record");
+    store
+        .create(&name, b"a record")
+        .await
+        .map_err(|e| format!("create in a fresh directory failed: {e}"))?;
+    // Beside whatever the plugin wrote, wherever it keeps its records.
+    let foreign = kit.name("foreign-dir");
+    let mut planted = vec![dir.path().join(&foreign)];
+    for entry in std::fs::read_dir(dir.path()).map_err(|e| e.to_string())?.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            planted.push(entry.path().join(&foreign));
+        }
+    }
+    for path in &planted {
+        std::fs::create_dir(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    }
+    let listed = store
+        .list(&kit.name("foreign-"), None, 10)
+        .await
+        .map_err(|e| format!("list failed: {e}"))?;
+    ensure!(
+        listed.names == [name.clone()],
+        "with a directory named {foreign:?} planted beside the records, list returned {:?}: a directory is not a record",
+        listed.names
+    );
+    match store.get(&foreign).await {
+        Err(Error::NotFound) => Ok(None),
+        got => Err(format!(
+            "with a directory named {foreign:?} planted beside the records, get({foreign:?}) answered {}; it holds no record, so not-found",
+            shown(&got)
+        )),
+    }
+}
+
 /// `env.http-revoked`: with the outbound grant taken away, the host denies every
 /// request, and the plugin says `access-denied`, at `open` or at each call.
 pub(crate) async fn http_revoked(kit: &Kit) -> Checked {

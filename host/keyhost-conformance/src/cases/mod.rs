@@ -291,6 +291,18 @@ pub const CASES: &[Case] = &[
         run: |kit| Box::pin(env::dir_removed(kit)),
     },
     Case {
+        id: "env.dir-aged",
+        title: "records two days old survive a fresh open of their directory",
+        rule: "Records are kept however old they are: housekeeping (removing old temporary files, for instance) never removes a record.",
+        run: |kit| Box::pin(env::dir_aged(kit)),
+    },
+    Case {
+        id: "env.dir-foreign",
+        title: "a subdirectory the plugin did not write, named like a record, is neither listed nor read",
+        rule: "A subdirectory that the plugin did not create in its granted directory is not a record: it is neither listed nor read.",
+        run: |kit| Box::pin(env::dir_foreign(kit)),
+    },
+    Case {
         id: "env.http-revoked",
         title: "without its outbound grant, open or every call is access-denied",
         rule: "A request the host denies (`HTTP-request-denied`: the origin is not granted) is `access-denied`.",
