@@ -251,14 +251,7 @@ impl DirStore {
     /// leads to a directory, or the granted directory that holds it, which the
     /// sandbox keeps open, has a link count of 0.
     fn removed(&self) -> bool {
-        if !fs::metadata(&self.root).is_ok_and(|m| m.is_dir()) {
-            return true;
-        }
-        wasip2::filesystem::preopens::get_directories()
-            .into_iter()
-            .filter(|(_, path)| self.root.starts_with(path))
-            .filter_map(|(dir, _)| dir.stat().ok())
-            .any(|stat| stat.link_count == 0)
+        keyhost_plugin_sdk::dir::removed(&self.root)
     }
 
     fn removed_error(&self) -> Error {

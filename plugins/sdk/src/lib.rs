@@ -166,6 +166,27 @@ pub fn page(names: impl IntoIterator<Item = String>, prefix: &str, after: Option
     Page { names, next }
 }
 
+/// For plugins that keep their records in the directory the operator grants.
+pub mod dir {
+    use std::path::Path;
+
+    /// Whether the directory at `path` was removed under the plugin: its path no
+    /// longer leads to a directory, or the granted directory that holds it, which
+    /// the sandbox keeps open, has no link left. A removed directory lists nothing
+    /// and holds nothing, so without this check a plugin would answer `not-found`
+    /// for every key; the contract wants `unavailable` (`env.dir-removed`).
+    pub fn removed(path: &Path) -> bool {
+        if !std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+            return true;
+        }
+        wasip2::filesystem::preopens::get_directories()
+            .into_iter()
+            .filter(|(_, preopen)| path.starts_with(preopen))
+            .filter_map(|(dir, _)| dir.stat().ok())
+            .any(|stat| stat.link_count == 0)
+    }
+}
+
 /// Maps an HTTP status that a backend answered onto the contract's errors, for
 /// plugins of HTTP backends: 404 → `not-found`, 409 → `already-exists`, 401/403 →
 /// `access-denied`, 429 → `throttled` (with `Retry-After` seconds, if given), 5xx and

@@ -13,7 +13,7 @@ use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
-use keyhost_plugin_sdk::{Config, Error, Info, Keystore, Page, Setting, Status, export_keystore, page};
+use keyhost_plugin_sdk::{Config, Error, Info, Keystore, Page, Setting, Status, dir, export_keystore, page};
 
 /// Where the granted directory appears inside the sandbox.
 const ROOT: &str = "/data";
@@ -55,7 +55,11 @@ impl Keystore for Store {
     }
 
     fn status(&self) -> Result<Status, Error> {
-        fs::metadata(&self.root).map_err(io)?;
+        // A removed directory is a backend that is gone, not an empty one.
+        if dir::removed(&self.root) {
+            return Err(self.gone());
+        }
+        fs::read_dir(&self.root).map_err(io)?;
         Ok(Status {
             latency_ms: Some(0),
             detail: None,
@@ -80,26 +84,37 @@ impl Keystore for Store {
         match written {
             Ok(()) => self.sync_dir(),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(Error::AlreadyExists),
-            Err(e) => Err(io(e)),
+            Err(e) => Err(self.io(e)),
         }
     }
 
     fn get(&self, name: &str) -> Result<Vec<u8>, Error> {
-        fs::read(self.path(name)?).map_err(io)
+        let path = self.path(name)?;
+        // Only files this plugin wrote are records; a directory is not one.
+        if !fs::metadata(&path).map_err(|e| self.io(e))?.is_file() {
+            return Err(Error::NotFound);
+        }
+        fs::read(path).map_err(|e| self.io(e))
     }
 
     fn delete(&self, name: &str) -> Result<(), Error> {
-        fs::remove_file(self.path(name)?).map_err(io)?;
+        fs::remove_file(self.path(name)?).map_err(|e| self.io(e))?;
         self.sync_dir()
     }
 
     fn list(&self, prefix: &str, after: Option<&str>, limit: u32) -> Result<Page, Error> {
         let mut names = Vec::new();
-        for entry in fs::read_dir(&self.root).map_err(io)? {
-            let name = entry.map_err(io)?.file_name();
-            if let Some(name) = name.to_str().filter(|n| !n.starts_with('.')) {
+        for entry in fs::read_dir(&self.root).map_err(|e| self.io(e))? {
+            let entry = entry.map_err(|e| self.io(e))?;
+            let name = entry.file_name();
+            if let Some(name) = name.to_str().filter(|n| !n.starts_with('.'))
+                && entry.file_type().is_ok_and(|t| t.is_file())
+            {
                 names.push(name.to_owned());
             }
+        }
+        if names.is_empty() && dir::removed(&self.root) {
+            return Err(self.gone());
         }
         // `page` sorts, filters and pages exactly as the contract requires.
         Ok(page(names, prefix, after, limit))
@@ -121,6 +136,19 @@ impl Store {
             )));
         }
         Ok(self.root.join(name))
+    }
+
+    /// Maps I/O errors onto the contract's error cases, `unavailable` when the
+    /// directory itself is gone.
+    fn io(&self, e: std::io::Error) -> Error {
+        if e.kind() != ErrorKind::AlreadyExists && dir::removed(&self.root) {
+            return self.gone();
+        }
+        io(e)
+    }
+
+    fn gone(&self) -> Error {
+        Error::Unavailable(format!("the directory {} was removed", self.root.display()))
     }
 
     fn sync_dir(&self) -> Result<(), Error> {

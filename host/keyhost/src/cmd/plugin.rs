@@ -559,6 +559,7 @@ publish = false
 
 [dependencies]
 wit-bindgen = { version = "0.61", default-features = false, features = ["macros", "realloc"] }
+wasip2 = "1"
 wstd = { version = "0.6", default-features = false, optional = true }
 
 [features]
