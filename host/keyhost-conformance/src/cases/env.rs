@@ -150,6 +150,20 @@ async fn scratch_dir(kit: &Kit) -> Result<(tempfile::TempDir, Arc<dyn Keystore>)
     let store = load(kit, spec)
         .await
         .map_err(|e| format!("with a fresh directory granted, the plugin did not open: {e}"))?;
+    // The one place the kit knows a store to be empty: it must list nothing, and
+    // say so without an error.
+    match store.list("", None, 1000).await {
+        Ok(page) if page.names.is_empty() && page.next.is_none() => {}
+        got => {
+            return Err(format!(
+                "in a fresh, empty directory, list(\"\", after none, limit 1000) answered {}; expected an empty page",
+                match got {
+                    Ok(page) => format!("{:?} (next {:?})", page.names, page.next),
+                    Err(e) => e.to_string(),
+                }
+            ));
+        }
+    }
     Ok((dir, store))
 }
 
