@@ -41,6 +41,29 @@ pub struct KitOptions {
     pub record_sizes: Option<RangeInclusive<usize>>,
 }
 
+/// The rules every page obeys, whatever else the store holds: at most `limit`
+/// names, each under `prefix` and after `after`.
+fn check_page(page: &keyhost_keystore::Page, prefix: &str, after: Option<&str>, limit: u32) -> Result<(), String> {
+    ensure!(
+        page.names.len() <= limit as usize,
+        "a page with limit {limit} held {} names",
+        page.names.len()
+    );
+    for name in &page.names {
+        ensure!(
+            name.starts_with(prefix),
+            "list({prefix:?}) returned {name:?}, which lacks the prefix"
+        );
+        if let Some(a) = after {
+            ensure!(
+                name.as_str() > a,
+                "list after {a:?} returned {name:?}, which is not greater"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `plugin`, sealed by `seal` when there is one.
 pub(crate) fn sealed_as(seal: &Option<Arc<keyhost_seal::Sealer>>, plugin: Plugin) -> Arc<dyn Keystore> {
     match seal {
@@ -177,20 +200,7 @@ impl Kit {
                 .list(prefix, after.as_deref(), limit)
                 .await
                 .map_err(|e| format!("list({prefix:?}, after {after:?}, limit {limit}) failed: {e}"))?;
-            ensure!(
-                page.names.len() <= limit as usize,
-                "a page with limit {limit} held {} names",
-                page.names.len()
-            );
-            for name in &page.names {
-                ensure!(
-                    name.starts_with(prefix),
-                    "list({prefix:?}) returned {name:?}, which lacks the prefix"
-                );
-                if let Some(a) = &after {
-                    ensure!(name > a, "list after {a:?} returned {name:?}, which is not greater");
-                }
-            }
+            check_page(&page, prefix, after.as_deref(), limit)?;
             if after.is_some() && page.names.is_empty() && round > 0 && set_next {
                 return Err(format!(
                     "`next` was {after:?}, but no greater name matches (the next page is empty): `next` must be none exactly when nothing follows"
@@ -279,20 +289,7 @@ impl Kit {
                 .list(prefix, after.as_deref(), limit)
                 .await
                 .map_err(|e| format!("list({prefix:?}, after {after:?}, limit {limit}) failed: {e}"))?;
-            ensure!(
-                page.names.len() <= limit as usize,
-                "a page with limit {limit} held {} names",
-                page.names.len()
-            );
-            for name in &page.names {
-                ensure!(
-                    name.starts_with(prefix),
-                    "list({prefix:?}) returned {name:?}, which lacks the prefix"
-                );
-                if let Some(a) = &after {
-                    ensure!(name > a, "list after {a:?} returned {name:?}, which is not greater");
-                }
-            }
+            check_page(&page, prefix, after.as_deref(), limit)?;
             all.extend(page.names.iter().cloned());
             match page.next {
                 None => {

@@ -279,24 +279,11 @@ pub(crate) async fn http_revoked(kit: &Kit) -> Checked {
     let mut spec = kit.spec.clone();
     spec.grants.http.clear();
     spec.grants.tls.clear();
-    let store = match load(kit, spec).await {
-        Err(LoadError::Open {
-            error: Error::AccessDenied(_),
-            ..
-        }) => return Ok(None),
-        Err(e) => {
-            return Err(format!(
-                "without its outbound grant, open failed with {e}; a request the host denies is access-denied"
-            ));
-        }
-        Ok(store) => store,
-    };
-    every_call_fails(kit, store.as_ref(), "without its outbound grant", |e| {
+    open_or_every_call_fails(kit, spec, "without its outbound grant", "access-denied", |e| {
         matches!(e, Error::AccessDenied(_))
     })
     .await
-    .map_err(|why| format!("{why}; a request the host denies is access-denied"))?;
-    Ok(None)
+    .map_err(|why| format!("{why}; a request the host denies is access-denied"))
 }
 
 /// `env.backend-gone`: with the backend's address answering nothing (every
@@ -340,24 +327,11 @@ pub(crate) async fn backend_gone(kit: &Kit) -> Checked {
     if kit.plugin.info().settings.iter().any(|s| s.name == "timeout_ms") {
         spec.config.insert("timeout_ms".into(), "1000".into());
     }
-    let store = match load(kit, spec).await {
-        Err(LoadError::Open {
-            error: Error::Unavailable(_),
-            ..
-        }) => return Ok(None),
-        Err(e) => {
-            return Err(format!(
-                "with the backend gone, open failed with {e}; a backend that cannot be reached is unavailable"
-            ));
-        }
-        Ok(store) => store,
-    };
-    every_call_fails(kit, store.as_ref(), "with the backend gone", |e| {
+    open_or_every_call_fails(kit, spec, "with the backend gone", "unavailable", |e| {
         matches!(e, Error::Unavailable(_))
     })
     .await
-    .map_err(|why| format!("{why}; a backend that cannot be reached is unavailable"))?;
-    Ok(None)
+    .map_err(|why| format!("{why}; a backend that cannot be reached is unavailable"))
 }
 
 /// `env.credential-refused`: with each secret setting changed to a value the
@@ -429,6 +403,22 @@ fn wrong(value: &str) -> String {
         None => out.push('x'),
     }
     out.into_iter().collect()
+}
+
+/// With `spec`, either `open` fails as `ok` says, or it succeeds and every call
+/// does.
+async fn open_or_every_call_fails(
+    kit: &Kit,
+    spec: PluginSpec,
+    when: &str,
+    expected: &str,
+    ok: impl Fn(&Error) -> bool,
+) -> Checked {
+    match load(kit, spec).await {
+        Err(LoadError::Open { error, .. }) if ok(&error) => Ok(None),
+        Err(e) => Err(format!("{when}, open failed with {e}; expected {expected}")),
+        Ok(store) => every_call_fails(kit, store.as_ref(), when, ok).await.map(|()| None),
+    }
 }
 
 /// `status`, `get`, `create`, `delete` and `list` all fail as `ok` says.
